@@ -1,0 +1,69 @@
+"""Optimizer parameter groups and the per-iteration warmup + cosine LR used by every effnn module."""
+
+from __future__ import annotations
+
+import inspect
+import math
+from collections.abc import Callable, Iterable
+
+import torch
+import torch.nn as nn
+from torch.optim import Optimizer
+from torch.optim.lr_scheduler import LambdaLR
+
+_NORM_TYPES = (nn.modules.batchnorm._NormBase, nn.GroupNorm, nn.LayerNorm)
+
+
+def param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
+    """Two groups: conv/linear weights decay, BN/norm parameters and biases do not (as AlphaNet trains).
+
+    Norm layers are found by type, and also by a 1-D shape, so elastic/dynamic norm layers are covered.
+    """
+    no_decay_ids = set()
+    for module in model.modules():
+        if isinstance(module, _NORM_TYPES) or "BatchNorm" in type(module).__name__:
+            no_decay_ids.update(id(p) for p in module.parameters(recurse=False))
+    decay, no_decay = [], []
+    for name, p in model.named_parameters():
+        if not p.requires_grad:
+            continue
+        if id(p) in no_decay_ids or p.ndim <= 1 or name.endswith(".bias"):
+            no_decay.append(p)
+        else:
+            decay.append(p)
+    groups = [{"params": decay, "weight_decay": weight_decay}]
+    if no_decay:
+        groups.append({"params": no_decay, "weight_decay": 0.0})
+    return groups
+
+
+def warmup_cosine(total_steps: int, warmup_steps: int = 0, min_lr_ratio: float = 0.0) -> Callable[[int], float]:
+    """LR multiplier per step: linear warmup from ~0 to 1, then cosine down to ``min_lr_ratio``."""
+    if total_steps <= 0:
+        raise ValueError(f"total_steps must be positive, got {total_steps}")
+    warmup_steps = max(0, min(warmup_steps, total_steps - 1))
+
+    def factor(step: int) -> float:
+        if step < warmup_steps:
+            return (step + 1) / (warmup_steps + 1)
+        progress = min(1.0, (step - warmup_steps) / max(1, total_steps - warmup_steps))
+        return min_lr_ratio + (1 - min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
+
+    return factor
+
+
+def build_optimizer(model: nn.Module, optimizer: Callable[..., Optimizer]) -> Optimizer:
+    """Instantiate a partial optimizer (from Hydra, ``_partial_: true``) over the no-decay-aware groups."""
+    param = inspect.signature(optimizer).parameters.get("weight_decay")
+    weight_decay = 0.0 if param is None or param.default is inspect.Parameter.empty else float(param.default)
+    return optimizer(param_groups(model, weight_decay))
+
+
+def build_scheduler(opt: Optimizer, total_steps: int, steps_per_epoch: float, warmup_epochs: float = 0.0,
+                    min_lr_ratio: float = 0.0) -> LambdaLR:
+    warmup_steps = int(round(warmup_epochs * steps_per_epoch))
+    return LambdaLR(opt, warmup_cosine(total_steps, warmup_steps, min_lr_ratio))
+
+
+def trainable(params: Iterable[torch.nn.Parameter]) -> list[torch.nn.Parameter]:
+    return [p for p in params if p.requires_grad]

@@ -1,0 +1,69 @@
+"""What ``train.py`` does, as a function: config -> datamodule, module, callbacks, loggers, trainer -> fit/test."""
+
+from __future__ import annotations
+
+import logging
+import math
+from typing import Any
+
+import hydra
+import lightning as L
+import torch
+from lightning.pytorch.callbacks import Callback
+from lightning.pytorch.loggers import Logger
+from omegaconf import DictConfig
+
+log = logging.getLogger("effnn")
+
+
+def instantiate_group(cfg: DictConfig | None) -> list[Any]:
+    """Instantiate every entry of a dict-of-configs group (callbacks, loggers) that has a ``_target_``."""
+    if not cfg:
+        return []
+    objects = []
+    for name, sub in cfg.items():
+        if isinstance(sub, DictConfig) and "_target_" in sub:
+            objects.append(hydra.utils.instantiate(sub))
+        elif sub is not None:
+            raise ValueError(f"config entry {name!r} has no _target_; each entry must name the class to build")
+    return objects
+
+
+def _as_float(value: Any) -> float:
+    return float(value.item() if isinstance(value, torch.Tensor) else value)
+
+
+def train(cfg: DictConfig) -> dict[str, float]:
+    """Fit (and test) as configured; return every logged metric as floats."""
+    if cfg.get("seed") is not None:
+        L.seed_everything(cfg.seed, workers=True, verbose=False)
+
+    datamodule: L.LightningDataModule = hydra.utils.instantiate(cfg.data)
+    model: L.LightningModule = hydra.utils.instantiate(cfg.model)
+    callbacks: list[Callback] = instantiate_group(cfg.get("callbacks"))
+    loggers: list[Logger] = instantiate_group(cfg.get("logger"))
+    trainer: L.Trainer = hydra.utils.instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
+
+    metrics: dict[str, float] = {}
+    if cfg.get("train", True):
+        trainer.fit(model, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
+        metrics.update({k: _as_float(v) for k, v in trainer.callback_metrics.items()})
+    if cfg.get("test", True):
+        ckpt = None if cfg.get("train", True) else cfg.get("ckpt_path")
+        trainer.test(model, datamodule=datamodule, ckpt_path=ckpt, verbose=trainer.is_global_zero)
+        metrics.update({k: _as_float(v) for k, v in trainer.callback_metrics.items()})
+    if trainer.is_global_zero:
+        shown = ", ".join(f"{k}={v:.4f}" for k, v in sorted(metrics.items()) if "/" in k and not k.startswith("lr-"))
+        log.info("final metrics: %s", shown)
+    return metrics
+
+
+def optimized_value(cfg: DictConfig, metrics: dict[str, float]) -> float | None:
+    """The metric a sweeper optimizes; NaN when the trial produced none (so sweeps go on)."""
+    name = cfg.get("optimized_metric")
+    if not name:
+        return None
+    value = metrics.get(name, math.nan)
+    if name not in metrics:
+        log.warning("optimized_metric %r was not logged; known metrics: %s", name, sorted(metrics))
+    return value
