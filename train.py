@@ -9,7 +9,6 @@ import hydra
 from omegaconf import DictConfig
 
 from effnn.errors import EffnnError
-from effnn.pipeline import optimized_value, train
 from effnn.recipes import check_recipes
 
 ROOT = Path(__file__).resolve().parent
@@ -17,6 +16,8 @@ ROOT = Path(__file__).resolve().parent
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="config")
 def main(cfg: DictConfig) -> float | None:
+    from effnn.pipeline import optimized_value, train  # heavy (torch, lightning): only once a run starts
+
     try:
         metrics = train(cfg)
     except EffnnError as err:
