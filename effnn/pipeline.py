@@ -13,6 +13,9 @@ from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.loggers import Logger
 from omegaconf import DictConfig
 
+from effnn.errors import CheckpointError
+from effnn.lit.checkpoint_io import load_checkpoint_file
+
 log = logging.getLogger("effnn")
 
 
@@ -29,6 +32,21 @@ def instantiate_group(cfg: DictConfig | None) -> list[Any]:
     return objects
 
 
+def check_checkpoint(path: str, model: L.LightningModule) -> None:
+    """Fail in one line before training if the checkpoint is unreadable or does not fit the model."""
+    ckpt = load_checkpoint_file(path)
+    own = model.state_dict()
+    theirs = ckpt["state_dict"]
+    missing = [k for k in own if k not in theirs]
+    unexpected = [k for k in theirs if k not in own]
+    mismatched = [k for k in own if k in theirs and tuple(own[k].shape) != tuple(theirs[k].shape)]
+    if missing or unexpected or mismatched:
+        parts = [f"{len(v)} {what} (e.g. {v[0]})" for what, v in
+                 (("missing keys", missing), ("unexpected keys", unexpected), ("shape mismatches", mismatched)) if v]
+        raise CheckpointError(f"checkpoint {path} does not fit this model/config: {'; '.join(parts)}; "
+                              f"resume with the same recipe and model settings it was trained with")
+
+
 def _as_float(value: Any) -> float:
     return float(value.item() if isinstance(value, torch.Tensor) else value)
 
@@ -40,16 +58,19 @@ def train(cfg: DictConfig) -> dict[str, float]:
 
     datamodule: L.LightningDataModule = hydra.utils.instantiate(cfg.data)
     model: L.LightningModule = hydra.utils.instantiate(cfg.model)
+    ckpt_path = cfg.get("ckpt_path")
+    if ckpt_path:
+        check_checkpoint(ckpt_path, model)
     callbacks: list[Callback] = instantiate_group(cfg.get("callbacks"))
     loggers: list[Logger] = instantiate_group(cfg.get("logger"))
     trainer: L.Trainer = hydra.utils.instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
 
     metrics: dict[str, float] = {}
     if cfg.get("train", True):
-        trainer.fit(model, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
+        trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt_path)
         metrics.update({k: _as_float(v) for k, v in trainer.callback_metrics.items()})
     if cfg.get("test", True):
-        ckpt = None if cfg.get("train", True) else cfg.get("ckpt_path")
+        ckpt = None if cfg.get("train", True) else ckpt_path
         trainer.test(model, datamodule=datamodule, ckpt_path=ckpt, verbose=trainer.is_global_zero)
         metrics.update({k: _as_float(v) for k, v in trainer.callback_metrics.items()})
     if trainer.is_global_zero:

@@ -8,8 +8,8 @@ import hydra
 import lightning as L
 import pytest
 
-from effnn.recipes import available_recipes, check_recipes, requested_recipes
 from effnn.errors import ConfigError
+from effnn.recipes import available_recipes, check_recipes, requested_recipes
 from tests.conftest import CONF_DIR, ROOT, compose_config
 
 RECIPES = available_recipes(ROOT / "recipes")
