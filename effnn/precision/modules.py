@@ -1,0 +1,114 @@
+"""The pieces ``quantize_model`` attaches to a layer: a weight parametrization and an input/output quantizer.
+
+They work on any module that keeps its kernel in a ``.weight`` Parameter and takes the activation as its
+first positional argument: ``nn.Conv2d``/``nn.Linear``, and the supernet's elastic ops, which slice their
+full-size ``.weight`` inside ``forward`` (the parametrization hands them the quantized full-size weight,
+so per-output-channel ranges there are taken over the full input-channel extent).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+import torch.nn as nn
+from torch.utils.hooks import RemovableHandle
+
+from effnn.precision.quantizers import quantize_activation, quantize_gradient, quantize_weight
+from effnn.precision.state import PrecisionState
+
+
+class WeightFakeQuant(nn.Module):
+    """``torch.nn.utils.parametrize`` parametrization: ``layer.weight`` reads as its quantized value.
+
+    The trained fp32 weight stays the Parameter (``parametrizations.weight.original``, the same object,
+    so an optimizer built earlier keeps working); the straight-through estimator sends its gradient there.
+    """
+
+    def __init__(self, state: PrecisionState) -> None:
+        super().__init__()
+        self.state = state
+
+    def forward(self, weight: torch.Tensor) -> torch.Tensor:
+        return quantize_weight(weight, self.state.fwd_bits)
+
+
+class LayerQuantizer(nn.Module):
+    """Quantizes a layer's input activation (forward pre-hook) and the error at its output (forward hook).
+
+    Activation range: the batch min/max in training, also folded into an EMA (``momentum`` weight on the
+    old value, 0.9 as in CPT/FracTrain) that evaluation uses. The EMA lives in buffers, so checkpoints
+    carry it; updates skip non-finite batch ranges so one bad step cannot poison evaluation.
+    """
+
+    running_min: torch.Tensor
+    running_max: torch.Tensor
+    initialized: torch.Tensor
+
+    def __init__(self, state: PrecisionState, momentum: float = 0.9, quantize_input: bool = True,
+                 quantize_grad: bool = True) -> None:
+        super().__init__()
+        if not 0.0 <= momentum < 1.0:
+            raise ValueError(f"activation range momentum must be in [0, 1), got {momentum}")
+        self.state = state
+        self.momentum = momentum
+        self.quantize_input = quantize_input
+        self.quantize_grad = quantize_grad
+        self.register_buffer("running_min", torch.zeros(()))
+        self.register_buffer("running_max", torch.zeros(()))
+        self.register_buffer("initialized", torch.zeros((), dtype=torch.bool))
+        self._handles: list[RemovableHandle] = []
+
+    def attach(self, layer: nn.Module) -> None:
+        """Register the hooks on ``layer`` (the layer owns this quantizer as ``layer.quantizer``)."""
+        if self.quantize_input:
+            self._handles.append(layer.register_forward_pre_hook(self._pre_hook))
+        if self.quantize_grad:
+            self._handles.append(layer.register_forward_hook(self._post_hook))
+
+    def detach_hooks(self) -> None:
+        for handle in self._handles:
+            handle.remove()
+        self._handles.clear()
+
+    def _range(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        lo, hi = torch.aminmax(x.detach())
+        lo, hi = lo.to(self.running_min.dtype), hi.to(self.running_max.dtype)
+        if self.training:
+            with torch.no_grad():
+                finite = torch.isfinite(lo) & torch.isfinite(hi)
+                m = self.momentum
+                ema_lo = torch.where(self.initialized, m * self.running_min + (1 - m) * lo, lo)
+                ema_hi = torch.where(self.initialized, m * self.running_max + (1 - m) * hi, hi)
+                self.running_min.copy_(torch.where(finite, ema_lo, self.running_min))
+                self.running_max.copy_(torch.where(finite, ema_hi, self.running_max))
+                self.initialized.logical_or_(finite)
+            return lo, hi
+        # evaluation: the EMA range, or the batch range if this layer never saw a training batch
+        return torch.where(self.initialized, self.running_min, lo), torch.where(self.initialized,
+                                                                                 self.running_max, hi)
+
+    def quantize(self, x: torch.Tensor) -> torch.Tensor:
+        """The input activation at the current forward bit-width (unchanged at full precision)."""
+        bits = self.state.fwd_bits
+        if bits is None or not torch.is_floating_point(x):
+            return x
+        lo, hi = self._range(x)
+        return quantize_activation(x, bits, lo.to(x.dtype), hi.to(x.dtype))
+
+    def _pre_hook(self, layer: nn.Module, args: tuple[Any, ...]) -> tuple[Any, ...] | None:
+        if not args or not isinstance(args[0], torch.Tensor):
+            return None
+        return (self.quantize(args[0]), *args[1:])
+
+    def _post_hook(self, layer: nn.Module, args: tuple[Any, ...], output: Any) -> Any:
+        if isinstance(output, torch.Tensor) and torch.is_grad_enabled():
+            return quantize_gradient(output, self.state.grad_bits)
+        return None
+
+    def extra_repr(self) -> str:
+        return (f"momentum={self.momentum}, quantize_input={self.quantize_input}, "
+                f"quantize_grad={self.quantize_grad}")
+
+
+__all__ = ["LayerQuantizer", "WeightFakeQuant"]

@@ -1,0 +1,198 @@
+"""``quantize_model`` / ``dequantize_model``: instrument a model's conv/linear layers in place, and revert.
+
+Instead of swapping classes per layer type (torch.ao style), every selected layer gets the same three
+attachments: a weight parametrization, an input pre-hook and an output hook (see ``modules``). That one
+mechanism covers ``nn.Conv2d``/``nn.Linear``, timm layers and the supernet's elastic ops (anything with a
+2-D or 4-D ``.weight`` Parameter) without importing them. Parameters keep their identity, so an optimizer
+built before or after quantization is equally valid; ``dequantize_model`` restores the plain layers, with
+the trained weights, and the plain state-dict keys.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, fields
+from typing import Any
+
+import torch.nn as nn
+from torch.nn.utils import parametrize
+
+from effnn.precision.modules import LayerQuantizer, WeightFakeQuant
+from effnn.precision.state import PrecisionState
+
+QUANTIZER_ATTR = "quantizer"
+
+
+class FullPrecision(nn.Module):
+    """Marker base class: ``quantize_model`` never descends into subclasses (e.g. DFQ precision gates)."""
+
+
+@dataclass
+class QuantizationConfig:
+    """What ``quantize_model`` instruments.
+
+    ``keep_full_precision``: fnmatch patterns of module names (``"stem.*"``, ``"fc"``) left alone.
+    ``keep_classifier``: leave the final classifier (timm ``get_classifier()``, else the last layer with a
+    2-D weight) full precision, as CPT/FracTrain do. ``keep_first``: also the first quantizable layer.
+    ``weights``/``activations``/``gradients``: which of the three quantizers to attach.
+    ``act_momentum``: EMA weight of the old activation range (0.9 in both papers).
+    """
+
+    keep_full_precision: tuple[str, ...] = ()
+    keep_classifier: bool = True
+    keep_first: bool = False
+    weights: bool = True
+    activations: bool = True
+    gradients: bool = True
+    act_momentum: float = 0.9
+
+    def __post_init__(self) -> None:
+        if isinstance(self.keep_full_precision, str):
+            self.keep_full_precision = (self.keep_full_precision,)
+        self.keep_full_precision = tuple(self.keep_full_precision)
+
+    @classmethod
+    def coerce(cls, value: QuantizationConfig | Mapping[str, Any] | None) -> QuantizationConfig:
+        """Accept a config object, a plain/Hydra mapping of its fields, or None (defaults)."""
+        if value is None:
+            return cls()
+        if isinstance(value, cls):
+            return value
+        if isinstance(value, Mapping):
+            known = {f.name for f in fields(cls)}
+            unknown = sorted(set(value) - known)
+            if unknown:
+                raise ValueError(f"unknown quantization option(s) {unknown}; known: {sorted(known)}")
+            return cls(**dict(value.items()))
+        raise TypeError(f"quantization config must be a QuantizationConfig or a mapping, got {type(value)}")
+
+
+def is_quantizable(module: nn.Module) -> bool:
+    """A layer with a 2-D (linear) or 4-D (conv) weight Parameter; embeddings are lookups, not MACs."""
+    weight = getattr(module, "weight", None)
+    if parametrize.is_parametrized(module, "weight"):
+        weight = module.parametrizations.weight.original
+    return (isinstance(weight, nn.Parameter) and weight.dim() in (2, 4)
+            and not isinstance(module, nn.Embedding | nn.EmbeddingBag))
+
+
+def _weight_dim(module: nn.Module) -> int:
+    if parametrize.is_parametrized(module, "weight"):
+        return module.parametrizations.weight.original.dim()
+    return module.weight.dim()
+
+
+def candidate_layers(model: nn.Module) -> list[tuple[str, nn.Module]]:
+    """Quantizable layers in registration order, skipping ``FullPrecision`` subtrees."""
+    out: list[tuple[str, nn.Module]] = []
+
+    def visit(prefix: str, module: nn.Module) -> None:
+        if isinstance(module, FullPrecision):
+            return
+        if is_quantizable(module):
+            out.append((prefix, module))
+            return
+        for name, child in module.named_children():
+            if name == QUANTIZER_ATTR and isinstance(child, LayerQuantizer):
+                continue
+            visit(f"{prefix}.{name}" if prefix else name, child)
+
+    visit("", model)
+    return out
+
+
+def classifier_name(model: nn.Module, layers: list[tuple[str, nn.Module]]) -> str | None:
+    """Name of the final classifier: timm's ``get_classifier()`` if it is one of ``layers``, else the last
+    layer with a 2-D weight (a linear layer) if it is the last quantizable layer."""
+    get_classifier = getattr(model, "get_classifier", None)
+    if callable(get_classifier):
+        try:
+            head = get_classifier()
+        except (AttributeError, NotImplementedError, TypeError):
+            head = None
+        for name, module in layers:
+            if module is head:
+                return name
+    if layers and _weight_dim(layers[-1][1]) == 2:
+        return layers[-1][0]
+    return None
+
+
+def select_layers(model: nn.Module, config: QuantizationConfig) -> list[tuple[str, nn.Module]]:
+    """The layers ``quantize_model`` would instrument under ``config``."""
+    layers = candidate_layers(model)
+    keep = set()
+    if config.keep_classifier:
+        keep.add(classifier_name(model, layers))
+    if config.keep_first and layers:
+        keep.add(layers[0][0])
+    return [(name, m) for name, m in layers
+            if name not in keep and not any(fnmatch.fnmatchcase(name, p) for p in config.keep_full_precision)]
+
+
+def quantized_layers(model: nn.Module) -> Iterator[tuple[str, nn.Module]]:
+    """Layers of ``model`` currently instrumented by ``quantize_model``."""
+    for name, module in model.named_modules():
+        if isinstance(getattr(module, QUANTIZER_ATTR, None), LayerQuantizer):
+            yield name, module
+
+
+def find_precision_state(model: nn.Module) -> PrecisionState | None:
+    """The ``PrecisionState`` shared by the quantized layers of ``model`` (None if it has none)."""
+    states = {id(m.quantizer.state): m.quantizer.state for _, m in quantized_layers(model)}
+    if len(states) > 1:
+        raise ValueError(f"model has layers quantized with {len(states)} different PrecisionStates; "
+                         f"quantize it with a single quantize_model call")
+    return next(iter(states.values()), None)
+
+
+def quantize_model(model: nn.Module, config: QuantizationConfig | Mapping[str, Any] | None = None,
+                   state: PrecisionState | None = None) -> PrecisionState:
+    """Instrument ``model``'s conv/linear layers (in place) to train with fake quantization.
+
+    Returns the ``PrecisionState`` all of them read; it starts at full precision (``fwd_bits=None``) until
+    a schedule sets bits. BN/norm layers and, by default, the classifier stay full precision. Calling it
+    on an already quantized model raises (dequantize first), so layers are never instrumented twice.
+    """
+    config = QuantizationConfig.coerce(config)
+    if next(quantized_layers(model), None) is not None:
+        raise ValueError("model is already quantized; call dequantize_model(model) first or reuse "
+                         "find_precision_state(model)")
+    layers = select_layers(model, config)
+    if not layers:
+        raise ValueError(f"{type(model).__name__} has no layer to quantize (no conv/linear with a 2-D/4-D "
+                         f".weight outside keep_full_precision={list(config.keep_full_precision)})")
+    state = state if state is not None else PrecisionState()
+    for _, layer in layers:
+        if config.weights:
+            parametrize.register_parametrization(layer, "weight", WeightFakeQuant(state), unsafe=True)
+        quantizer = LayerQuantizer(state, config.act_momentum, config.activations, config.gradients)
+        weight = layer.parametrizations.weight.original if config.weights else layer.weight
+        quantizer.to(weight.device)
+        layer.add_module(QUANTIZER_ATTR, quantizer)
+        quantizer.attach(layer)
+    return state
+
+
+def dequantize_model(model: nn.Module) -> nn.Module:
+    """Undo ``quantize_model``: plain layers again, holding the trained full-precision weights."""
+    for _, layer in list(quantized_layers(model)):
+        quantizer: LayerQuantizer = getattr(layer, QUANTIZER_ATTR)
+        quantizer.detach_hooks()
+        delattr(layer, QUANTIZER_ATTR)
+        if parametrize.is_parametrized(layer, "weight"):
+            parametrize.remove_parametrizations(layer, "weight", leave_parametrized=False)
+    return model
+
+
+def layer_bitwidths(model: nn.Module) -> dict[str, tuple[int, int]]:
+    """``{layer name: (forward bits, gradient bits)}`` for the quantized layers at the current state
+    (32 = full precision), for cost models that price MACs and traffic by bit-width."""
+    return {name: (m.quantizer.state.effective_fwd_bits, m.quantizer.state.effective_grad_bits)
+            for name, m in quantized_layers(model)}
+
+
+__all__ = ["FullPrecision", "QuantizationConfig", "candidate_layers", "classifier_name", "dequantize_model",
+           "find_precision_state", "is_quantizable", "layer_bitwidths", "quantize_model", "quantized_layers",
+           "select_layers"]
