@@ -1,0 +1,23 @@
+"""Hardware cost plugin: workload extraction, a SCALE-Sim-compatible systolic-array model, energy tables,
+and cost models that map a module or a (space, arch) to metrics such as latency and energy."""
+
+from effnn.hw.cost import (
+    AnalyticCostModel,
+    CostModel,
+    SystolicCostModel,
+    build_cost_model,
+    hardware_preset,
+    hardware_preset_names,
+)
+from effnn.hw.energy import EnergyTable, energy_table_names, load_energy_table
+from effnn.hw.layers import ConvLayer, GemmLayer, Layer
+from effnn.hw.scalesim import read_scalesim_config, read_scalesim_topology
+from effnn.hw.systolic import DATAFLOWS, LayerCost, SystolicArray
+from effnn.hw.workload import extract_workload
+
+__all__ = [
+    "DATAFLOWS", "AnalyticCostModel", "ConvLayer", "CostModel", "EnergyTable", "GemmLayer", "Layer",
+    "LayerCost", "SystolicArray", "SystolicCostModel", "build_cost_model", "energy_table_names",
+    "extract_workload", "hardware_preset", "hardware_preset_names", "load_energy_table",
+    "read_scalesim_config", "read_scalesim_topology",
+]

@@ -1,0 +1,290 @@
+"""Cost models: one small interface from "a network" to a dict of metrics, for sampling, search and logs.
+
+A cost model is called on any of
+
+* a static ``nn.Module`` and its input shape: ``model(resnet, (1, 3, 224, 224))`` -- the workload is
+  extracted by running it once (:func:`effnn.hw.workload.extract_workload`);
+* a search space and an arch: ``model(space, arch)`` -- anything with ``workload(arch[, num_classes])``
+  returning layer shapes, so no module is built;
+* a list of :class:`~effnn.hw.layers.ConvLayer` / :class:`~effnn.hw.layers.GemmLayer`.
+
+and returns ``dict[str, float]``. :class:`AnalyticCostModel` gives ``macs`` and ``params``;
+:class:`SystolicCostModel` adds ``latency_ms``, ``energy``, ``edp`` and the array's cycle/traffic counts.
+:func:`build_cost_model` builds either from a preset name (``conf/hardware/*.yaml``) or a config mapping.
+"""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import Iterable, Mapping, Sequence
+from functools import cache
+from importlib import resources
+from typing import Any
+
+import numpy as np
+import torch.nn as nn
+import yaml
+
+from effnn.hw.layers import Layer
+from effnn.hw.systolic import METRICS, LayerArrays, SystolicArray
+from effnn.hw.workload import extract_workload
+
+#: A space is anything with ``workload(arch, num_classes=...) -> list[Layer]`` (duck-typed, see nas).
+Target = Any
+
+
+class CostModel(abc.ABC):
+    """Maps a module, a (space, arch) pair or a layer list to a dict of metrics (see the module docstring)."""
+
+    name: str = "cost"
+    #: What :meth:`score` returns, in order; units in :attr:`units`.
+    metric_names: tuple[str, ...] = ()
+    units: Mapping[str, str] = {}
+
+    def __init__(self, default_bits: float = 16.0) -> None:
+        self.default_bits = float(default_bits)
+
+    @abc.abstractmethod
+    def score(self, layers: Sequence[Layer]) -> dict[str, float]:
+        """Metrics of a workload given as layer shapes."""
+
+    def score_many(self, workloads: Iterable[Sequence[Layer]]) -> list[dict[str, float]]:
+        """Metrics of many workloads; subclasses batch the work."""
+        return [self.score(layers) for layers in workloads]
+
+    def workload(self, target: Target, arch_or_input: Any = None, *,
+                 num_classes: int | None = None) -> tuple[list[Layer], int | None]:
+        """(layers, parameter count or None) of whatever :meth:`__call__` accepts."""
+        if isinstance(target, nn.Module):
+            if arch_or_input is None:
+                raise ValueError(f"scoring a module needs its input shape, e.g. cost({type(target).__name__}, "
+                                 f"(1, 3, 224, 224)), or an example input tensor")
+            if isinstance(arch_or_input, Sequence) and all(isinstance(s, int) for s in arch_or_input):
+                layers = extract_workload(target, arch_or_input, default_bits=self.default_bits)
+            else:
+                layers = extract_workload(target, example_input=arch_or_input, default_bits=self.default_bits)
+            return layers, sum(p.numel() for p in target.parameters())
+        if hasattr(target, "workload"):
+            if arch_or_input is None:
+                raise ValueError(f"scoring a search space needs an arch: cost({type(target).__name__}, arch)")
+            kwargs = {} if num_classes is None else {"num_classes": num_classes}
+            layers = target.workload(arch_or_input, **kwargs)
+            # a space that counts its own parameters (BN, biases) is more exact than the conv weights
+            count = getattr(target, "params", None)
+            params = int(count(arch_or_input, **kwargs)) if callable(count) else None
+            return list(layers), params
+        if isinstance(target, Sequence) and not isinstance(target, str):
+            if arch_or_input is not None:
+                raise ValueError("a layer list is scored on its own; drop the second argument")
+            return list(target), None
+        raise TypeError(f"cannot score a {type(target).__name__}: give an nn.Module and its input shape, a "
+                        f"search space with .workload(arch) and an arch, or a list of ConvLayer/GemmLayer")
+
+    def __call__(self, target: Target, arch_or_input: Any = None, *,
+                 num_classes: int | None = None) -> dict[str, float]:
+        """Score a module (``arch_or_input`` = input shape or example input), a (space, arch) or layers."""
+        layers, params = self.workload(target, arch_or_input, num_classes=num_classes)
+        metrics = self.score(layers)
+        if params is not None:
+            metrics["params"] = float(params)
+        return metrics
+
+
+class AnalyticCostModel(CostModel):
+    """Multiply-accumulates and weight count, straight from the layer shapes.
+
+    ``params`` is every parameter of an ``nn.Module``, what a space's ``params(arch)`` reports, and for a
+    bare layer list the conv/linear weights (no BN or bias).
+    """
+
+    name = "analytic"
+    metric_names = ("macs", "params")
+    units = {"macs": "MAC", "params": "weights"}
+
+    def score(self, layers: Sequence[Layer]) -> dict[str, float]:
+        return {"macs": float(sum(layer.macs for layer in layers)),
+                "params": float(sum(layer.params for layer in layers))}
+
+
+#: Columns of the per-shape cache: the array's per-layer metrics, then the layer's weight count.
+_SUMMED = (*METRICS, "params")
+
+
+class SystolicCostModel(CostModel):
+    """Latency, energy and traffic of a workload on a :class:`SystolicArray`, plus ``macs``/``params``.
+
+    Per-layer results are cached per unique layer shape and bit-widths (the layer name does not matter),
+    and new shapes are evaluated in one vectorised batch, so scoring random subnets of a space mostly
+    costs dictionary look-ups. The cache lives on the instance and holds one row per distinct shape.
+    """
+
+    name = "systolic"
+    #: Most layer objects remembered by identity (values are always remembered, one row per shape).
+    identity_cache_size = 200_000
+    metric_names = ("macs", "params", "latency_ms", "energy", "edp", "cycles", "compute_cycles",
+                    "stall_cycles", "prefetch_cycles", "utilization", "sram_accesses", "dram_accesses",
+                    "energy_mac", "energy_rf", "energy_array", "energy_sram", "energy_dram")
+
+    def __init__(self, array: SystolicArray, default_bits: float = 16.0, name: str | None = None) -> None:
+        super().__init__(default_bits)
+        self.array = array
+        self.name = name or array.name or "systolic"
+        unit = array.energy_table.unit
+        self.units = {"macs": "MAC", "params": "weights", "latency_ms": "ms", "energy": unit,
+                      "edp": f"{unit}*ms", "cycles": "cycles", "compute_cycles": "cycles",
+                      "stall_cycles": "cycles", "prefetch_cycles": "cycles", "utilization": "%", "sram_accesses": "elements",
+                      "dram_accesses": "elements", **{f"energy_{lvl}": unit
+                                                      for lvl in ("mac", "rf", "array", "sram", "dram")}}
+        self._index: dict[tuple, int] = {}
+        self._by_id: dict[int, tuple[Layer, int]] = {}
+        self._rows = np.zeros((0, len(METRICS) + 1))  # + params
+        self._cycle_scale = 1e3 / (array.clock_mhz * 1e6)  # cycles -> ms
+
+    def __repr__(self) -> str:
+        return f"SystolicCostModel({self.array!r})"
+
+    @property
+    def cache_size(self) -> int:
+        return len(self._index)
+
+    def _lookup(self, layers: Sequence[Layer]) -> list[int]:
+        """Row index of every layer, evaluating the shapes not seen before in one vectorised batch.
+
+        Two caches: by object identity (a space that memoises its layer objects pays one dict probe per
+        layer; the entry keeps the object alive so its id cannot be reused) and by value (shape and bits,
+        not the name), which is what makes a fresh object with a known shape a hit.
+        """
+        index, by_id = self._index, self._by_id
+        rows: list[int] = []
+        missing: dict[tuple, int] = {}
+        new: list[Layer] = []
+        fresh: list[tuple[int, Layer]] = []
+        for layer in layers:
+            hit = by_id.get(id(layer))
+            if hit is not None and hit[0] is layer:
+                rows.append(hit[1])
+                continue
+            # every dataclass field but the name, in declaration order: shape and bits identify the cost
+            key = tuple(layer.__dict__.values())[1:]
+            row = index.get(key)
+            if row is None:
+                position = missing.get(key)
+                if position is None:
+                    position = missing[key] = len(new)
+                    new.append(layer)
+                row = -1 - position
+            fresh.append((len(rows), layer))
+            rows.append(row)
+        if new:
+            result = self.array.evaluate_arrays(LayerArrays.from_layers(new))
+            block = np.column_stack([result[m] for m in METRICS]
+                                    + [np.array([layer.params for layer in new], dtype=np.float64)])
+            start = len(self._rows)
+            self._rows = np.concatenate([self._rows, block])
+            for key, position in missing.items():
+                index[key] = start + position
+            rows = [r if r >= 0 else start - 1 - r for r in rows]
+        if len(by_id) + len(fresh) > self.identity_cache_size:
+            by_id.clear()  # objects were not being reused; start over rather than hold them all
+        for position, layer in fresh:
+            by_id[id(layer)] = (layer, rows[position])
+        return rows
+
+    def _metrics(self, totals: np.ndarray) -> dict[str, float]:
+        t = dict(zip(_SUMMED, totals.tolist()))  # plain floats: cheaper to combine than numpy scalars
+        # latency counts each layer's initial buffer fill too (zero in CALC mode)
+        cycles = t["total_cycles"] + t["prefetch_cycles"]
+        latency_ms = cycles * self._cycle_scale
+        energy, macs = t["energy"], t["macs"]
+        return {
+            "macs": macs, "params": t["params"], "latency_ms": latency_ms, "energy": energy,
+            "edp": energy * latency_ms, "cycles": cycles, "compute_cycles": t["compute_cycles"],
+            "stall_cycles": t["stall_cycles"], "prefetch_cycles": t["prefetch_cycles"],
+            "utilization": 100.0 * macs / (cycles * self.array.num_pes) if cycles else 0.0,
+            "sram_accesses": t["sram_reads_ifmap"] + t["sram_reads_filter"] + t["sram_writes_ofmap"],
+            "dram_accesses": t["dram_reads_ifmap"] + t["dram_reads_filter"] + t["dram_writes_ofmap"],
+            "energy_mac": t["energy_mac"], "energy_rf": t["energy_rf"], "energy_array": t["energy_array"],
+            "energy_sram": t["energy_sram"], "energy_dram": t["energy_dram"],
+        }
+
+    def score(self, layers: Sequence[Layer]) -> dict[str, float]:
+        if not layers:
+            raise ValueError("no layers to score: the workload is empty")
+        rows = self._lookup(layers)
+        return self._metrics(self._rows[rows].sum(axis=0))
+
+    def score_many(self, workloads: Iterable[Sequence[Layer]]) -> list[dict[str, float]]:
+        workloads = [list(w) for w in workloads]
+        if any(not w for w in workloads):
+            raise ValueError("no layers to score: a workload is empty")
+        rows = self._lookup([layer for w in workloads for layer in w])
+        starts = np.cumsum([0] + [len(w) for w in workloads[:-1]])
+        totals = np.add.reduceat(self._rows[rows], starts, axis=0)
+        return [self._metrics(t) for t in totals]
+
+
+# ---------------------------------------------------------------------------------------------------------
+@cache
+def _packaged_presets() -> dict[str, dict[str, Any]]:
+    """Hardware presets shipped as package data (``conf/hardware/*.yaml`` mirror them for Hydra)."""
+    return yaml.safe_load(resources.files("effnn.hw").joinpath("hardware_presets.yaml").read_text())
+
+
+def hardware_preset_names() -> list[str]:
+    return sorted(_packaged_presets())
+
+
+def hardware_preset(name: str) -> dict[str, Any]:
+    """A copy of a packaged preset's config mapping."""
+    presets = _packaged_presets()
+    if name not in presets:
+        raise ValueError(f"unknown hardware preset {name!r}; available: {sorted(presets)} "
+                         f"(or pass a mapping like conf/hardware/*.yaml)")
+    return yaml.safe_load(yaml.safe_dump(presets[name]))
+
+
+def build_cost_model(cfg_or_name: str | Mapping[str, Any] | CostModel | SystolicArray) -> CostModel:
+    """A cost model from a preset name, a ``conf/hardware``-style mapping, an array, or a model (as is).
+
+    Mapping keys: ``kind`` (``analytic`` or ``systolic``), ``name``, ``default_bits`` and, for
+    ``systolic``, ``array`` (the :class:`SystolicArray` fields, ``energy_table`` a table name or mapping).
+    """
+    if isinstance(cfg_or_name, CostModel):
+        return cfg_or_name
+    if isinstance(cfg_or_name, SystolicArray):
+        return SystolicCostModel(cfg_or_name)
+    if isinstance(cfg_or_name, str):
+        cfg: dict[str, Any] = hardware_preset(cfg_or_name)
+        cfg.setdefault("name", cfg_or_name)
+    elif isinstance(cfg_or_name, Mapping) or hasattr(cfg_or_name, "items"):
+        cfg = _plain(cfg_or_name)
+    else:
+        raise TypeError(f"build_cost_model takes a preset name, a mapping, a SystolicArray or a CostModel, "
+                        f"got {type(cfg_or_name).__name__}")
+    allowed = {"kind", "name", "array", "default_bits"}
+    unknown = set(cfg) - allowed
+    if unknown:
+        raise ValueError(f"hardware config: unknown keys {sorted(unknown)}; allowed: {sorted(allowed)}")
+    kind = cfg.get("kind", "systolic" if "array" in cfg else None)
+    default_bits = float(cfg.get("default_bits", 16.0))
+    if kind == "analytic":
+        return AnalyticCostModel(default_bits=default_bits)
+    if kind == "systolic":
+        if "array" not in cfg:
+            raise ValueError("hardware config of kind 'systolic' needs an 'array' mapping (rows, cols, ...)")
+        array_cfg = dict(cfg["array"])
+        array_cfg.setdefault("name", cfg.get("name", ""))
+        return SystolicCostModel(SystolicArray.from_dict(array_cfg), default_bits=default_bits,
+                                 name=cfg.get("name"))
+    raise ValueError(f"hardware config: kind must be 'analytic' or 'systolic', got {kind!r}")
+
+
+def _plain(cfg: Any) -> dict[str, Any]:
+    """A plain dict from a mapping or an OmegaConf node (resolving interpolations)."""
+    try:
+        from omegaconf import DictConfig, OmegaConf
+    except ImportError:  # pragma: no cover - omegaconf ships with hydra
+        DictConfig = ()  # noqa: N806
+    if DictConfig and isinstance(cfg, DictConfig):
+        return OmegaConf.to_container(cfg, resolve=True)  # type: ignore[return-value]
+    return {str(k): (_plain(v) if isinstance(v, Mapping) else v) for k, v in dict(cfg).items()}

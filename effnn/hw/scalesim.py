@@ -1,0 +1,145 @@
+"""Read SCALE-Sim's own ``.cfg`` and topology ``.csv`` files, so its users can cross-check our numbers.
+
+Only the parsing lives here; the model is :class:`effnn.hw.systolic.SystolicArray`. SCALE-Sim conventions
+reproduced (see ``docs/hardware.md``):
+
+* conv topologies have no padding column: the ifmap size given is already padded;
+* a conv layer whose name contains ``DP`` (case-sensitive) is depthwise: SCALE-Sim runs one single-channel
+  conv per channel, each with ``Num Filter`` filters; here it is one ``ConvLayer`` with ``groups=C``;
+* GEMM topologies (``-i gemm``) list ``M, N, K`` (ofmap rows, filters, reduction);
+* one stride applies to both directions; a word is one byte (SCALE-Sim's ``word_size = 1``);
+* in ``USER`` bandwidth mode SCALE-Sim feeds the ifmap and filter SRAMs at the ``[layout]`` section's
+  ``IfmapSRAMBankBandwidth`` / ``FilterSRAMBankBandwidth`` and only drains the ofmap at ``Bandwidth``;
+  ``CALC`` mode sizes the bandwidth so nothing stalls.
+
+SCALE-Sim itself drops the last field of every row (it expects a trailing comma); we accept rows with or
+without it.
+"""
+
+from __future__ import annotations
+
+import configparser
+import os
+from pathlib import Path
+
+from effnn.hw.energy import EnergyTable
+from effnn.hw.layers import ConvLayer, GemmLayer, Layer
+from effnn.hw.systolic import DATAFLOWS, SystolicArray
+
+SCALESIM_WORD_BITS = 8
+
+
+def read_scalesim_config(path: str | os.PathLike, *, clock_mhz: float = 1000.0,
+                         energy_table: str | EnergyTable = "eyeriss_normalized") -> SystolicArray:
+    """A :class:`SystolicArray` equivalent to a SCALE-Sim config (SCALE-Sim has no clock or energy)."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"SCALE-Sim config {path} does not exist")
+    parser = configparser.ConfigParser()
+    try:
+        parser.read(path)
+    except configparser.Error as err:
+        raise ValueError(f"{path}: not a SCALE-Sim config ({err})") from err
+
+    def get(section: str, key: str, fallback: str | None = None) -> str:
+        try:
+            return parser.get(section, key).strip()
+        except (configparser.NoSectionError, configparser.NoOptionError) as err:
+            if fallback is not None:
+                return fallback
+            raise ValueError(f"{path}: missing [{section}] {key} (a SCALE-Sim config needs it)") from err
+
+    def get_int(section: str, key: str, fallback: str | None = None) -> int:
+        text = get(section, key, fallback)
+        try:
+            value = int(text)
+        except ValueError as err:
+            raise ValueError(f"{path}: [{section}] {key} = {text!r} is not an integer") from err
+        if value <= 0:
+            raise ValueError(f"{path}: [{section}] {key} = {value} must be positive")
+        return value
+
+    arch = "architecture_presets"
+    dataflow = get(arch, "Dataflow").lower()
+    if dataflow not in DATAFLOWS:
+        raise ValueError(f"{path}: [{arch}] Dataflow = {dataflow!r}; SCALE-Sim supports {DATAFLOWS}")
+    mode = get("run_presets", "InterfaceBandwidth", "CALC").upper()
+    if mode not in ("CALC", "USER"):
+        raise ValueError(f"{path}: [run_presets] InterfaceBandwidth = {mode!r}; use USER or CALC")
+    bandwidth: tuple[float, float, float] | None = None
+    if mode == "USER":
+        text = get(arch, "Bandwidth")
+        try:
+            ofmap_bw = int(text.split(",")[0])
+        except ValueError as err:
+            raise ValueError(f"{path}: [{arch}] Bandwidth = {text!r} is not an integer") from err
+        # SCALE-Sim 3.0.0 quirk: the ifmap/filter DRAM interfaces run at the [layout] bank bandwidths
+        bandwidth = (float(get_int("layout", "IfmapSRAMBankBandwidth", "10")),
+                     float(get_int("layout", "FilterSRAMBankBandwidth", "10")), float(ofmap_bw))
+        if ofmap_bw <= 0:
+            raise ValueError(f"{path}: [{arch}] Bandwidth = {ofmap_bw} must be positive")
+    sparsity = get("sparsity", "SparsitySupport", "false").lower()
+    if sparsity == "true":
+        raise ValueError(f"{path}: [sparsity] SparsitySupport = true is not modelled; set it to false")
+    return SystolicArray(
+        rows=get_int(arch, "ArrayHeight"), cols=get_int(arch, "ArrayWidth"), dataflow=dataflow,
+        ifmap_sram_kb=get_int(arch, "IfmapSramSzkB"), filter_sram_kb=get_int(arch, "FilterSramSzkB"),
+        ofmap_sram_kb=get_int(arch, "OfmapSramSzkB"), dram_bandwidth=bandwidth, clock_mhz=clock_mhz,
+        word_bits=SCALESIM_WORD_BITS, energy_table=energy_table,
+        name=get("general", "run_name", path.stem),
+    )
+
+
+def _fields(row: str) -> list[str]:
+    parts = [p.strip() for p in row.split(",")]
+    while parts and parts[-1] == "":
+        parts.pop()
+    return parts
+
+
+def read_scalesim_topology(path: str | os.PathLike, gemm: bool = False,
+                           bits: float = SCALESIM_WORD_BITS) -> list[Layer]:
+    """The layers of a SCALE-Sim topology file (conv, or ``M, N, K`` rows with ``gemm=True``).
+
+    ``bits`` is the operand width given to every layer (SCALE-Sim's one-byte word by default).
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"SCALE-Sim topology {path} does not exist")
+    layers: list[Layer] = []
+    lines = path.read_text().splitlines()
+    want = "name, M, N, K" if gemm else "name, IFMAP H, IFMAP W, filter H, filter W, channels, filters, stride"
+    for lineno, raw in enumerate(lines[1:], start=2):  # SCALE-Sim always skips the first (header) line
+        if not raw.strip():
+            continue
+        parts = _fields(raw)
+        n_int = 3 if gemm else 7
+        if len(parts) not in (n_int + 1, n_int + 2):
+            raise ValueError(f"{path}:{lineno}: expected {n_int + 1} fields ({want}) and an optional "
+                             f"sparsity ratio, got {len(parts)}: {raw.strip()!r}"
+                             + ("" if gemm else "; is this a GEMM topology (use --gemm)?"))
+        name = parts[0]
+        try:
+            values = [int(p) for p in parts[1:n_int + 1]]
+        except ValueError as err:
+            raise ValueError(f"{path}:{lineno}: layer {name!r} has a non-integer size in {raw.strip()!r}") from err
+        if any(v <= 0 for v in values):
+            raise ValueError(f"{path}:{lineno}: layer {name!r} has a non-positive size in {raw.strip()!r}")
+        if len(parts) == n_int + 2 and parts[-1].replace(" ", "") not in ("1:1", ""):
+            raise ValueError(f"{path}:{lineno}: layer {name!r} has sparsity ratio {parts[-1]!r}; sparse "
+                             f"layers are not modelled (use 1:1)")
+        try:
+            if gemm:
+                m, n, k = values
+                layers.append(GemmLayer(name, m=m, n=n, k=k, weight_bits=bits, act_bits=bits, out_bits=bits))
+            else:
+                h, w, r, s, c, filters, stride = values
+                groups = c if "DP" in name else 1
+                layers.append(ConvLayer(name, in_ch=c, out_ch=filters * groups, in_h=h, in_w=w, kernel_h=r,
+                                        kernel_w=s, stride_h=stride, stride_w=stride, groups=groups,
+                                        weight_bits=bits, act_bits=bits, out_bits=bits))
+        except ValueError as err:
+            raise ValueError(f"{path}:{lineno}: {err}") from err
+    if not layers:
+        raise ValueError(f"{path}: no layers (the first line is the header; rows follow it)")
+    return layers
