@@ -57,8 +57,8 @@ class CostModel(abc.ABC):
         """(layers, parameter count or None) of whatever :meth:`__call__` accepts."""
         if isinstance(target, nn.Module):
             if arch_or_input is None:
-                raise ValueError(f"scoring a module needs its input shape, e.g. cost({type(target).__name__}, "
-                                 f"(1, 3, 224, 224)), or an example input tensor")
+                raise ValueError(f"scoring a module needs its input shape, e.g. cost("
+                                 f"{type(target).__name__}, (1, 3, 224, 224)), or an example input")
             if isinstance(arch_or_input, Sequence) and all(isinstance(s, int) for s in arch_or_input):
                 layers = extract_workload(target, arch_or_input, default_bits=self.default_bits)
             else:
@@ -132,7 +132,8 @@ class SystolicCostModel(CostModel):
         unit = array.energy_table.unit
         self.units = {"macs": "MAC", "params": "weights", "latency_ms": "ms", "energy": unit,
                       "edp": f"{unit}*ms", "cycles": "cycles", "compute_cycles": "cycles",
-                      "stall_cycles": "cycles", "prefetch_cycles": "cycles", "utilization": "%", "sram_accesses": "elements",
+                      "stall_cycles": "cycles", "prefetch_cycles": "cycles", "utilization": "%",
+                      "sram_accesses": "elements",
                       "dram_accesses": "elements", **{f"energy_{lvl}": unit
                                                       for lvl in ("mac", "rf", "array", "sram", "dram")}}
         self._index: dict[tuple, int] = {}

@@ -32,7 +32,8 @@ def total_cost(costs: Sequence[LayerCost], array: SystolicArray) -> dict[str, An
         mapping_efficiency=sum(c.mapping_efficiency * c.compute_cycles for c in costs) / busy,
         compute_util=sum(c.compute_util * c.compute_cycles for c in costs) / busy,
         energy=energy,
-        energy_breakdown={lvl: sum(c.energy_breakdown[lvl] for c in costs) for lvl in costs[0].energy_breakdown},
+        energy_breakdown={lvl: sum(c.energy_breakdown[lvl] for c in costs)
+                          for lvl in costs[0].energy_breakdown},
         latency_s=latency_s,
     ).as_dict()
     total["latency_ms"] = latency_s * 1e3
@@ -62,18 +63,21 @@ def report_table(report: dict[str, Any], title: str = "") -> Table:
     unit = report.get("energy_unit", "")
     table = Table(title=title or None, show_lines=False)
     columns = [("layer", "left"), ("MACs", "right"), ("compute cyc", "right"), ("stall", "right"),
-               ("util %", "right"), ("map eff %", "right"), ("SRAM rd if/f", "right"), ("SRAM wr of", "right"),
+               ("util %", "right"), ("map eff %", "right"), ("SRAM rd if/f", "right"),
+               ("SRAM wr of", "right"),
                ("DRAM rd if/f", "right"), ("DRAM wr of", "right"), (f"energy [{unit}]", "right"),
                ("latency us", "right")]
     for name, justify in columns:
-        table.add_column(name, justify=justify, no_wrap=name != "layer")
+        table.add_column(name, justify=justify, no_wrap=name != "layer", overflow="fold")
     rows = [*report["layers"], report["total"]]
     for i, row in enumerate(rows):
         table.add_row(
             row["name"], f"{row['macs']:,}", f"{row['compute_cycles']:,}", f"{row['stall_cycles']:,}",
             f"{row['overall_util']:.1f}", f"{row['mapping_efficiency']:.1f}",
-            f"{row['sram_reads']['ifmap']:,}/{row['sram_reads']['filter']:,}", f"{row['sram_writes']['ofmap']:,}",
-            f"{row['dram_reads']['ifmap']:,}/{row['dram_reads']['filter']:,}", f"{row['dram_writes']['ofmap']:,}",
+            f"{row['sram_reads']['ifmap']:,}/{row['sram_reads']['filter']:,}",
+            f"{row['sram_writes']['ofmap']:,}",
+            f"{row['dram_reads']['ifmap']:,}/{row['dram_reads']['filter']:,}",
+            f"{row['dram_writes']['ofmap']:,}",
             f"{row['energy']:.4g}", f"{row['latency_s'] * 1e6:.2f}",
             end_section=i == len(rows) - 2,
         )

@@ -108,7 +108,8 @@ def read_scalesim_topology(path: str | os.PathLike, gemm: bool = False,
         raise FileNotFoundError(f"SCALE-Sim topology {path} does not exist")
     layers: list[Layer] = []
     lines = path.read_text().splitlines()
-    want = "name, M, N, K" if gemm else "name, IFMAP H, IFMAP W, filter H, filter W, channels, filters, stride"
+    want = ("name, M, N, K" if gemm
+            else "name, IFMAP H, IFMAP W, filter H, filter W, channels, filters, stride")
     for lineno, raw in enumerate(lines[1:], start=2):  # SCALE-Sim always skips the first (header) line
         if not raw.strip():
             continue
@@ -122,7 +123,8 @@ def read_scalesim_topology(path: str | os.PathLike, gemm: bool = False,
         try:
             values = [int(p) for p in parts[1:n_int + 1]]
         except ValueError as err:
-            raise ValueError(f"{path}:{lineno}: layer {name!r} has a non-integer size in {raw.strip()!r}") from err
+            raise ValueError(f"{path}:{lineno}: layer {name!r} has a non-integer size in "
+                             f"{raw.strip()!r}") from err
         if any(v <= 0 for v in values):
             raise ValueError(f"{path}:{lineno}: layer {name!r} has a non-positive size in {raw.strip()!r}")
         if len(parts) == n_int + 2 and parts[-1].replace(" ", "") not in ("1:1", ""):

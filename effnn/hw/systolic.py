@@ -53,7 +53,8 @@ def _touched(size: np.ndarray, kernel: np.ndarray, stride: np.ndarray, pad: np.n
     result = np.minimum(size, (out - 1) * stride + kernel - pad)
     for i in np.flatnonzero(stride > kernel):
         starts = np.arange(out[i]) * stride[i] - pad[i]
-        result[i] = int(np.sum(np.clip(np.minimum(starts + kernel[i], size[i]) - np.maximum(starts, 0), 0, None)))
+        covered = np.minimum(starts + kernel[i], size[i]) - np.maximum(starts, 0)
+        result[i] = int(np.clip(covered, 0, None).sum())
     return result
 
 
@@ -86,7 +87,8 @@ class LayerArrays:
             elif not isinstance(layer, GemmLayer):
                 raise TypeError(f"expected ConvLayer or GemmLayer, got {type(layer).__name__}: {layer!r}")
             m, n, k = layer.gemm
-            rows.append((m, n, k, layer.groups, m * k, layer.weight_bits, layer.act_bits, layer.out_bits, k, k))
+            rows.append((m, n, k, layer.groups, m * k, layer.weight_bits, layer.act_bits, layer.out_bits,
+                         k, k))
         table = np.array(rows, dtype=np.float64)
         footprint = table[:, 4].astype(np.int64)
         row_elems = table[:, 8].astype(np.int64)
@@ -139,7 +141,8 @@ class LayerCost:
             "sram_writes": {"ofmap": self.sram_writes_ofmap},
             "dram_reads": {"ifmap": self.dram_reads_ifmap, "filter": self.dram_reads_filter},
             "dram_writes": {"ofmap": self.dram_writes_ofmap},
-            "energy": self.energy, "energy_breakdown": dict(self.energy_breakdown), "latency_s": self.latency_s,
+            "energy": self.energy, "energy_breakdown": dict(self.energy_breakdown),
+            "latency_s": self.latency_s,
         }
 
 
@@ -184,8 +187,8 @@ class SystolicArray:
         if bw is not None and not (isinstance(bw, str) and bw.upper() == "CALC"):
             triple = tuple(bw) if isinstance(bw, Sequence) and not isinstance(bw, str) else (bw, bw, bw)
             if len(triple) != 3:
-                raise ValueError(f"systolic array: dram_bandwidth must be a number, an (ifmap, filter, ofmap) "
-                                 f"triple or None/'CALC', got {bw!r}")
+                raise ValueError(f"systolic array: dram_bandwidth must be a number, an (ifmap, filter, "
+                                 f"ofmap) triple or None/'CALC', got {bw!r}")
             for value in triple:
                 _positive("dram_bandwidth", value, "number of words per cycle")
             object.__setattr__(self, "dram_bandwidth", tuple(float(v) for v in triple))
@@ -207,7 +210,8 @@ class SystolicArray:
         data = {str(k): v for k, v in dict(cfg).items()}
         unknown = set(data) - known
         if unknown:
-            raise ValueError(f"systolic array config: unknown keys {sorted(unknown)}; allowed: {sorted(known)}")
+            raise ValueError(f"systolic array config: unknown keys {sorted(unknown)}; "
+                             f"allowed: {sorted(known)}")
         for key in ("rows", "cols", "word_bits"):
             if key in data and isinstance(data[key], float) and data[key].is_integer():
                 data[key] = int(data[key])
@@ -235,7 +239,7 @@ class SystolicArray:
 
     # ----------------------------------------------------------------------------------------------------
     def evaluate_arrays(self, la: LayerArrays) -> dict[str, np.ndarray]:
-        """Every quantity in :data:`METRICS` for a batch of layers, as float64 arrays (one entry per layer)."""
+        """Every quantity in :data:`METRICS` for a batch of layers, as float64 arrays (one per layer)."""
         R, C = self.rows, self.cols
         m, n, k, g = (a.astype(np.float64) for a in (la.m, la.n, la.k, la.groups))
         wb, ab, ob = la.weight_bits, la.act_bits, la.out_bits
@@ -306,8 +310,8 @@ class SystolicArray:
             dram_f = kn * np.where(kn > cap_f, col_folds, 1)
             dram_of = sram_of
 
-        stall, prefetch = self._stalls(compute, g * dram_if, g * dram_f, g * dram_of, g * np.minimum(fp_if, cap_if),
-                                       g * np.minimum(kn, cap_f), ab, wb, ob)
+        stall, prefetch = self._stalls(compute, g * dram_if, g * dram_f, g * dram_of,
+                                       g * np.minimum(fp_if, cap_if), g * np.minimum(kn, cap_f), ab, wb, ob)
         total = compute + stall
 
         tab = self.energy_table
@@ -328,8 +332,10 @@ class SystolicArray:
         out = {
             "macs": macs, "compute_cycles": compute, "stall_cycles": stall, "total_cycles": total,
             "prefetch_cycles": prefetch,
-            "sram_reads_ifmap": g * sram_if, "sram_reads_filter": g * sram_f, "sram_writes_ofmap": g * sram_of,
-            "dram_reads_ifmap": g * dram_if, "dram_reads_filter": g * dram_f, "dram_writes_ofmap": g * dram_of,
+            "sram_reads_ifmap": g * sram_if, "sram_reads_filter": g * sram_f,
+            "sram_writes_ofmap": g * sram_of,
+            "dram_reads_ifmap": g * dram_if, "dram_reads_filter": g * dram_f,
+            "dram_writes_ofmap": g * dram_of,
             "mapped_pe_folds": g * mapped, "folds": g * folds, "compute_util_sum": g * util_sum,
             "energy_mac": e_mac, "energy_rf": e_rf, "energy_array": e_array, "energy_sram": e_sram,
             "energy_dram": e_dram, "energy": energy,

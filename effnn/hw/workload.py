@@ -98,7 +98,8 @@ class _Recorder(TorchDispatchMode):
         in_ch = x.shape[1]
         kernel = tuple(w.shape[2:])
         in_size = tuple(x.shape[2:])
-        stride, padding, dilation = (tuple(v) * (spatial if len(v) == 1 else 1) for v in (stride, padding, dilation))
+        stride, padding, dilation = (tuple(v) * (spatial if len(v) == 1 else 1)
+                                     for v in (stride, padding, dilation))
         if transposed:
             # a transposed conv is a GEMM per input pixel followed by a scatter (col2im): per group
             # (N*input pixels) x (Cin/g) @ (Cin/g) x (Cout/g * kernel volume)
@@ -115,8 +116,8 @@ class _Recorder(TorchDispatchMode):
         if spatial <= 2 and all(d == 1 for d in dilation):
             self._emit("conv", lambda name, bits: ConvLayer(
                 name, in_ch=in_ch, out_ch=w.shape[0], in_h=in_size[0], in_w=in_size[1], kernel_h=kernel[0],
-                kernel_w=kernel[1], stride_h=stride[0], stride_w=stride[1], pad_h=padding[0], pad_w=padding[1],
-                groups=groups, batch=batch, **self._bits(bits)))
+                kernel_w=kernel[1], stride_h=stride[0], stride_w=stride[1], pad_h=padding[0],
+                pad_w=padding[1], groups=groups, batch=batch, **self._bits(bits)))
             return
         # dilated or 3-D: keep the exact GEMM (output pixels x filters x window) as a 1x1 conv over the
         # im2col'd input; only the ifmap footprint (DRAM reuse) is approximate.
@@ -158,7 +159,8 @@ class _Recorder(TorchDispatchMode):
         length, dim = q.shape[-2], q.shape[-1]
         src, vdim = k.shape[-2], v.shape[-1]
         self._emit("attn_qk", lambda name, bits: ConvLayer(
-            name, in_ch=heads * dim, out_ch=heads * src, in_h=length, in_w=1, groups=heads, **self._bits(bits)))
+            name, in_ch=heads * dim, out_ch=heads * src, in_h=length, in_w=1, groups=heads,
+            **self._bits(bits)))
         self._emit("attn_pv", lambda name, bits: ConvLayer(
             name, in_ch=heads * src, out_ch=heads * vdim, in_h=length, in_w=1, groups=heads,
             **self._bits(bits)))
@@ -204,7 +206,8 @@ def extract_workload(model: nn.Module, input_shape: Sequence[int] | None = None,
     if example_input is None:
         shape = tuple(int(s) for s in input_shape)
         if not shape or any(s <= 0 for s in shape):
-            raise ValueError(f"input_shape must be positive sizes such as (1, 3, 224, 224), got {input_shape}")
+            raise ValueError(f"input_shape must be positive sizes such as (1, 3, 224, 224), "
+                             f"got {input_shape}")
         example_input = torch.zeros(shape, device=param.device if param is not None else None,
                                     dtype=param.dtype if param is not None and param.is_floating_point()
                                     else None)

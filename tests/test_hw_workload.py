@@ -1,0 +1,168 @@
+"""Workload extraction: layer shapes from real modules, MACs equal to torch.utils.flop_counter's."""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import pytest
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from torch.utils.flop_counter import FlopCounterMode
+
+from effnn.hw import ConvLayer, GemmLayer, SystolicArray, extract_workload
+from effnn.models import create_model
+
+SHARED = Path(__file__).resolve().parents[2] / "shared" / "reference" / "scalesim"
+
+
+def _flop_counter_macs(model: nn.Module, x: torch.Tensor) -> int:
+    model.eval()
+    with torch.no_grad(), FlopCounterMode(display=False) as counter:
+        model(x)
+    return counter.get_total_flops() // 2  # the counter reports 2 FLOPs per multiply-accumulate
+
+
+def _small_mbnet() -> nn.Module:
+    """Stem, an inverted residual with depthwise conv and squeeze-excite, pooled linear head."""
+    from timm.models._efficientnet_blocks import InvertedResidual
+
+    block = InvertedResidual(16, 24, 5, 2, exp_ratio=4.0, se_layer=_se)
+    return nn.Sequential(nn.Conv2d(3, 16, 3, 2, 1), block, nn.AdaptiveAvgPool2d(1), nn.Flatten(),
+                         nn.Linear(24, 10))
+
+
+def _se(channels: int, **kwargs: object) -> nn.Module:
+    from timm.layers import SqueezeExcite
+
+    return SqueezeExcite(channels, rd_ratio=0.25)
+
+
+class _Odd(nn.Module):
+    """Ops a module-type walker would miss: functional convs, transposed/1-D/dilated convs, matmuls."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.w = nn.Parameter(torch.randn(6, 3, 3, 3))
+        self.up = nn.ConvTranspose2d(6, 4, 4, stride=2, padding=1)
+        self.dil = nn.Conv2d(4, 4, 3, padding=2, dilation=2, groups=2)
+        self.line = nn.Conv1d(4, 5, 3, stride=2)
+        self.proj = nn.Linear(5, 7)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = F.conv2d(x, self.w, stride=2, padding=1)
+        x = self.dil(self.up(x))
+        seq = self.line(x.flatten(2))  # (N, 5, L)
+        tokens = self.proj(seq.transpose(1, 2))  # 3-D input: one (N*L x 5) @ (5 x 7) GEMM
+        return torch.bmm(tokens, tokens.transpose(1, 2)).sum() + (tokens @ tokens.transpose(1, 2)).sum()
+
+
+@pytest.mark.parametrize(("name", "shape"), [
+    pytest.param("resnet18", (1, 3, 64, 64), marks=pytest.mark.slow),
+    pytest.param("mobilenetv3_small_100", (2, 3, 96, 96), marks=pytest.mark.slow),  # depthwise, SE, batch 2
+    ("cifar_resnet20", (1, 3, 32, 32)),
+    ("small_mbnet", (2, 3, 24, 24)),
+])
+def test_macs_match_flop_counter(name: str, shape: tuple[int, ...]) -> None:
+    model = _small_mbnet() if name == "small_mbnet" else create_model(name, num_classes=10)
+    layers = extract_workload(model, shape)
+    assert sum(layer.macs for layer in layers) == _flop_counter_macs(model, torch.zeros(shape))
+    convs = [m for m in model.modules() if isinstance(m, nn.Conv2d | nn.Linear)]
+    assert len(layers) == len(convs)  # one layer per conv/linear, none invented, named by its module
+    modules = dict(model.named_modules())
+    assert all(isinstance(modules[layer.name], nn.Conv2d | nn.Linear) for layer in layers)
+
+
+def test_unusual_ops_match_flop_counter() -> None:
+    torch.manual_seed(0)
+    model = _Odd()
+    x = torch.randn(2, 3, 16, 16)
+    layers = extract_workload(model, example_input=x)
+    assert sum(layer.macs for layer in layers) == _flop_counter_macs(model, x)
+    names = [layer.name for layer in layers]
+    assert names[:5] == ["model", "up", "dil", "line", "proj"] and len(layers) == 7
+    # 16 -> conv s2 -> 8 -> transposed s2 -> 16 -> dilated 'same' -> 16x16 = 256 -> conv1d k3 s2 -> 127
+    assert isinstance(layers[4], GemmLayer) and layers[4].gemm == (2 * 127, 7, 5)
+    assert layers[5].groups == 2 and layers[5].gemm == (127, 127, 7)  # bmm: one GEMM per batch entry
+
+
+def test_attention_counted_as_two_gemms() -> None:
+    """Fused SDPA (which FlopCounterMode misses on CPU) is QK^T and PV: 2 * heads * L * S * E MACs."""
+    q = torch.randn(2, 4, 9, 16)
+
+    class Attn(nn.Module):
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return F.scaled_dot_product_attention(x, x, x)
+
+    layers = extract_workload(Attn(), example_input=q)
+    assert [layer.gemm for layer in layers] == [(9, 9, 16), (9, 16, 9)]
+    assert sum(layer.macs for layer in layers) == 2 * (2 * 4) * 9 * 9 * 16
+
+
+def test_pytorch_depthwise_reports_like_scalesim_dp() -> None:
+    """A groups=C conv from PyTorch costs what SCALE-Sim reports for the same layer named DP..."""
+    conv = nn.Conv2d(32, 32, 3, padding=1, groups=32, bias=False)
+    layer = extract_workload(conv, (1, 32, 16, 16))[0]
+    assert layer.depthwise and layer.gemm == (256, 1, 9)
+    if not (SHARED / "results_8x8.csv").is_file():
+        pytest.skip(f"shared SCALE-Sim reference not found at {SHARED}")
+    with open(SHARED / "results_8x8.csv") as f:
+        rows = [r for r in csv.DictReader(f) if r["layer"] == "DPdw_conv3x3_16x16x32"]
+    for row in rows:
+        cost = SystolicArray(8, 8, row["dataflow"]).simulate([layer])[0]
+        assert cost.compute_cycles == int(row["compute_cycles"])
+        assert (cost.sram_reads_ifmap, cost.sram_reads_filter, cost.sram_writes_ofmap) == (
+            int(row["sram_ifmap_reads"]), int(row["sram_filter_reads"]), int(row["sram_ofmap_writes"]))
+        # SCALE-Sim's topology is pre-padded to 18x18 and fetches the zeros; we never fetch padding
+        assert cost.dram_reads_ifmap == 16 * 16 * 32 < int(row["dram_ifmap_reads"]) == 18 * 18 * 32
+
+
+def test_declared_bits_and_state_untouched() -> None:
+    """Modules declare operand widths (attribute or hw_bits); extraction leaves train mode and BN stats."""
+    model = nn.Sequential(nn.Conv2d(3, 8, 3), nn.BatchNorm2d(8), nn.ReLU(), nn.Conv2d(8, 8, 1), nn.Flatten(),
+                          nn.Linear(8 * 6 * 6, 4))
+    model[0].weight_bits = 4
+    model[3].hw_bits = lambda: {"weight": 2, "act": 3}
+    model[5].hw_bits = (8, 8, 32)
+    model.train()
+    stats = model[1].running_mean.clone()
+    layers = extract_workload(model, (1, 3, 8, 8), default_bits=16)
+    assert [(layer.weight_bits, layer.act_bits, layer.out_bits) for layer in layers] == [
+        (4, 16, 16), (2, 3, 16), (8, 8, 32)]
+    assert model.training and all(m.training for m in model.modules())
+    assert torch.equal(model[1].running_mean, stats)
+    model[0].weight_bits = 0
+    with pytest.raises(ValueError, match="bit-widths must be positive"):
+        extract_workload(model, (1, 3, 8, 8))
+
+
+def test_supernet_at_an_arch_matches_the_space() -> None:
+    """Elastic supernet ops (F.conv2d on sliced weights) and the extracted static subnet both trace to the
+    space's analytic workload (the static one layer by layer, with the same names)."""
+    from effnn.nas import build_supernet, get_space
+
+    space = get_space("tiny32")
+    supernet = build_supernet(space, num_classes=10)
+    key = lambda layer: (layer.gemm, layer.groups)  # noqa: E731
+    for seed in range(2):
+        arch = space.sample(torch.Generator().manual_seed(seed))
+        shape = (1, 3, arch.resolution, arch.resolution)
+        analytic = space.workload(arch, num_classes=10)
+        with supernet.set_arch(arch):
+            traced = extract_workload(supernet, shape)
+        assert sorted(map(key, traced)) == sorted(map(key, analytic))
+        static = extract_workload(supernet.extract(arch), shape)
+        named = lambda layers: [(layer.name, *key(layer)) for layer in layers]  # noqa: E731
+        assert named(static) == named(analytic)
+
+
+def test_bad_inputs_raise() -> None:
+    conv = nn.Conv2d(3, 4, 3)
+    with pytest.raises(ValueError, match="exactly one of input_shape"):
+        extract_workload(conv)
+    with pytest.raises(ValueError, match="input_shape must be positive"):
+        extract_workload(conv, (1, 3, 0, 8))
+    with pytest.raises(ValueError, match="workload is empty"):
+        SystolicArray(8, 8).simulate(extract_workload(nn.ReLU(), (1, 3)))
+    assert isinstance(extract_workload(conv, (1, 3, 5, 5))[0], ConvLayer)
