@@ -137,7 +137,8 @@ class SystolicCostModel(CostModel):
                       "dram_accesses": "elements", **{f"energy_{lvl}": unit
                                                       for lvl in ("mac", "rf", "array", "sram", "dram")}}
         self._index: dict[tuple, int] = {}
-        self._by_id: dict[int, tuple[Layer, int]] = {}
+        self._by_id: dict[int, int] = {}
+        self._alive: list[Layer] = []  # keeps the objects keyed by id() alive, so no id is ever reused
         self._rows = np.zeros((0, len(METRICS) + 1))  # + params
         self._cycle_scale = 1e3 / (array.clock_mhz * 1e6)  # cycles -> ms
 
@@ -151,44 +152,48 @@ class SystolicCostModel(CostModel):
     def _lookup(self, layers: Sequence[Layer]) -> list[int]:
         """Row index of every layer, evaluating the shapes not seen before in one vectorised batch.
 
-        Two caches: by object identity (a space that memoises its layer objects pays one dict probe per
-        layer; the entry keeps the object alive so its id cannot be reused) and by value (shape and bits,
-        not the name), which is what makes a fresh object with a known shape a hit.
+        Two caches: by object identity (a space that memoises its layer objects, as ``effnn.nas`` does,
+        pays one dict probe per layer; ``_alive`` holds those objects so their ids cannot be reused) and
+        by value (shape and bits, not the name), which makes a fresh object with a known shape a hit.
         """
-        index, by_id = self._index, self._by_id
-        rows: list[int] = []
+        get = self._by_id.get
+        rows = [get(id(layer), -1) for layer in layers]
+        if -1 not in rows:
+            return rows
+        index = self._index
         missing: dict[tuple, int] = {}
         new: list[Layer] = []
-        fresh: list[tuple[int, Layer]] = []
-        for layer in layers:
-            hit = by_id.get(id(layer))
-            if hit is not None and hit[0] is layer:
-                rows.append(hit[1])
+        fresh: list[int] = []
+        for position, layer in enumerate(layers):
+            if rows[position] >= 0:
                 continue
             # every dataclass field but the name, in declaration order: shape and bits identify the cost
             key = tuple(layer.__dict__.values())[1:]
             row = index.get(key)
             if row is None:
-                position = missing.get(key)
-                if position is None:
-                    position = missing[key] = len(new)
+                slot = missing.get(key)
+                if slot is None:
+                    slot = missing[key] = len(new)
                     new.append(layer)
-                row = -1 - position
-            fresh.append((len(rows), layer))
-            rows.append(row)
+                row = -2 - slot
+            rows[position] = row
+            fresh.append(position)
         if new:
             result = self.array.evaluate_arrays(LayerArrays.from_layers(new))
             block = np.column_stack([result[m] for m in METRICS]
                                     + [np.array([layer.params for layer in new], dtype=np.float64)])
             start = len(self._rows)
             self._rows = np.concatenate([self._rows, block])
-            for key, position in missing.items():
-                index[key] = start + position
-            rows = [r if r >= 0 else start - 1 - r for r in rows]
-        if len(by_id) + len(fresh) > self.identity_cache_size:
-            by_id.clear()  # objects were not being reused; start over rather than hold them all
-        for position, layer in fresh:
-            by_id[id(layer)] = (layer, rows[position])
+            for key, slot in missing.items():
+                index[key] = start + slot
+            rows = [r if r >= 0 else start - 2 - r for r in rows]
+        if len(self._alive) + len(fresh) > self.identity_cache_size:
+            self._by_id.clear()  # objects are not being reused; start over rather than hold them all
+            self._alive.clear()
+        for position in fresh:
+            layer = layers[position]
+            self._by_id[id(layer)] = rows[position]
+            self._alive.append(layer)
         return rows
 
     def _metrics(self, totals: np.ndarray) -> dict[str, float]:

@@ -1,0 +1,205 @@
+"""How fast the analytic systolic model scores subnets, and how that compares with running SCALE-Sim.
+
+Prints (median of ``--repeats`` runs, one process):
+
+* subnets scored per second on the AttentiveNAS space (random archs): end to end
+  ``cost(space, arch)`` (the space's layer list + the cost model, what samplers and the search call),
+  batched ``score_many`` and the cost model alone on precomputed layer lists -- warm (after the space's
+  and the model's per-shape tables have filled) and cold (fresh tables);
+* the same cost-model-only rate on a synthetic MobileNetV3-like layer generator (no effnn.nas needed);
+* seconds per layer vs SCALE-Sim 3.0.0's recorded wall time for the shared reference layers.
+
+Usage: ``python benchmarks/bench_hwcost.py [--archs 5000] [--repeats 5] [--hardware systolic_16x16_os]``
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import random
+import statistics
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from rich.console import Console
+from rich.progress import track
+from rich.table import Table
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+from effnn.hw import ConvLayer, SystolicArray, build_cost_model, read_scalesim_topology  # noqa: E402
+
+SHARED = ROOT.parent / "shared" / "reference" / "scalesim"
+
+
+def median_rate(run: Callable[[], int], repeats: int) -> float:
+    """Median items per second of ``run`` (which returns how many items it processed)."""
+    rates = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        count = run()
+        rates.append(count / (time.perf_counter() - start))
+    return statistics.median(rates)
+
+
+def synthetic_mbv3(rng: random.Random) -> list[ConvLayer]:
+    """A random MobileNetV3-like network: stem, 15-25 inverted residuals (1x1, depthwise, SE, 1x1), head."""
+    res = rng.choice((192, 224, 256, 288))
+    size, cin = res // 2, rng.choice((16, 24))
+    layers = [ConvLayer("stem", 3, cin, res, res, 3, 3, 2, 2, 1, 1)]
+    for i in range(rng.randint(15, 25)):
+        cout = rng.choice((16, 24, 32, 40, 64, 72, 112, 120, 128, 192, 216))
+        mid = 8 * round(cin * rng.choice((3, 4, 6)) / 8)
+        k, stride = rng.choice((3, 5)), 2 if i in (2, 6, 10, 16) and size > 7 else 1
+        out = (size - 1) // stride + 1
+        layers += [ConvLayer(f"b{i}.pw", cin, mid, size, size),
+                   ConvLayer(f"b{i}.dw", mid, mid, size, size, k, k, stride, stride, k // 2, k // 2,
+                             groups=mid)]
+        if rng.random() < 0.5:
+            hidden = max(8, 8 * round(mid / 32))
+            layers += [ConvLayer(f"b{i}.se1", mid, hidden, 1, 1), ConvLayer(f"b{i}.se2", hidden, mid, 1, 1)]
+        layers.append(ConvLayer(f"b{i}.pwl", mid, cout, out, out))
+        size, cin = out, cout
+    layers += [ConvLayer("head", cin, 6 * cin, size, size), ConvLayer("mix", 6 * cin, 1792, 1, 1),
+               ConvLayer("classifier", 1792, 1000, 1, 1)]
+    return layers
+
+
+def bench_space(hardware: str, n_archs: int, repeats: int, console: Console) -> list[tuple[str, float, str]]:
+    from effnn.nas import get_space
+
+    rows = []
+    space = get_space("attentivenas")
+    rng = random.Random(0)
+    archs = [space.sample(rng) for _ in range(n_archs)]
+    cold_space, cold_model = get_space("attentivenas"), build_cost_model(hardware)
+    start = time.perf_counter()
+    for arch in archs[: min(1000, n_archs)]:
+        cold_model(cold_space, arch)
+    cold_rate = min(1000, n_archs) / (time.perf_counter() - start)
+    rows.append(("AttentiveNAS, cold tables, cost(space, arch)", cold_rate,
+                 "first 1000 random archs: the space and the model fill their tables"))
+    model = build_cost_model(hardware)
+    for arch in track(archs, description="warming the space's and the model's tables", console=console):
+        model(space, arch)
+    fresh = [space.sample(rng) for _ in range(n_archs)]  # new random archs, warm tables
+
+    def end_to_end() -> int:
+        for arch in fresh:
+            model(space, arch)
+        return len(fresh)
+
+    workloads = [space.workload(arch) for arch in fresh]
+
+    def batched() -> int:
+        model.score_many(space.workload(arch) for arch in fresh)
+        return len(fresh)
+
+    def cost_only() -> int:
+        for layers in workloads:
+            model.score(layers)
+        return len(workloads)
+
+    def workload_only() -> int:
+        for arch in fresh:
+            space.workload(arch)
+        return len(fresh)
+
+    layers_per_arch = statistics.mean(len(w) for w in workloads)
+    rows.append(("AttentiveNAS, warm, cost(space, arch)", median_rate(end_to_end, repeats),
+                 "layer list + params from the space, then the cost model"))
+    rows.append(("AttentiveNAS, warm, score_many(workloads)", median_rate(batched, repeats),
+                 "one vectorised gather-sum for all archs"))
+    rows.append(("AttentiveNAS, warm, score(layers) only", median_rate(cost_only, repeats),
+                 f"cost model alone, {layers_per_arch:.0f} layers per arch"))
+    rows.append(("AttentiveNAS, space.workload(arch) only", median_rate(workload_only, repeats),
+                 "the space's share (effnn.nas), for reference"))
+    return rows
+
+
+def bench_synthetic(hardware: str, n_archs: int, repeats: int) -> list[tuple[str, float, str]]:
+    rng = random.Random(1)
+    nets = [synthetic_mbv3(rng) for _ in range(n_archs)]
+    model = build_cost_model(hardware)
+    model.score_many(nets)  # fill the per-shape table
+
+    def cost_only() -> int:
+        for layers in nets:
+            model.score(layers)
+        return len(nets)
+
+    per_arch = statistics.mean(len(n) for n in nets)
+    return [("synthetic MobileNetV3-like, score(layers)", median_rate(cost_only, repeats),
+             f"{per_arch:.0f} layers per net, {model.cache_size} distinct shapes cached")]
+
+
+def bench_vs_scalesim(repeats: int) -> tuple[float, float, float, int] | None:
+    """(our seconds per layer uncached, cached, SCALE-Sim's median seconds per layer, layers)."""
+    path = SHARED / "results_8x8.csv"
+    if not path.is_file():
+        return None
+    with open(path) as f:
+        rows = list(csv.DictReader(f))
+    cases = []
+    for row in rows:
+        topology = SHARED / "topologies" / f"{row['layer']}.csv"
+        layer = read_scalesim_topology(topology, gemm=row["kind"] == "gemm")
+        cases.append((SystolicArray(8, 8, row["dataflow"]), layer))
+
+    def uncached() -> int:
+        for array, layers in cases:
+            array.simulate(layers)
+        return len(cases)
+
+    models = {df: build_cost_model(SystolicArray(8, 8, df)) for df in ("os", "ws", "is")}
+    for array, layers in cases:
+        models[array.dataflow].score(layers)
+
+    def cached() -> int:
+        for array, layers in cases:
+            models[array.dataflow].score(layers)
+        return len(cases)
+
+    scalesim = statistics.median(float(r["wall_seconds"]) for r in rows)
+    return 1 / median_rate(uncached, repeats), 1 / median_rate(cached, repeats), scalesim, len(rows)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--archs", type=int, default=5000, help="random archs per timed run (default 5000)")
+    parser.add_argument("--repeats", type=int, default=5, help="timed runs; the median is reported")
+    parser.add_argument("--hardware", default="systolic_16x16_os", help="hardware preset (conf/hardware)")
+    args = parser.parse_args()
+    console = Console()
+    console.width = max(console.width, 140)
+    rows: list[tuple[str, float, str]] = []
+    try:
+        rows += bench_space(args.hardware, args.archs, args.repeats, console)
+    except ImportError as err:  # effnn.nas absent: the synthetic generator still measures the model
+        console.print(f"[yellow]AttentiveNAS space unavailable ({err}); synthetic workloads only[/]")
+    rows += bench_synthetic(args.hardware, min(args.archs, 2000), args.repeats)
+    table = Table(title=f"subnets scored per second ({args.hardware}, median of {args.repeats}, one process)")
+    table.add_column("what")
+    table.add_column("subnets/s", justify="right")
+    table.add_column("vs 10,000/s target", justify="right")
+    table.add_column("note")
+    for what, rate, note in rows:
+        table.add_row(what, f"{rate:,.0f}", f"{rate / 1e4:.2f}x", note)
+    console.print(table)
+    versus = bench_vs_scalesim(args.repeats)
+    if versus is None:
+        console.print(f"[yellow]no SCALE-Sim reference at {SHARED}; skipping the per-layer comparison[/]")
+        return
+    uncached, cached, scalesim, n = versus
+    console.print(f"per layer over the {n} shared SCALE-Sim reference layers: ours {uncached * 1e6:.1f} us "
+                  f"uncached, {cached * 1e6:.1f} us cached; SCALE-Sim 3.0.0 median {scalesim:.2f} s "
+                  f"recorded -> {scalesim / uncached:,.0f}x (uncached) / {scalesim / cached:,.0f}x (cached) "
+                  f"faster")
+
+
+if __name__ == "__main__":
+    main()
