@@ -257,7 +257,8 @@ class SystolicArray:
             fold_cycles = t + R + C - 2
             util_fold_cycles = fold_cycles
         else:
-            # per fold: rows cycles to load the stationary operand, 2*rows-1+T to stream, +cols-1 of skew
+            # per fold: rows cycles to load the stationary operand, T to stream, rows-1 of skew across the
+            # rows, cols-1 to drain across the columns
             fold_cycles = t + 2 * R + C - 2
             # SCALE-Sim's compute-util divides by one more (rows+cols-1) than the fold length (quirk)
             util_fold_cycles = t + 2 * R + 2 * C - 3
