@@ -1,0 +1,182 @@
+"""Export one subnet of a trained supernet as a deployable static model, verified against the supernet.
+
+Steps: recalibrate the subnet's BN statistics on training batches (as the search did), slice out the
+static model (``Supernet.extract``), then produce every artifact in memory -- the state dict
+(safetensors or .pt), a ``torch.export`` program (or TorchScript) and ONNX -- and run each on a real
+batch. The static model must match the supernet at the arch, and every artifact must match the static
+model, to ``atol``; only then are the files written (each atomically). Any disagreement raises
+``ExportError`` and writes nothing.
+"""
+
+from __future__ import annotations
+
+import io
+import warnings
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+import yaml
+
+from effnn.errors import ConfigError, EffnnError
+from effnn.export.artifact import (
+    ARCH_FILE,
+    EXPORT_FORMAT,
+    EXPORT_VERSION,
+    META_FILE,
+    space_to_dict,
+)
+from effnn.io import atomic_torch_save, atomic_write, atomic_write_json, atomic_write_text
+from effnn.nas.space import Arch
+from effnn.nas.supernet import MBNet, resize_to
+from effnn.search.evaluator import Batch, recalibrate_subnet, top1_accuracy
+from effnn.search.supernet_checkpoint import SupernetCheckpoint
+
+PROGRAM_FORMATS = ("export", "torchscript", "none")
+WEIGHT_FORMATS = ("safetensors", "pt")
+
+
+class ExportError(EffnnError, RuntimeError):
+    """An exported artifact disagrees with the supernet (or cannot be produced)."""
+
+
+@dataclass
+class ExportResult:
+    """What was written and how closely each artifact matched (max absolute logit difference)."""
+
+    directory: Path
+    arch: Arch
+    static: MBNet
+    files: dict[str, str]
+    max_abs_diff: dict[str, float]
+    accuracy: dict[str, float] = field(default_factory=dict)
+
+
+def _max_diff(a: torch.Tensor, b: torch.Tensor) -> float:
+    return float((a.detach().float().cpu() - b.detach().float().cpu()).abs().max())
+
+
+def _check(name: str, diff: float, atol: float) -> None:
+    if not diff <= atol:  # also catches NaN
+        raise ExportError(f"export check failed: {name} differ by max |diff| = {diff:.3g} > atol = {atol:g}; "
+                          f"nothing was written")
+
+
+def _torch_export(static: MBNet, example: torch.Tensor) -> tuple[bytes, torch.Tensor]:
+    """A ``torch.export`` program with a dynamic batch dimension, serialized, and its output on ``example``."""
+    batch = torch.export.Dim("batch", min=1, max=1 << 16)
+    program = torch.export.export(static, (example,), dynamic_shapes=({0: batch},))
+    buf = io.BytesIO()
+    torch.export.save(program, buf)
+    loaded = torch.export.load(io.BytesIO(buf.getvalue()))
+    return buf.getvalue(), loaded.module()(example)
+
+
+def _torchscript(static: MBNet, example: torch.Tensor) -> tuple[bytes, torch.Tensor]:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        scripted = torch.jit.trace(static, example)
+        buf = io.BytesIO()
+        torch.jit.save(scripted, buf)
+        reloaded = torch.jit.load(io.BytesIO(buf.getvalue()))
+    return buf.getvalue(), reloaded(example)
+
+
+def _onnx(static: MBNet, example: torch.Tensor, opset: int) -> tuple[bytes, torch.Tensor]:
+    """ONNX bytes (TorchScript-based exporter, dynamic batch), checked by the onnx checker, run by onnxruntime."""
+    import onnx
+    import onnxruntime as ort
+
+    buf = io.BytesIO()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(static, (example,), buf, dynamo=False, input_names=["input"], output_names=["logits"],
+                          dynamic_axes={"input": {0: "batch"}, "logits": {0: "batch"}}, opset_version=opset)
+    data = buf.getvalue()
+    try:
+        onnx.checker.check_model(onnx.load_from_string(data), full_check=True)
+    except Exception as err:  # onnx raises ValidationError and friends
+        raise ExportError(f"the ONNX model failed the onnx checker: {str(err).splitlines()[0]}") from err
+    session = ort.InferenceSession(data, providers=["CPUExecutionProvider"])
+    (out,) = session.run(["logits"], {"input": example.detach().cpu().numpy()})
+    return data, torch.from_numpy(out)
+
+
+def export_subnet(loaded: SupernetCheckpoint, arch: Arch, calib_batches: Sequence[Batch], out: str | Path, *,
+                  verify_batch: torch.Tensor, atol: float = 1e-4, weights_format: str = "safetensors",
+                  program: str = "export", onnx: bool = True, opset: int = 17,
+                  eval_splits: dict[str, Sequence[Batch]] | None = None) -> ExportResult:
+    """Recalibrate, extract, verify and write the subnet ``arch`` of ``loaded`` to ``out``.
+
+    ``verify_batch`` holds real images (any resolution; resized to the arch's). ``eval_splits`` maps a
+    split name (``val``, ``test``) to batches on which the accuracy of the exported model and of the
+    supernet at ``arch`` are reported side by side.
+    """
+    if weights_format not in WEIGHT_FORMATS:
+        raise ConfigError(f"weights_format={weights_format!r}; choose one of {', '.join(WEIGHT_FORMATS)}")
+    if program not in PROGRAM_FORMATS:
+        raise ConfigError(f"program={program!r}; choose one of {', '.join(PROGRAM_FORMATS)}")
+    supernet, space = loaded.supernet, loaded.space
+    try:
+        space.validate(arch)
+    except ValueError as err:
+        raise ConfigError(f"the arch is not in the checkpoint's search space: {err}") from err
+    out = Path(out)
+    device = supernet.conv_stem.weight.device
+
+    recalibrate_subnet(supernet, arch, calib_batches)
+    supernet.eval()
+    static = supernet.extract(arch).eval()
+    example = resize_to(verify_batch.to(device), arch.resolution)
+    with torch.no_grad():
+        reference = supernet(example)
+        ours = static(example)
+    diffs = {"static_vs_supernet": _max_diff(ours, reference)}
+    _check("the static model and the supernet at this arch", diffs["static_vs_supernet"], atol)
+
+    static_cpu = static.to("cpu")
+    example_cpu = example.cpu()
+    files: dict[str, bytes] = {}
+    with torch.no_grad():
+        if program != "none":
+            name, make = ("model.pt2", _torch_export) if program == "export" else ("model.ts", _torchscript)
+            files[name], out_program = make(static_cpu, example_cpu)
+            diffs[f"{name}_vs_static"] = _max_diff(out_program, ours)
+            _check(f"{name} and the static model", diffs[f"{name}_vs_static"], atol)
+        if onnx:
+            files["model.onnx"], out_onnx = _onnx(static_cpu, example_cpu, opset)
+            diffs["model.onnx_vs_static"] = _max_diff(out_onnx, ours)
+            _check("the ONNX model (onnxruntime) and the static model", diffs["model.onnx_vs_static"], atol)
+
+    accuracy: dict[str, float] = {}
+    for split, batches in (eval_splits or {}).items():
+        accuracy[f"{split}_acc_exported"] = top1_accuracy(static_cpu, batches, arch.resolution)
+        with supernet.set_arch(arch):
+            accuracy[f"{split}_acc_supernet"] = top1_accuracy(supernet, batches, arch.resolution)
+
+    state = {k: v.detach().cpu().contiguous() for k, v in static_cpu.state_dict().items()}
+    weights_name = f"model.{weights_format}"
+    if weights_format == "safetensors":
+        from safetensors.torch import save
+
+        atomic_write(out / weights_name, lambda f: f.write(save(state, metadata={"format": EXPORT_FORMAT})))
+    else:
+        atomic_torch_save(state, out / weights_name)
+    for name, data in files.items():
+        atomic_write(out / name, lambda f, data=data: f.write(data))
+    atomic_write_text(out / ARCH_FILE, yaml.safe_dump(arch.to_dict(), sort_keys=False))
+    written = {"arch": ARCH_FILE, "weights": weights_name}
+    written.update({"program" if n != "model.onnx" else "onnx": n for n in files})
+    meta: dict[str, Any] = {
+        "format": EXPORT_FORMAT, "version": EXPORT_VERSION, "space": space_to_dict(space),
+        "arch": arch.to_dict(), "num_classes": loaded.num_classes, "in_chans": loaded.in_chans,
+        "input_shape": [None, loaded.in_chans, arch.resolution, arch.resolution],
+        "macs": space.macs(arch, loaded.num_classes, loaded.in_chans),
+        "params": space.params(arch, loaded.num_classes, loaded.in_chans),
+        "files": written, "checks": {"atol": atol, "max_abs_diff": diffs}, "accuracy": accuracy,
+        "source_checkpoint": str(loaded.path.resolve()), "calibration_batches": len(calib_batches),
+    }
+    atomic_write_json(out / META_FILE, meta)
+    return ExportResult(out, arch, static_cpu, written, diffs, accuracy)

@@ -1,0 +1,179 @@
+"""What ``tools/search.py`` does, as functions: config -> supernet, data, costs, search -> output files.
+
+Distributed runs go through Lightning Fabric (``devices=N``; ``strategy`` ddp, gloo on CPU): every rank
+loads the supernet and runs the same search, the accuracy evaluations are split over ranks, and rank 0
+writes the files.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import hydra
+import lightning as L
+import torch
+from omegaconf import DictConfig, OmegaConf
+from rich.console import Console
+from rich.table import Table
+
+from effnn.errors import ConfigError
+from effnn.hw.systolic import SystolicArray
+from effnn.search.candidate import Candidate
+from effnn.search.costs import HARDWARE_METRICS, SubnetCosts, best_accelerator
+from effnn.search.distributed import Ranks
+from effnn.search.evaluator import SubnetAccuracy, fixed_batches
+from effnn.search.evolution import EvolutionarySearch, SearchObserver, SearchResult, SearchSettings
+from effnn.search.hardware import HardwareSpace
+from effnn.search.observers import ObserverGroup, RichProgress, TensorBoardScalars
+from effnn.search.report import pareto_figure, pareto_rows, save_figure, write_arch_files, write_pareto_csv
+from effnn.search.supernet_checkpoint import SupernetCheckpoint, load_supernet_checkpoint
+
+STATE_FILE = "search_state.json"
+
+
+def launch(cfg: DictConfig) -> L.Fabric:
+    """Start the Fabric processes (one per device) and return this process's Fabric."""
+    devices = int(cfg.get("devices", 1))
+    if devices < 1:
+        raise ConfigError(f"devices={devices} must be >= 1")
+    fabric = L.Fabric(accelerator=cfg.get("accelerator", "cpu"), devices=devices,
+                      strategy="ddp" if devices > 1 else "auto")
+    fabric.launch()
+    return fabric
+
+
+def settings_from_config(search: DictConfig) -> SearchSettings:
+    constraints = {k: (None if v is None else list(v)) for k, v in (search.get("constraints") or {}).items()}
+    predictor = search.get("predictor") or {}
+    return SearchSettings(
+        objectives=tuple(search.objectives), constraints=constraints, population=int(search.population),
+        generations=int(search.generations), parents=int(search.parents), num_mutations=int(search.num_mutations),
+        num_crossovers=int(search.num_crossovers), mutate_prob=float(search.mutate_prob), seed=int(search.seed),
+        max_tries=int(search.max_tries), predictor=bool(predictor.get("enabled", False)),
+        prescreen_factor=int(predictor.get("prescreen_factor", 4)),
+        predictor_min_points=int(predictor.get("min_points", 16)))
+
+
+def _plain(node: Any) -> Any:
+    return OmegaConf.to_container(node, resolve=True) if isinstance(node, DictConfig) else node
+
+
+def base_array(hardware: DictConfig) -> SystolicArray:
+    try:
+        return SystolicArray.from_dict(_plain(hardware.array))
+    except (ValueError, TypeError) as err:
+        raise ConfigError(f"search.hardware.array: {err}") from err
+
+
+def build_datamodule(cfg: DictConfig, loaded: SupernetCheckpoint) -> L.LightningDataModule:
+    """The configured datamodule, checked against the supernet's classes and input channels."""
+    dm = hydra.utils.instantiate(cfg.data)
+    if getattr(dm, "num_classes", loaded.num_classes) != loaded.num_classes:
+        raise ConfigError(f"the supernet has {loaded.num_classes} classes but data has {dm.num_classes}; pass the "
+                          f"data config it was trained with (e.g. data=digits)")
+    if getattr(dm, "in_chans", loaded.in_chans) != loaded.in_chans:
+        raise ConfigError(f"the supernet takes {loaded.in_chans} input channels but data has {dm.in_chans}; set "
+                          f"data.in_chans={loaded.in_chans}")
+    dm.setup("fit")
+    return dm
+
+
+def build_accuracy(cfg: DictConfig, loaded: SupernetCheckpoint, device: torch.device) -> SubnetAccuracy:
+    """Accuracy on the validation split (never test) after BN recalibration on fixed training batches."""
+    dm = build_datamodule(cfg, loaded)
+    calib = cfg.search.calibration
+    batches = fixed_batches(dm.train_set, int(calib.batches), int(calib.batch_size), int(cfg.search.seed))
+    return SubnetAccuracy(loaded.supernet.to(device), batches, dm.val_dataloader(), device)
+
+
+def needs_hardware_metrics(settings: SearchSettings, co_search: bool) -> bool:
+    names = set(settings.objectives) | set(settings.constraints)
+    return co_search or bool(names & set(HARDWARE_METRICS))
+
+
+def best_hardware_per_subnet(result: SearchResult, costs: SubnetCosts, hardware: HardwareSpace,
+                             metric: str) -> dict[Candidate, tuple[Any, dict[str, float]]]:
+    """For each Pareto point, the accelerator in the hardware space that minimizes ``metric`` for its arch."""
+    tried: dict[Any, list] = {}
+    for cand in result.evaluations:
+        tried.setdefault(cand.arch, []).append(cand.hardware)
+    return {cand: best_accelerator(costs, cand.arch, hardware, metric, tried.get(cand.arch, ()))
+            for cand, _ in result.pareto()}
+
+
+def write_outputs(out: Path, result: SearchResult, search: EvolutionarySearch,
+                  best_hw: Mapping[Candidate, Any] | None, tensorboard: TensorBoardScalars | None) -> None:
+    entries = result.pareto()
+    rows = pareto_rows(entries, best_hw)
+    write_pareto_csv(out / "pareto.csv", rows)
+    write_arch_files(out / "archs", entries, best_hw)
+    fig = pareto_figure(result.evaluations, entries, search.objectives)
+    save_figure(fig, out / "pareto.png")
+    if tensorboard is not None:
+        tensorboard.add_figure(fig, search.generation)
+    import matplotlib.pyplot as plt
+
+    plt.close(fig)
+
+
+def print_summary(console: Console, result: SearchResult, search: EvolutionarySearch, out: Path) -> None:
+    table = Table(title=f"Pareto archive ({len(result.archive)} of {len(result.evaluations)} evaluated)")
+    names = [o.name for o in search.objectives]
+    table.add_column("name")
+    for n in names:
+        table.add_column(n, justify="right")
+    for i, (_, m) in enumerate(result.pareto()):
+        table.add_row(f"pareto_{i:03d}", *(f"{m[n]:.4g}" for n in names))
+    console.print(table)
+    console.print(f"wrote {out}/pareto.csv, archs/, pareto.png, tensorboard/ and {STATE_FILE}")
+
+
+def run_search(cfg: DictConfig, console: Console | None = None) -> SearchResult:
+    """Run (or resume) the search configured by ``conf/search.yaml`` and write its outputs on rank 0."""
+    fabric = launch(cfg)
+    ranks = Ranks(fabric.global_rank, fabric.world_size)
+    out = Path(cfg.out)
+    state_path = out / STATE_FILE
+    if state_path.exists() and not cfg.resume:
+        raise ConfigError(f"{out} already holds a search ({STATE_FILE}); pass resume=true to continue it or "
+                          f"choose a new out= directory")
+    settings = settings_from_config(cfg.search)
+    loaded = load_supernet_checkpoint(cfg.ckpt)
+    space = loaded.space
+    hw_cfg = cfg.search.hardware
+    co_search = bool(hw_cfg.co_search)
+    array = base_array(hw_cfg)
+    costs = SubnetCosts(space, loaded.num_classes, loaded.in_chans, array,
+                        hardware_metrics=needs_hardware_metrics(settings, co_search))
+    hardware = (HardwareSpace.from_config(array, _plain(hw_cfg.space), _plain(hw_cfg.budget), _plain(hw_cfg.area))
+                if co_search else None)
+    if co_search and hw_cfg.metric not in HARDWARE_METRICS:
+        raise ConfigError(f"search.hardware.metric={hw_cfg.metric!r} must be one of {', '.join(HARDWARE_METRICS)}")
+    accuracy = build_accuracy(cfg, loaded, fabric.device)
+    context = {"ckpt": str(Path(cfg.ckpt).resolve()), "space": space.name, "data": _plain(cfg.data),
+               "calibration": _plain(cfg.search.calibration), "hardware": _plain(hw_cfg) if co_search else None,
+               "array": _plain(hw_cfg.array) if costs.hardware_metrics else None}
+    console = console or Console(stderr=True)
+    tensorboard = TensorBoardScalars(out / "tensorboard") if ranks.is_main and cfg.get("tensorboard", True) else None
+    observers: list[SearchObserver] = [o for o in (tensorboard,) if o is not None]
+    if ranks.is_main and cfg.get("progress", True):
+        observers.append(RichProgress(console))
+    search = EvolutionarySearch(space, settings, accuracy, costs, hardware=hardware, ranks=ranks,
+                                state_path=state_path, context=context, observer=ObserverGroup(*observers))
+    try:
+        result = search.run(resume=bool(cfg.resume))
+    finally:
+        for o in observers:
+            if isinstance(o, RichProgress):
+                o.close()
+    if ranks.is_main:
+        best_hw = (best_hardware_per_subnet(result, costs, hardware, str(hw_cfg.metric))
+                   if hardware is not None else None)
+        write_outputs(out, result, search, best_hw, tensorboard)
+        if tensorboard is not None:
+            tensorboard.close()
+        print_summary(console, result, search, out)
+    ranks.barrier()
+    return result

@@ -1,0 +1,98 @@
+"""Accuracy of one subnet of a trained supernet: BN recalibration on training batches, then a held-out split.
+
+The supernet's running BN statistics mix all subnets trained, so each subnet gets its own: reset and
+re-estimate them on a fixed set of training batches (the same batches for every arch and every rank,
+so an arch's accuracy does not depend on which rank or in which order it was evaluated), then count
+correct top-1 predictions on the held-out (validation) batches. Inputs are resized to the arch's
+resolution exactly as the supernet saw them in training (``effnn.nas.resize_to``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from effnn.nas.bn_calibration import recalibrate_bn
+from effnn.nas.space import Arch
+from effnn.nas.supernet import Supernet, resize_to
+
+Batch = tuple[torch.Tensor, torch.Tensor]
+
+
+def fixed_batches(dataset: Dataset, num_batches: int, batch_size: int, seed: int) -> list[Batch]:
+    """``num_batches`` shuffled batches drawn once with a seeded generator (identical on every rank)."""
+    if num_batches <= 0 or batch_size <= 0:
+        raise ValueError(f"calibration needs positive num_batches and batch_size, got {num_batches}, {batch_size}")
+    loader = DataLoader(dataset, batch_size=batch_size, shuffle=True, drop_last=len(dataset) >= batch_size,
+                        generator=torch.Generator().manual_seed(seed))
+    batches = []
+    for x, y in loader:
+        batches.append((x, y))
+        if len(batches) == num_batches:
+            break
+    return batches
+
+
+def recalibrate_subnet(supernet: Supernet, arch: Arch, batches: Sequence[Batch]) -> None:
+    """Activate ``arch`` and re-estimate its BN statistics as the cumulative average over ``batches``
+    (this rank only: under DDP, ranks evaluate different archs)."""
+    supernet.set_arch(arch)
+    recalibrate_bn(supernet, batches, len(batches),
+                   forward=lambda batch: supernet(resize_to(batch[0], arch.resolution)), sync_distributed=False)
+
+
+@torch.no_grad()
+def top1_accuracy(model: torch.nn.Module, batches: Iterable[Batch], resolution: int) -> float:
+    """Top-1 accuracy in percent of ``model`` (eval mode) on ``batches`` resized to ``resolution``."""
+    was_training = model.training
+    model.eval()
+    correct = total = 0
+    try:
+        for x, y in batches:
+            pred = model(resize_to(x, resolution)).argmax(dim=1)
+            correct += int((pred == y.to(pred.device)).sum())
+            total += y.numel()
+    finally:
+        model.train(was_training)
+    if total == 0:
+        raise ValueError("accuracy evaluation got no batches")
+    return 100.0 * correct / total
+
+
+class SubnetAccuracy:
+    """``acc(arch)`` -> top-1 accuracy in percent of ``arch`` on ``eval_batches`` after BN recalibration.
+
+    Leaves the supernet with ``arch``'s recalibrated BN statistics (which is what the exporter relies on)
+    and its previous active arch restored.
+    """
+
+    def __init__(self, supernet: Supernet, calib_batches: Sequence[Batch], eval_batches: Iterable[Batch],
+                 device: torch.device | str = "cpu") -> None:
+        if not calib_batches:
+            raise ValueError("BN recalibration needs at least one training batch")
+        self.supernet = supernet
+        self.device = torch.device(device)
+        self.calib_batches = [(x.to(self.device), y) for x, y in calib_batches]
+        self.eval_batches = [(x.to(self.device), y.to(self.device)) for x, y in eval_batches]
+        if not self.eval_batches:
+            raise ValueError("accuracy evaluation needs a non-empty held-out split")
+
+    def recalibrate(self, arch: Arch) -> None:
+        """Set ``arch`` active and re-estimate its BN statistics on the calibration batches."""
+        recalibrate_subnet(self.supernet, arch, self.calib_batches)
+
+    def accuracy(self, arch: Arch) -> float:
+        """Top-1 accuracy (percent) with the BN statistics currently in the supernet."""
+        with self.supernet.set_arch(arch):
+            return top1_accuracy(self.supernet, self.eval_batches, arch.resolution)
+
+    def __call__(self, arch: Arch) -> float:
+        previous = self.supernet.arch
+        self.recalibrate(arch)
+        try:
+            return self.accuracy(arch)
+        finally:
+            if previous is not None:
+                self.supernet.set_arch(previous)

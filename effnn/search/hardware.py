@@ -1,0 +1,185 @@
+"""The accelerator half of a co-search: a small space of systolic-array configurations under a budget.
+
+A configuration (``Accelerator``) fixes the genes a co-search varies -- array rows and columns, dataflow
+and the three SRAM sizes -- on top of a base ``SystolicArray`` that holds everything else (clock, DRAM
+bandwidth, word width, energy table). A budget bounds the number of PEs and/or the silicon area; the
+area is a linear estimate (PEs plus SRAM kB), good enough to rank configurations, not to tape out.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from itertools import product
+from typing import Any
+
+from effnn.errors import ConfigError
+from effnn.hw.systolic import DATAFLOWS, SystolicArray
+
+GENES = ("rows", "cols", "dataflow", "ifmap_sram_kb", "filter_sram_kb", "ofmap_sram_kb")
+
+
+@dataclass(frozen=True, order=True)
+class Accelerator:
+    """One point of the hardware space (hashable: keys caches and the Pareto archive)."""
+
+    rows: int
+    cols: int
+    dataflow: str
+    ifmap_sram_kb: float
+    filter_sram_kb: float
+    ofmap_sram_kb: float
+
+    @property
+    def num_pes(self) -> int:
+        return self.rows * self.cols
+
+    @property
+    def sram_kb(self) -> float:
+        return self.ifmap_sram_kb + self.filter_sram_kb + self.ofmap_sram_kb
+
+    def to_dict(self) -> dict[str, Any]:
+        return {g: getattr(self, g) for g in GENES}
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Accelerator:
+        unknown = sorted(set(data) - set(GENES))
+        missing = [g for g in GENES if g not in data]
+        if unknown or missing:
+            raise ConfigError(f"an accelerator needs exactly {', '.join(GENES)} (missing {missing}, unknown "
+                              f"{unknown})")
+        return cls(int(data["rows"]), int(data["cols"]), str(data["dataflow"]),
+                   *(float(data[k]) for k in GENES[3:]))
+
+    def array(self, base: SystolicArray) -> SystolicArray:
+        """The full systolic-array model: ``base`` with this configuration's genes."""
+        return base.with_(**self.to_dict())
+
+
+@dataclass(frozen=True)
+class AreaModel:
+    """Linear silicon-area estimate in mm^2: ``pe_mm2`` per PE plus ``sram_mm2_per_kb`` per kB of SRAM.
+
+    The defaults are illustrative (order of magnitude of an 8-bit MAC PE and of SRAM in a ~28-45 nm
+    process); set your own numbers when the area budget matters.
+    """
+
+    pe_mm2: float = 0.004
+    sram_mm2_per_kb: float = 0.01
+
+    def __call__(self, acc: Accelerator) -> float:
+        return acc.num_pes * self.pe_mm2 + acc.sram_kb * self.sram_mm2_per_kb
+
+
+def _choices(name: str, values: Any, kind: type) -> tuple:
+    if isinstance(values, str | int | float):
+        values = [values]
+    values = tuple(kind(v) for v in values)
+    if not values:
+        raise ConfigError(f"search.hardware.space.{name} must list at least one value")
+    if kind is str:
+        bad = [v for v in values if v not in DATAFLOWS]
+        if bad:
+            raise ConfigError(f"search.hardware.space.dataflow has {bad}; allowed dataflows: {', '.join(DATAFLOWS)}")
+    elif any(v <= 0 for v in values):
+        raise ConfigError(f"search.hardware.space.{name} must be positive, got {list(values)}")
+    return tuple(sorted(set(values), key=values.index))
+
+
+class HardwareSpace:
+    """Choices per gene plus a PE and/or area budget; sampling and variation stay inside the budget."""
+
+    def __init__(self, base: SystolicArray, rows: Sequence[int], cols: Sequence[int], dataflow: Sequence[str],
+                 ifmap_sram_kb: Sequence[float], filter_sram_kb: Sequence[float], ofmap_sram_kb: Sequence[float],
+                 max_pes: int | None = None, max_area_mm2: float | None = None,
+                 area_model: AreaModel | None = None) -> None:
+        self.base = base
+        self.genes: dict[str, tuple] = {
+            "rows": _choices("rows", rows, int), "cols": _choices("cols", cols, int),
+            "dataflow": _choices("dataflow", dataflow, str),
+            "ifmap_sram_kb": _choices("ifmap_sram_kb", ifmap_sram_kb, float),
+            "filter_sram_kb": _choices("filter_sram_kb", filter_sram_kb, float),
+            "ofmap_sram_kb": _choices("ofmap_sram_kb", ofmap_sram_kb, float),
+        }
+        self.max_pes = max_pes
+        self.max_area_mm2 = max_area_mm2
+        self.area_model = area_model or AreaModel()
+        if not any(True for _ in self.feasible()):
+            smallest = Accelerator(*(min(c) if g != "dataflow" else c[0] for g, c in self.genes.items()))
+            raise ConfigError(f"no accelerator fits the budget (max_pes={max_pes}, max_area_mm2={max_area_mm2}); "
+                              f"the smallest choice has {smallest.num_pes} PEs and "
+                              f"{self.area_model(smallest):.3f} mm^2; raise the budget or add smaller choices")
+
+    @classmethod
+    def from_config(cls, base: SystolicArray, space: Mapping[str, Any], budget: Mapping[str, Any],
+                    area: Mapping[str, Any] | None = None) -> HardwareSpace:
+        unknown = sorted(set(space) - set(GENES))
+        if unknown:
+            raise ConfigError(f"search.hardware.space has unknown keys {unknown}; allowed: {', '.join(GENES)}")
+        missing = [g for g in GENES if g not in space]
+        if missing:
+            raise ConfigError(f"search.hardware.space is missing {missing}; give the choices of every gene")
+        known_budget = {"max_pes", "max_area_mm2"}
+        if set(budget) - known_budget:
+            raise ConfigError(f"search.hardware.budget has unknown keys {sorted(set(budget) - known_budget)}; "
+                              f"allowed: {sorted(known_budget)}")
+        area_model = AreaModel(**dict(area)) if area else None
+        return cls(base, **{g: list(space[g]) for g in GENES}, max_pes=budget.get("max_pes"),
+                   max_area_mm2=budget.get("max_area_mm2"), area_model=area_model)
+
+    def area_mm2(self, acc: Accelerator) -> float:
+        return self.area_model(acc)
+
+    def within_budget(self, acc: Accelerator) -> bool:
+        if self.max_pes is not None and acc.num_pes > self.max_pes:
+            return False
+        return self.max_area_mm2 is None or self.area_mm2(acc) <= self.max_area_mm2
+
+    def contains(self, acc: Accelerator) -> bool:
+        return all(getattr(acc, g) in c for g, c in self.genes.items()) and self.within_budget(acc)
+
+    def feasible(self) -> Iterator[Accelerator]:
+        """Every configuration within the budget, in a fixed order."""
+        for values in product(*self.genes.values()):
+            acc = Accelerator(*values)
+            if self.within_budget(acc):
+                yield acc
+
+    def size(self) -> int:
+        return sum(1 for _ in self.feasible())
+
+    def _retry(self, make: Callable[[], Accelerator], tries: int = 100) -> Accelerator | None:
+        for _ in range(tries):
+            acc = make()
+            if self.within_budget(acc):
+                return acc
+        return None
+
+    def sample(self, rng: random.Random) -> Accelerator:
+        """Uniform over genes, resampled until it fits the budget (falls back to a uniform feasible pick)."""
+        acc = self._retry(lambda: Accelerator(*[rng.choice(c) for c in self.genes.values()]))
+        return acc if acc is not None else rng.choice(list(self.feasible()))
+
+    def mutate(self, acc: Accelerator, prob: float, rng: random.Random) -> Accelerator:
+        """Resample each gene with probability ``prob``; keeps the parent if no mutant fits the budget."""
+
+        def make() -> Accelerator:
+            return Accelerator(*[rng.choice(c) if rng.random() < prob else getattr(acc, g)
+                                     for g, c in self.genes.items()])
+
+        return self._retry(make) or acc
+
+    def crossover(self, a: Accelerator, b: Accelerator, rng: random.Random) -> Accelerator:
+        """Uniform crossover (each gene from either parent with p=0.5); keeps ``a`` if nothing fits."""
+
+        def make() -> Accelerator:
+            return Accelerator(*[getattr(a if rng.random() < 0.5 else b, g) for g in self.genes])
+
+        return self._retry(make) or a
+
+    def initial(self) -> Accelerator:
+        """The base array's configuration when it is in the space, else the first feasible one."""
+        base = Accelerator(*(getattr(self.base, g) for g in GENES))
+        return base if self.contains(base) else next(iter(self.feasible()))
+

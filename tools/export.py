@@ -1,0 +1,54 @@
+"""Export a subnet of a trained supernet: ``python tools/export.py ckpt=PATH arch=ARCH.yaml out=DIR``.
+
+Writes the BN-recalibrated static model (state dict, torch.export program, ONNX) after checking that the
+static model, the program, the ONNX model and the supernet at that arch agree to ``atol`` on a batch.
+Options: ``conf/export.yaml``. Bad input (arch outside the checkpoint's space, a checkpoint that is not
+a supernet, a corrupt file) prints one ``error:`` line and exits with status 2.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import hydra
+from omegaconf import DictConfig
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+from effnn.errors import ConfigError, EffnnError  # noqa: E402
+from effnn.overrides import check_overrides, split_argv  # noqa: E402
+
+REQUIRED = ("ckpt", "arch", "out")
+
+
+def check_required(argv: list[str]) -> None:
+    """ckpt=, arch= and out= are mandatory; say so in one line instead of Hydra's traceback."""
+    given = {arg.split("=", 1)[0].lstrip("+") for arg in split_argv(argv)[0] if "=" in arg}
+    missing = [k for k in REQUIRED if k not in given]
+    if missing:
+        raise ConfigError(f"missing {' and '.join(f'{k}=' for k in missing)}; usage: python tools/export.py "
+                          f"ckpt=RUN_DIR/checkpoints/last.ckpt arch=SEARCH_DIR/archs/pareto_000.yaml out=DIR")
+
+
+@hydra.main(version_base="1.3", config_path="../conf", config_name="export")
+def main(cfg: DictConfig) -> None:
+    from effnn.export.app import run_export  # heavy imports only once the run starts
+
+    try:
+        run_export(cfg)
+    except EffnnError as err:
+        print(f"error: {err}", file=sys.stderr)
+        sys.exit(2)
+
+
+if __name__ == "__main__":
+    try:
+        check_required(sys.argv[1:])
+        check_overrides(sys.argv[1:], ROOT / "conf", default_config="export")
+    except EffnnError as err:
+        print(f"error: {err}", file=sys.stderr)
+        sys.exit(2)
+    main()
