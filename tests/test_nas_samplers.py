@@ -1,4 +1,4 @@
-"""Samplers: sandwich order, attentive BestUp/WorstUp within cost bins, priors, pluggable costs, RNG sharing."""
+"""Samplers: sandwich order, attentive BestUp/WorstUp in cost bins, priors, pluggable costs, RNG sharing."""
 
 from __future__ import annotations
 

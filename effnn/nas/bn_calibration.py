@@ -10,9 +10,11 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from typing import Any
 
+import lightning as L
 import torch
 import torch.distributed as dist
 import torch.nn as nn
+from lightning.pytorch.callbacks import Callback
 
 from effnn.nas.ops import DynamicBatchNorm2d
 
@@ -74,3 +76,37 @@ def recalibrate_bn(model: nn.Module, batches: Iterable[Any], num_batches: int = 
                 dist.all_reduce(buf)
                 buf.div_(dist.get_world_size())
     return used
+
+
+def calibration_loader(datamodule: L.LightningDataModule) -> Iterable[Any]:
+    """Shuffled training batches: the datamodule's ``calibration_dataloader()`` if it has one."""
+    if hasattr(datamodule, "calibration_dataloader"):
+        return datamodule.calibration_dataloader()
+    return datamodule.train_dataloader()
+
+
+class BNRecalibration(Callback):
+    """Re-estimate BN statistics of ``pl_module`` on ``num_batches`` training batches before each validation
+    (and test), for models whose running statistics do not describe the weights being evaluated: subnets
+    fine-tuned after export, quantized or decomposed models. ``SupernetModule`` recalibrates each
+    evaluated subnet itself and does not need this callback.
+    """
+
+    def __init__(self, num_batches: int = 16) -> None:
+        if num_batches <= 0:
+            raise ValueError(f"num_batches must be positive, got {num_batches}")
+        self.num_batches = num_batches
+
+    def _recalibrate(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        dm = trainer.datamodule
+        if dm is None:
+            raise ValueError("BNRecalibration needs a datamodule to draw training batches from")
+        device = pl_module.device
+        recalibrate_bn(pl_module, calibration_loader(dm), self.num_batches,
+                       forward=lambda batch: pl_module(batch[0].to(device)))
+
+    def on_validation_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._recalibrate(trainer, pl_module)
+
+    def on_test_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._recalibrate(trainer, pl_module)

@@ -1,0 +1,262 @@
+"""Supernet training (BigNAS / AttentiveNAS / AlphaNet) as a LightningModule with manual optimization.
+
+One step: the largest subnet learns from labels (label-smoothed CE); its detached logits teach the
+other sampled subnets (KL or alpha-divergence); gradients of all subnets accumulate; one clip-by-value and
+one optimizer step. Under DDP every backward but the last skips gradient sync, all ranks draw archs from
+one identically seeded generator, and attentive scores are averaged over ranks before choosing.
+Validation re-estimates BN statistics of each evaluated subnet before measuring it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from typing import Any
+
+import lightning as L
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from lightning.pytorch.strategies import DDPStrategy
+from torch.nn.parallel import DistributedDataParallel
+from torch.optim import Optimizer
+from torchmetrics.classification import MulticlassAccuracy
+
+from effnn.errors import ConfigError
+from effnn.lit.optim import build_optimizer, build_scheduler
+from effnn.nas.bn_calibration import calibration_loader, recalibrate_bn
+from effnn.nas.losses import LabelSmoothingCrossEntropy, build_kd_loss
+from effnn.nas.samplers import CostFn, SandwichSampler, build_sampler, macs_cost
+from effnn.nas.sandwich import sandwich_backward
+from effnn.nas.space import Arch, SearchSpace, get_space
+from effnn.nas.supernet import MBNet, Supernet, resize_to
+
+#: sampler.cost names served by the hardware plugin, and the metric each reads
+HARDWARE_COSTS = {"latency": "latency_ms", "energy": "energy", "edp": "edp"}
+
+
+def build_cost(space: SearchSpace, name: str, num_classes: int, hardware: Any = None) -> CostFn:
+    """``macs`` (millions), or ``latency``/``energy``/``edp`` of ``effnn.hw.build_cost_model(hardware)``."""
+    if name == "macs":
+        return macs_cost(space, num_classes)
+    if name not in HARDWARE_COSTS:
+        raise ConfigError(f"model.sampler.cost={name!r} is unknown; choose macs, {', '.join(HARDWARE_COSTS)}")
+    if hardware is None:
+        raise ConfigError(f"model.sampler.cost={name} needs model.sampler.hardware (a preset name such as "
+                          f"systolic_16x16_os, or a conf/hardware-style mapping)")
+    from effnn.hw import build_cost_model
+
+    model, key = build_cost_model(hardware), HARDWARE_COSTS[name]
+    return lambda arch: float(model(space, arch, num_classes=num_classes)[key])
+
+
+def check_ddp_strategy(strategy: Any) -> None:
+    """DDP must look for unused parameters: the last (synced) backward is the smallest subnet's, and DDP
+    all-reduces the accumulated gradients of parameters it did not use only in that mode."""
+    if isinstance(strategy, DDPStrategy) and not strategy._ddp_kwargs.get("find_unused_parameters", False):
+        raise ConfigError("supernet training under DDP leaves parameters unused by some subnets; set "
+                          "trainer.strategy.find_unused_parameters=true")
+
+
+class SupernetModule(L.LightningModule):
+    """Trains every subnet of ``space`` at once; logs train/loss, val/acc_max, val/acc_min, val/acc, test/acc.
+
+    ``sampler``: ``kind`` (uniform | attentive), ``num_middle``, ``seed`` and, for attentive, ``k``, ``mode``
+    (best | worst), ``cost`` (macs | latency | energy | edp), ``hardware``, ``bin_width``/``num_bins``,
+    ``prior_samples``. ``kd_loss``: ``name`` (alpha | kl) plus that loss's options.
+    ``eval_archs`` maps names to extra archs (AlphaNet YAML dicts) evaluated as ``val/acc_<name>``.
+    """
+
+    def __init__(self, optimizer: Callable[..., Optimizer], num_classes: int, space: str = "tiny32",
+                 in_chans: int = 3, sampler: Mapping[str, Any] | None = None,
+                 kd_loss: Mapping[str, Any] | None = None, label_smoothing: float = 0.1,
+                 grad_clip_value: float | None = 1.0, scheduler: Mapping[str, Any] | None = None,
+                 dropout: float = 0.0, bn_calibration_batches: int = 16,
+                 eval_archs: Mapping[str, Mapping[str, Any]] | None = None,
+                 channels_last: bool = False) -> None:
+        super().__init__()
+        self.save_hyperparameters(ignore=["optimizer"], logger=False)
+        self.automatic_optimization = False
+        self.space = get_space(space)
+        self.net = Supernet(self.space, num_classes, in_chans, dropout)
+        if channels_last:
+            self.net = self.net.to(memory_format=torch.channels_last)
+        self.channels_last = channels_last
+        self.optimizer_factory = optimizer
+        self.scheduler_cfg = dict(scheduler or {})
+        self.grad_clip_value = grad_clip_value
+        self.bn_calibration_batches = bn_calibration_batches
+        self.ce = LabelSmoothingCrossEntropy(label_smoothing)
+        kd = dict(kd_loss or {"name": "alpha"})
+        try:
+            self.kd = build_kd_loss(kd.pop("name", "alpha"), **kd)
+        except (TypeError, ValueError) as err:
+            raise ConfigError(f"model.kd_loss: {err} (alpha takes alpha_min, alpha_max, iw_clip; "
+                              f"kl takes temperature)") from err
+        self.sampler, self.arch_seed = self._build_sampler(dict(sampler or {}), num_classes)
+        #: one generator, seeded identically on every rank: all ranks draw the same archs
+        self.arch_rng = torch.Generator().manual_seed(self.arch_seed)
+        self.eval_archs: dict[str, Arch] = {"max": self.space.max_arch(), "min": self.space.min_arch()}
+        for name, data in (eval_archs or {}).items():
+            if name in self.eval_archs:
+                raise ConfigError(f"model.eval_archs.{name}: 'max' and 'min' are always evaluated; rename it")
+            try:
+                self.eval_archs[name] = self.space.validate(Arch.from_dict(data, strict=False))
+            except ValueError as err:
+                raise ConfigError(f"model.eval_archs.{name}: {err}") from err
+        self.val_acc = nn.ModuleDict({n: MulticlassAccuracy(num_classes, average="micro")
+                                      for n in self.eval_archs})
+        self.test_acc = nn.ModuleDict({n: MulticlassAccuracy(num_classes, average="micro")
+                                       for n in self.eval_archs})
+        self._eval_models: dict[str, MBNet] = {}
+        #: archs of the last training step (max, middle..., min) and, for attentive sampling, this rank's
+        #: own candidate scores before averaging over ranks; kept for logging and tests
+        self.last_archs: tuple[Arch, ...] = ()
+        self.last_local_scores: list[list[float]] = []
+
+    def _build_sampler(self, cfg: dict[str, Any], num_classes: int) -> tuple[SandwichSampler, int]:
+        kind = cfg.pop("kind", "uniform")
+        num_middle = int(cfg.pop("num_middle", 2))
+        seed = int(cfg.pop("seed", 0))
+        cost_name, hardware = cfg.pop("cost", "macs"), cfg.pop("hardware", None)
+        try:
+            if kind == "attentive":
+                cost = build_cost(self.space, cost_name, num_classes, hardware)
+                return build_sampler(self.space, kind, num_middle, cost, seed=seed, **cfg), seed
+            if cfg or cost_name != "macs" or hardware is not None:
+                extra = sorted(cfg) + (["cost"] if cost_name != "macs" else [])
+                extra += ["hardware"] if hardware is not None else []
+                raise ConfigError(f"model.sampler options {extra} only apply to sampler.kind=attentive")
+            return build_sampler(self.space, kind, num_middle), seed
+        except TypeError as err:
+            raise ConfigError(f"model.sampler: {err}") from err
+        except ValueError as err:
+            raise ConfigError(f"model.sampler: {err}") from err
+
+    # ------------------------------------------------------------------------------------------ helpers
+
+    def _inputs(self, x: torch.Tensor, resolution: int) -> torch.Tensor:
+        x = resize_to(x, resolution)
+        return x.contiguous(memory_format=torch.channels_last) if self.channels_last else x
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Logits of the active subnet (``self.net.set_arch``), inputs resized to its resolution."""
+        return self.net(self._inputs(x, self.net.arch.resolution))
+
+    def _ddp_model(self) -> DistributedDataParallel | None:
+        model = self.trainer.strategy.model if self._trainer is not None else None
+        return model if isinstance(model, DistributedDataParallel) else None
+
+    def _skip_grad_sync(self) -> contextlib.AbstractContextManager:
+        ddp = self._ddp_model()
+        return ddp.no_sync() if ddp is not None else contextlib.nullcontext()
+
+    def _score_fn(self, x: torch.Tensor, y: torch.Tensor) -> Callable[[Sequence[Arch]], list[float]]:
+        """Minibatch CE of candidate archs (BN on batch statistics), averaged over ranks."""
+
+        def score(archs: Sequence[Arch]) -> list[float]:
+            losses = []
+            with torch.no_grad():
+                for arch in archs:
+                    self.net.set_arch(arch)
+                    logits = self.net(self._inputs(x, arch.resolution))
+                    losses.append(F.cross_entropy(logits.float(), y))
+            local = torch.stack(losses)
+            self.last_local_scores.append(local.tolist())
+            return self.trainer.strategy.reduce(local, reduce_op="mean").tolist()
+
+        return score
+
+    # ------------------------------------------------------------------------------------------ training
+
+    def setup(self, stage: str) -> None:
+        check_ddp_strategy(self.trainer.strategy)
+
+    def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> torch.Tensor:
+        x, y = batch
+        opt = self.optimizers()
+        sched = self.lr_schedulers()
+        self.last_local_scores = []
+        archs = self.sampler.archs(self.arch_rng, self._score_fn(x, y))
+        self.last_archs = tuple(archs)
+        opt.zero_grad(set_to_none=True)
+        max_loss, kd_mean = sandwich_backward(
+            self.net, archs, x, y, self.ce, self.kd, prepare=self._inputs, backward=self.manual_backward,
+            skip_grad_sync=self._skip_grad_sync)
+        if self.grad_clip_value:
+            self.clip_gradients(opt, gradient_clip_val=self.grad_clip_value, gradient_clip_algorithm="value")
+        opt.step()
+        sched.step()
+        self.net.set_arch(self.space.max_arch())
+        self.log("train/loss_max", max_loss, prog_bar=True, on_step=True, on_epoch=True)
+        self.log("train/loss_kd", kd_mean, prog_bar=True, on_step=True, on_epoch=True)
+        self.log("train/loss", max_loss + kd_mean, on_step=True, on_epoch=True)
+        return max_loss + kd_mean
+
+    def configure_optimizers(self) -> dict[str, Any]:
+        opt = build_optimizer(self.net, self.optimizer_factory)
+        total = int(self.trainer.estimated_stepping_batches)
+        per_epoch = total / max(1, self.trainer.max_epochs or 1)
+        sched = build_scheduler(opt, total, per_epoch, **self.scheduler_cfg)
+        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        checkpoint["nas_arch_rng_state"] = self.arch_rng.get_state()
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        state = checkpoint.get("nas_arch_rng_state")
+        if state is not None:
+            self.arch_rng.set_state(state)
+
+    # ------------------------------------------------------------------------------------------ evaluation
+
+    def _calibration_batches(self) -> Iterator[Any]:
+        dm = self.trainer.datamodule
+        if dm is None:
+            raise ConfigError("supernet evaluation recalibrates BN on training batches; pass a datamodule")
+        if getattr(dm, "train_set", True) is None:
+            dm.setup("fit")
+        return iter(calibration_loader(dm))
+
+    def calibrated_subnet(self, arch: Arch) -> MBNet:
+        """A static copy of ``arch`` with BN statistics re-estimated on ``bn_calibration_batches`` batches."""
+        with self.net.set_arch(arch):
+            device = self.net.conv_stem.weight.device
+            recalibrate_bn(self.net, self._calibration_batches(), self.bn_calibration_batches,
+                           forward=lambda b: self.net(self._inputs(b[0].to(device), arch.resolution)))
+            return self.net.extract(arch).eval()
+
+    def _prepare_eval(self) -> None:
+        self._eval_models = {name: self.calibrated_subnet(arch) for name, arch in self.eval_archs.items()}
+
+    def _eval_step(self, batch: tuple[torch.Tensor, torch.Tensor], metrics: nn.ModuleDict) -> None:
+        x, y = batch
+        for name, model in self._eval_models.items():
+            metrics[name].update(model(self._inputs(x, self.eval_archs[name].resolution)), y)
+
+    def _log_eval(self, stage: str, metrics: nn.ModuleDict) -> None:
+        for name, metric in metrics.items():
+            value = metric.compute()  # torchmetrics syncs over ranks
+            self.log(f"{stage}/acc_{name}", value, prog_bar=name in ("max", "min"))
+            if name == "max":
+                self.log(f"{stage}/acc", value)
+            metric.reset()
+        self._eval_models = {}
+
+    def on_validation_epoch_start(self) -> None:
+        self._prepare_eval()
+
+    def validation_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
+        self._eval_step(batch, self.val_acc)
+
+    def on_validation_epoch_end(self) -> None:
+        self._log_eval("val", self.val_acc)
+
+    def on_test_epoch_start(self) -> None:
+        self._prepare_eval()
+
+    def test_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
+        self._eval_step(batch, self.test_acc)
+
+    def on_test_epoch_end(self) -> None:
+        self._log_eval("test", self.test_acc)
