@@ -10,13 +10,14 @@ analytically from the choices.
 Cost of a sample in a block: its MACs times (b^2 + 2bg)/3, relative to fp32 training (32/32). The model's
 realised relative cost weighs blocks by their MACs (measured on the first forward). The regularizer
 follows FracTrain: its gradient on the choices is ``beta * sign(realised - target) * d(cost)``, pushing
-the realised cost toward the target; it is injected during backward (``_CostPenalty``), so any
-LightningModule trains with it without changing its loss.
+the realised cost toward the target; a tensor hook adds it to the mask's gradient during backward, so
+any LightningModule trains with it without changing its loss.
 """
 
 from __future__ import annotations
 
 import fnmatch
+import functools
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
@@ -25,7 +26,6 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from lightning.pytorch.utilities import rank_zero_info
-from torch.autograd.function import FunctionCtx
 
 from effnn.precision.callbacks import PrecisionCallback, TurningPointStages, precision_root, step_loss
 from effnn.precision.modules import LayerQuantizer
@@ -99,22 +99,6 @@ class DFQController:
         return row.expand(batch, -1)
 
 
-class _CostPenalty(torch.autograd.Function):
-    """Identity on the block output; in backward, adds the cost regularizer's gradient to the gate mask."""
-
-    @staticmethod
-    def forward(ctx: FunctionCtx, y: torch.Tensor, mask: torch.Tensor,  # type: ignore[override]
-                controller: DFQController, index: int) -> torch.Tensor:
-        ctx.controller, ctx.index, ctx.batch = controller, index, mask.shape[0]
-        return y.view_as(y)
-
-    @staticmethod
-    def backward(ctx: FunctionCtx, grad: torch.Tensor) -> tuple[Any, ...]:  # type: ignore[override]
-        # runs after the whole forward, so the realised cost covers every block of this batch
-        extra = ctx.controller.cost_gradient(ctx.index, ctx.batch, grad.device)
-        return grad, extra.to(grad.dtype), None, None
-
-
 class PrecisionGate(FullPrecision):
     """Per-sample logits over the bit-width candidates from the globally pooled block input."""
 
@@ -127,6 +111,11 @@ class PrecisionGate(FullPrecision):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         pooled = x.flatten(2).mean(-1) if x.dim() > 2 else x
         return self.fc(pooled.detach())
+
+
+def _add_cost_gradient(grad: torch.Tensor, controller: DFQController, index: int) -> torch.Tensor:
+    """Tensor hook on a block's choice mask: adds the cost regularizer's gradient to the task gradient."""
+    return grad + controller.cost_gradient(index, grad.shape[0], grad.device).to(grad.dtype)
 
 
 def _count_macs(block: nn.Module, run: Callable[[], torch.Tensor]) -> tuple[float, torch.Tensor]:
@@ -182,12 +171,13 @@ class GatedBlock(nn.Module):
             else:
                 out = self._run(k, x, args, kwargs)
             outs.append(out)
-        shape = (-1,) + (1,) * (outs[0].dim() - 1)
-        y = sum(mask[:, k].view(shape).to(o.dtype) * o for k, o in enumerate(outs))
         self.controller.record(self.index, mask)
-        if self.training and torch.is_grad_enabled() and self.controller.beta > 0:
-            y = _CostPenalty.apply(y, mask, self.controller, self.index)
-        return y
+        if mask.requires_grad and self.controller.beta > 0:
+            # backward reaches the mask after the whole forward, so the realised cost covers every block
+            mask.register_hook(functools.partial(_add_cost_gradient, controller=self.controller,
+                                                 index=self.index))
+        shape = (-1,) + (1,) * (outs[0].dim() - 1)
+        return sum(mask[:, k].view(shape).to(o.dtype) * o for k, o in enumerate(outs))
 
 
 def _block_in_channels(block: nn.Module) -> int:

@@ -3,7 +3,7 @@
 Works for any LightningModule, automatic or manual optimization: Lightning calls
 ``on_before_backward`` for every backward and ``on_before_optimizer_step`` just before each
 ``optimizer.step``. A bad step has all its gradients set to None (so SGD/Adam leave the parameters and
-their momentum untouched) and the module's floating-point buffers (BN running stats, activation ranges)
+their momentum untouched) and the module's buffers (BN running stats and counters, activation ranges)
 restored from a snapshot taken at the start of the batch, since the bad forward already updated them.
 """
 
@@ -42,7 +42,7 @@ class NonFiniteGuard(Callback):
                              batch_idx: int) -> None:
         self._loss_finite = True
         if self.restore_buffers:
-            self._buffers = [b for b in pl_module.buffers() if torch.is_floating_point(b)]
+            self._buffers = list(pl_module.buffers())
             self._snapshot = [b.detach().clone() for b in self._buffers]
 
     def on_before_backward(self, trainer: L.Trainer, pl_module: L.LightningModule,

@@ -1,4 +1,4 @@
-"""Fake quantizers as small autograd functions: affine min/max rounding with straight-through gradients.
+"""Fake quantizers: affine min/max rounding with straight-through gradients, and gradient quantization.
 
 One formula serves weights, activations and gradients (as in the CPT/FracTrain code): a range
 ``[lo, hi]`` is split into ``2**bits - 1`` steps, ``scale = (hi - lo) / (2**bits - 1)``, and a value maps
@@ -13,6 +13,8 @@ no rebuild; ranges stay tensors, so no call synchronizes with the device.
 """
 
 from __future__ import annotations
+
+import functools
 
 import torch
 from torch.autograd.function import FunctionCtx
@@ -72,18 +74,9 @@ class _QuantizeSTE(torch.autograd.Function):
         return grad, None, None, None
 
 
-class _QuantizeGradient(torch.autograd.Function):
-    """Forward: identity; backward: the incoming gradient fake-quantized per tensor, stochastic rounding."""
-
-    @staticmethod
-    def forward(ctx: FunctionCtx, x: torch.Tensor, bits: int) -> torch.Tensor:  # type: ignore[override]
-        ctx.bits = bits  # captured now: the bit-width may change before backward runs
-        return x.view_as(x)
-
-    @staticmethod
-    def backward(ctx: FunctionCtx, grad: torch.Tensor) -> tuple[torch.Tensor, None]:  # type: ignore[override]
-        lo, hi = torch.aminmax(grad)
-        return fake_quantize(grad, ctx.bits, lo, hi, stochastic=True), None
+def _stochastic_gradient(grad: torch.Tensor, bits: int) -> torch.Tensor:
+    lo, hi = torch.aminmax(grad)
+    return fake_quantize(grad, bits, lo, hi, stochastic=True)
 
 
 def quantize_weight(w: torch.Tensor, bits: int | None) -> torch.Tensor:
@@ -103,10 +96,17 @@ def quantize_activation(x: torch.Tensor, bits: int | None, lo: torch.Tensor,
 
 
 def quantize_gradient(x: torch.Tensor, bits: int | None) -> torch.Tensor:
-    """Identity in forward; in backward, quantize the gradient w.r.t. ``x`` to ``bits`` (None: unchanged)."""
+    """Identity in forward; in backward, quantize the gradient w.r.t. ``x`` to ``bits`` (None: unchanged).
+
+    Implemented as a tensor hook rather than an identity autograd function: it costs no copy, and a
+    following in-place op (``ReLU(inplace=True)``) stays legal; the hook still receives the gradient
+    w.r.t. ``x`` as it was produced (before the in-place op). ``bits`` is captured now, so a schedule may
+    change the bit-width before backward runs.
+    """
     if bits is None or not x.requires_grad:
         return x
-    return _QuantizeGradient.apply(x, bits)
+    x.register_hook(functools.partial(_stochastic_gradient, bits=bits))
+    return x
 
 
 __all__ = ["MIN_SCALE", "channel_range", "check_bits", "fake_quantize", "quantize_activation",
