@@ -51,3 +51,28 @@ def test_recalibration_without_batches_is_an_error() -> None:
         recalibrate_bn(nn.BatchNorm2d(3), [], num_batches=4)
     with pytest.raises(ValueError, match="num_batches must be positive"):
         recalibrate_bn(nn.BatchNorm2d(3), [torch.randn(2, 3, 2, 2)], num_batches=0)
+
+
+def test_callback_recalibrates_a_plain_model_before_validation(tmp_path) -> None:
+    import lightning as L
+
+    from effnn.data import DigitsDataModule
+    from effnn.lit import ClassifierModule
+    from effnn.models import create_model
+    from effnn.nas import BNRecalibration
+
+    class Seen(L.Callback):
+        def on_validation_epoch_start(self, trainer, module) -> None:  # runs after BNRecalibration's hook
+            bns = [m for m in module.modules() if isinstance(m, nn.BatchNorm2d)]
+            self.tracked = {int(m.num_batches_tracked) for m in bns}
+            self.momenta = {m.momentum for m in bns}
+
+    seen = Seen()
+    module = ClassifierModule(create_model("small_cnn", num_classes=10), torch.optim.SGD, num_classes=10)
+    trainer = L.Trainer(accelerator="cpu", max_epochs=1, limit_train_batches=3, limit_val_batches=1,
+                        num_sanity_val_steps=0, logger=False, enable_checkpointing=False,
+                        enable_progress_bar=False, enable_model_summary=False, default_root_dir=str(tmp_path),
+                        callbacks=[BNRecalibration(num_batches=2), seen])
+    trainer.fit(module, DigitsDataModule(batch_size=16, resolution=16))
+    assert seen.tracked == {2}  # statistics re-estimated from exactly two batches, not the 3 training steps
+    assert seen.momenta == {0.1}

@@ -174,3 +174,19 @@ def test_eval_archs_are_validated_against_the_space() -> None:
         make_module(eval_archs={"tiny": bad})
     module = make_module(eval_archs={"mid": {**bad, "resolution": 28}})
     assert set(module.eval_archs) == {"max", "min", "mid"}
+
+
+@pytest.mark.slow
+def test_alphanet_recipe_meets_its_accuracy_targets_on_digits(tmp_path: Path) -> None:
+    """The issue's acceptance run: `python train.py +recipe=alphanet` with default settings."""
+    import csv
+
+    from tests.conftest import run_cli
+
+    res = run_cli(["train.py", "+recipe=alphanet", f"hydra.run.dir={tmp_path}", "logger=csv",
+                   "callbacks=none", "+trainer.enable_progress_bar=false"], env={"OMP_NUM_THREADS": "1"},
+                  timeout=1800)
+    assert res.returncode == 0, res.stderr[-3000:]
+    rows = list(csv.DictReader((tmp_path / "csv" / "metrics.csv").open()))
+    last_val = [r for r in rows if r.get("val/acc_max")][-1]
+    assert float(last_val["val/acc_max"]) >= 0.95 and float(last_val["val/acc_min"]) >= 0.90, last_val
