@@ -137,6 +137,43 @@ def test_declared_bits_and_state_untouched() -> None:
         extract_workload(model, (1, 3, 8, 8))
 
 
+def _three_convs() -> nn.Sequential:
+    return nn.Sequential(nn.Conv2d(3, 16, 3, padding=1), nn.ReLU(), nn.Conv2d(16, 32, 3, padding=1),
+                         nn.ReLU(), nn.Conv2d(32, 32, 3, stride=2, padding=1))
+
+
+def test_smartdeal_and_quantized_models() -> None:
+    """Decomposed and fake-quantized models trace to the same GEMMs; their bit-widths reach the model
+    through ``module_bits`` (SmartDeal's stored bits per weight, CPT's current precision)."""
+    from effnn.decompose import smartdeal, weight_bits_per_module
+    from effnn.precision.swap import quantize_model, quantized_layers
+
+    torch.manual_seed(0)
+    dense = _three_convs()
+    shape = (1, 3, 16, 16)
+    reference = [(layer.name, layer.gemm, layer.groups) for layer in extract_workload(dense, shape)]
+    smartdeal.convert(dense, progress=False)
+    bits = weight_bits_per_module(dense)
+    layers = extract_workload(dense, shape, module_bits=bits)
+    assert [(layer.name, layer.gemm, layer.groups) for layer in layers] == reference
+    decomposed = [layer for layer in layers if layer.weight_bits < 16]
+    assert decomposed and all(layer.weight_bits == pytest.approx(bits[layer.name]) for layer in decomposed)
+    array = SystolicArray(8, 8, "ws", 16, 16, 16)
+    plain = extract_workload(dense, shape)
+    assert sum(c.energy for c in array.simulate(layers)) < sum(c.energy for c in array.simulate(plain))
+
+    model = _three_convs()
+    state = quantize_model(model, {"keep_classifier": False})
+    state.set(4, 8)
+    names = [name for name, _ in quantized_layers(model)]
+    layers = extract_workload(model, shape, module_bits={n: lambda: (state.fwd_bits, state.fwd_bits)
+                                                           for n in names})
+    assert [(layer.name, layer.gemm, layer.groups) for layer in layers] == reference
+    assert {(layer.weight_bits, layer.act_bits) for layer in layers if layer.name in names} == {(4, 4)}
+    with pytest.raises(ValueError, match="module_bits names modules the model does not have"):
+        extract_workload(model, shape, module_bits={"nope": 4})
+
+
 def test_supernet_at_an_arch_matches_the_space() -> None:
     """Elastic supernet ops (F.conv2d on sliced weights) and the extracted static subnet both trace to the
     space's analytic workload (the static one layer by layer, with the same names)."""

@@ -9,8 +9,9 @@ read the bit-widths a module declares.
 Bit-widths: a module may declare the operand widths the hardware should assume, either as a
 ``hw_bits`` attribute (a mapping with any of ``weight``/``act``/``out``, or a ``(weight, act)`` /
 ``(weight, act, out)`` tuple, or a zero-argument callable returning one, for precisions that change
-during training), or as numeric ``weight_bits``/``act_bits``/``out_bits`` attributes. The innermost
-module running the op that declares a width wins; otherwise ``default_bits`` applies.
+during training), or as numeric ``weight_bits``/``act_bits``/``out_bits`` attributes; the caller can
+also pass ``module_bits={name: bits}``. The innermost module running the op that declares a width wins;
+otherwise ``default_bits`` applies.
 """
 
 from __future__ import annotations
@@ -31,24 +32,39 @@ aten = torch.ops.aten
 _BIT_KEYS = ("weight", "act", "out")
 
 
-def _declared_bits(module: nn.Module) -> dict[str, float]:
-    """The operand widths a module declares (possibly none), see the module docstring."""
-    spec = getattr(module, "hw_bits", None)
+def _parse_bits(spec: Any, where: str) -> dict[str, float]:
+    """Operand widths from a mapping, a ``(weight, act[, out])`` tuple, a number (weight bits) or a callable
+    returning one of those."""
     if callable(spec):
         spec = spec()
-    found: dict[str, float] = {}
+    if spec is None:
+        return {}
     if isinstance(spec, Mapping):
-        found = {k: float(v) for k, v in spec.items() if k in _BIT_KEYS and v is not None}
+        unknown = set(spec) - set(_BIT_KEYS)
+        if unknown:
+            raise ValueError(f"{where}: unknown bit-width keys {sorted(unknown)}; use {list(_BIT_KEYS)}")
+        found = {k: float(v) for k, v in spec.items() if v is not None}
     elif isinstance(spec, Sequence) and not isinstance(spec, str):
         found = {k: float(v) for k, v in zip(_BIT_KEYS, spec) if v is not None}
+    elif isinstance(spec, int | float) and not isinstance(spec, bool):
+        found = {"weight": float(spec)}
+    else:
+        raise ValueError(f"{where}: bit-widths must be a mapping, a (weight, act[, out]) tuple or a number, "
+                         f"got {spec!r}")
+    for key, value in found.items():
+        if not (math.isfinite(value) and value > 0):
+            raise ValueError(f"{where} declares {key} bits = {value}; bit-widths must be positive")
+    return found
+
+
+def _declared_bits(module: nn.Module) -> dict[str, float]:
+    """The operand widths a module declares (possibly none), see the module docstring."""
+    where = type(module).__name__
+    found = _parse_bits(getattr(module, "hw_bits", None), where)
     for key in _BIT_KEYS:
         value = getattr(module, f"{key}_bits", None)
         if key not in found and isinstance(value, int | float) and not isinstance(value, bool):
-            found[key] = float(value)
-    for key, value in found.items():
-        if not (math.isfinite(value) and value > 0):
-            raise ValueError(f"{type(module).__name__} declares {key} bits = {value}; bit-widths must be "
-                             f"positive")
+            found.update(_parse_bits({key: value}, where))
     return found
 
 
@@ -167,15 +183,22 @@ class _Recorder(TorchDispatchMode):
 
 
 @contextmanager
-def _module_context(model: nn.Module, default_bits: Mapping[str, float]) -> Iterator[Callable[[], tuple]]:
+def _module_context(model: nn.Module, default_bits: Mapping[str, float],
+                    module_bits: Mapping[str, Any]) -> Iterator[Callable[[], tuple]]:
     """Track which named module is running (pre/post forward hooks) and the bits in force there."""
     stack: list[tuple[str, dict[str, float]]] = [("model", dict(default_bits))]
     handles = []
+    names = {name for name, _ in model.named_modules()}
+    unknown = sorted(set(module_bits) - names)
+    if unknown:
+        raise ValueError(f"module_bits names modules the model does not have: {unknown[:5]}")
+    given = {name: _parse_bits(spec, f"module_bits[{name!r}]") for name, spec in module_bits.items()}
 
     def push(name: str) -> Callable:
         def hook(module: nn.Module, _inputs: Any) -> None:
             bits = dict(stack[-1][1])
             bits.update(_declared_bits(module))
+            bits.update(given.get(name, {}))
             stack.append((name or "model", bits))
         return hook
 
@@ -193,12 +216,15 @@ def _module_context(model: nn.Module, default_bits: Mapping[str, float]) -> Iter
 
 
 def extract_workload(model: nn.Module, input_shape: Sequence[int] | None = None, *,
-                     example_input: Any = None, default_bits: float = 16.0) -> list[Layer]:
+                     example_input: Any = None, default_bits: float = 16.0,
+                     module_bits: Mapping[str, Any] | None = None) -> list[Layer]:
     """Every GEMM-like op ``model`` runs on one input, in execution order, as layer shapes.
 
     Give either ``input_shape`` (a zero tensor of that shape is used, on the model's device and dtype) or
     ``example_input`` (a tensor or a tuple of positional inputs). The model runs once in eval mode under
     ``no_grad``; its train/eval flags are restored afterwards and its weights and buffers are untouched.
+    ``module_bits`` maps module names to bit-widths (a number is the weight width), overriding what the
+    modules declare -- e.g. ``effnn.decompose.weight_bits_per_module(model)`` for SmartDeal's storage.
     """
     if (input_shape is None) == (example_input is None):
         raise ValueError("extract_workload needs exactly one of input_shape=(N, C, H, W) or example_input")
@@ -216,7 +242,7 @@ def extract_workload(model: nn.Module, input_shape: Sequence[int] | None = None,
     modes = {m: m.training for m in model.modules()}
     model.eval()
     try:
-        with _module_context(model, bits) as context, torch.no_grad():
+        with _module_context(model, bits, module_bits or {}) as context, torch.no_grad():
             recorder = _Recorder(context)
             with recorder:
                 model(*inputs)
