@@ -51,3 +51,18 @@ def test_decomposed_model_runs_in_onnxruntime() -> None:
     session = ort.InferenceSession(buf.getvalue())
     out = session.run(None, {"x": x.numpy()})[0]
     torch.testing.assert_close(torch.from_numpy(out), net(x).detach(), rtol=1e-5, atol=1e-5)
+
+
+def test_hw_workload_sees_the_same_layers_and_names_for_storage_bits() -> None:
+    from effnn.hw.workload import extract_workload
+
+    torch.manual_seed(0)
+    dense = nn.Sequential(nn.Conv2d(3, 12, 3, padding=1), nn.ReLU(), nn.Conv2d(12, 20, 1),
+                          nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(20, 5)).eval()
+    before = extract_workload(dense, (1, 3, 8, 8))
+    smartdeal.convert(dense, {"row_sparsity": 0.25}, progress=False)
+    after = extract_workload(dense, (1, 3, 8, 8))
+    assert after == before  # the weight rebuild is not a GEMM: no extra layer, same shapes
+    bits = smartdeal.weight_bits_per_module(dense)
+    assert [layer.name for layer in after] == list(bits)  # names line up for DRAM weight traffic
+    assert all(0 < b < 32 for b in bits.values())

@@ -136,3 +136,23 @@ def test_smartdeal_recipe_meets_the_issue_targets(tmp_path: Path) -> None:
     assert report["storage"]["storage_ratio"] >= 4.0
     assert report["test/acc"] >= report["test/acc_dense"] - 0.01, report
     assert "compression ratio (weights)" in res.stdout
+
+
+def test_recipe_from_scratch_converts_before_the_optimizer_exists(make_cfg, tmp_path: Path) -> None:
+    cfg = make_cfg("+recipe=smartdeal", "trainer.max_epochs=1", "callbacks.smartdeal.dense_epochs=0",
+                   "callbacks.smartdeal.config.init=scratch", "data.resolution=8",
+                   "callbacks.rich_progress_bar=null", "+trainer.enable_progress_bar=false")
+    metrics = train(cfg)
+    report = json.loads((tmp_path / "smartdeal_report.json").read_text())
+    assert report["test/acc_dense"] is None and report["test/acc"] == pytest.approx(metrics["test/acc"])
+    assert metrics["test/acc"] > 0.3  # one epoch of SD training from scratch learns (chance is 0.1)
+    assert report["storage"]["storage_ratio"] > 4
+
+
+def test_dense_phase_longer_than_the_run_is_a_config_error(make_cfg) -> None:
+    from effnn.errors import ConfigError
+
+    cfg = make_cfg("+recipe=smartdeal", "trainer.max_epochs=2", "callbacks.smartdeal.dense_epochs=2",
+                   "callbacks.rich_progress_bar=null", "+trainer.enable_progress_bar=false", "logger=none")
+    with pytest.raises(ConfigError, match="dense_epochs=2 leaves no fine-tuning epochs"):
+        train(cfg)

@@ -3,9 +3,10 @@
 One ``trainer.fit`` runs both phases. After epoch ``dense_epochs`` the callback measures the dense test
 accuracy (``test/acc_dense``), converts the model with SED, measures it again before any fine-tuning
 (``test/acc_converted``), logs ``smartdeal/storage_ratio`` and rebuilds the optimizer (the module's own
-``configure_optimizers``) for the SD parameters. With ``restart_schedule`` each phase gets its own full
-LR schedule (warmup + cosine over that phase's epochs), so the dense model is annealed before conversion
-and the fine-tuning ends at the schedule's final LR. ``trainer.test`` then logs ``test/acc`` of the SD
+``configure_optimizers``) for the SD parameters. Each phase gets its own full LR schedule (warmup +
+cosine over that phase's epochs: ``configure_optimizers`` is run while ``trainer.max_epochs`` reads as the
+phase length), so the dense model is annealed before conversion and the fine-tuning ends at the
+schedule's final LR. ``trainer.test`` then logs ``test/acc`` of the SD
 model and the callback prints the report and writes it as JSON next to the run's outputs.
 
 ``dense_epochs=0`` converts before the optimizer exists (SD training from scratch with
@@ -55,7 +56,7 @@ class SmartDealCallback(Callback):
     """
 
     def __init__(self, dense_epochs: int = 5, config: SmartDealConfig | Mapping[str, Any] | None = None,
-                 model_attr: str | None = "net", restart_schedule: bool = True,
+                 model_attr: str | None = "net",
                  bn_recalibration_batches: int = 20,
                  report_file: str | None = "smartdeal_report.json") -> None:
         if dense_epochs < 0:
@@ -63,7 +64,6 @@ class SmartDealCallback(Callback):
         self.dense_epochs = dense_epochs
         self.config = SmartDealConfig.from_any(config)
         self.model_attr = model_attr
-        self.restart_schedule = restart_schedule
         self.bn_recalibration_batches = bn_recalibration_batches
         self.report_file = report_file
         self.fits: dict[str, LayerFit] = {}
@@ -101,16 +101,15 @@ class SmartDealCallback(Callback):
                               "dense_epochs=0 on a trained (or freshly initialised) model")
 
     def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        fresh = trainer.global_step == 0 and trainer.current_epoch == 0
-        if fresh and self.restart_schedule and self.dense_epochs > 0:
-            self._rebuild_optimizers(trainer, self.dense_epochs)
+        if trainer.current_epoch < self.dense_epochs:  # also on a resume inside the dense phase
+            self._rebuild_optimizers(trainer, self.dense_epochs, keep_state=True)
 
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if self.converted or trainer.current_epoch != self.dense_epochs - 1:
             return
         self._convert(trainer, pl_module, measure=True)
         remaining = trainer.max_epochs - self.dense_epochs if trainer.max_epochs not in (None, -1) else -1
-        self._rebuild_optimizers(trainer, remaining if self.restart_schedule else trainer.max_epochs)
+        self._rebuild_optimizers(trainer, remaining, keep_state=False)
 
     def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any,
                            batch_idx: int) -> None:
@@ -156,8 +155,14 @@ class SmartDealCallback(Callback):
         if trainer.is_global_zero:
             _console().print(self.fit_table())
 
-    def _rebuild_optimizers(self, trainer: L.Trainer, epochs: int | None) -> None:
-        """Re-run ``configure_optimizers`` as if the run lasted ``epochs`` epochs (sizes the LR schedule)."""
+    def _rebuild_optimizers(self, trainer: L.Trainer, epochs: int | None, keep_state: bool) -> None:
+        """Re-run ``configure_optimizers`` as if the run lasted ``epochs`` epochs (sizes the LR schedule).
+
+        ``keep_state`` carries the optimizer and scheduler states over (same parameters, e.g. restored from
+        a checkpoint); after a conversion the parameters are new, so the states start fresh.
+        """
+        states = ([o.state_dict() for o in trainer.optimizers],
+                  [c.scheduler.state_dict() for c in trainer.lr_scheduler_configs]) if keep_state else None
         fit_loop = trainer.fit_loop
         saved = fit_loop.max_epochs
         fit_loop.max_epochs = epochs
@@ -165,6 +170,11 @@ class SmartDealCallback(Callback):
             trainer.strategy.setup_optimizers(trainer)
         finally:
             fit_loop.max_epochs = saved
+        if states is not None:
+            for optimizer, state in zip(trainer.optimizers, states[0]):
+                optimizer.load_state_dict(state)
+            for config, state in zip(trainer.lr_scheduler_configs, states[1]):
+                config.scheduler.load_state_dict(state)
 
     @torch.no_grad()
     def _test_accuracy(self, trainer: L.Trainer, pl_module: L.LightningModule) -> float | None:
@@ -175,7 +185,7 @@ class SmartDealCallback(Callback):
             return None
         try:
             loader = datamodule.test_dataloader()
-        except Exception:  # noqa: BLE001 - test split not built yet by this datamodule
+        except RuntimeError:  # test split not built yet by this datamodule
             datamodule.setup("test")
             loader = datamodule.test_dataloader()
         was_training = pl_module.training
