@@ -131,7 +131,7 @@ def _layer_sparsity(name: str, config: SmartDealConfig) -> float:
 
 
 def _estimated_gain(layout: SDLayout, sparsity: float, config: SmartDealConfig) -> float:
-    """Dense bits / SD bits before fitting (pruned rows taken at the target sparsity)."""
+    """Dense bits / SD bits before any mask exists: ``SDWeight.storage_bits`` at the target sparsity."""
     valid_rows = layout.num_valid_rows
     groups = -(-layout.out_features // config.filter_group)
     sd = (layout.out_features * layout.num_blocks * layout.basis_size**2 * FP32_BITS
@@ -169,8 +169,10 @@ def convert(model: nn.Module, config: SmartDealConfig | Mapping[str, Any] | None
             progress: bool = True) -> dict[str, LayerFit]:
     """Replace every eligible ``nn.Conv2d`` / ``nn.Linear`` of ``model`` by its SD form, in place.
 
-    Returns one ``LayerFit`` per converted layer (name -> fit), with the per-layer reconstruction error.
-    The model keeps its training/eval mode, device and dtype.
+    Eligible: exact ``nn.Conv2d`` (zeros padding) and ``nn.Linear`` modules not matched by ``config.skip``
+    (subclasses with their own forward, e.g. already-quantized layers, are left alone). Returns one
+    ``LayerFit`` per converted layer (name -> fit), with the per-layer reconstruction error. The model
+    keeps its training/eval mode, device and dtype.
     """
     config = SmartDealConfig.from_any(config)
     modules = _candidates(model, config)
