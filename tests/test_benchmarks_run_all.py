@@ -1,0 +1,69 @@
+"""``benchmarks/run_all.py``: the CLI writes its JSON, Markdown and plots, and degrades to clear rows."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+import run_all  # noqa: E402
+import speed  # noqa: E402
+from claims import CLAIMS  # noqa: E402
+
+from tests.conftest import run_cli  # noqa: E402
+
+
+def test_only_selects_and_rejects_names() -> None:
+    assert run_all.select("speed") == ({b.name for b in speed.SPEED_BENCHES}, [])
+    assert run_all.select("cpt,bn_calibration") == ({"bn_calibration"}, ["cpt"])
+    assert run_all.select(None)[1] == list(CLAIMS)
+    with pytest.raises(SystemExit, match="unknown --only entries"):
+        run_all.select("cpt,nope")
+
+
+def test_missing_speed_script_is_reported_not_faked(tmp_path: Path) -> None:
+    bench = speed.SpeedBench("ghost", "bench_does_not_exist.py", "nothing")
+    entry = speed.run_speed_bench(bench, "smoke", tmp_path, timeout=10)
+    assert entry["status"] == "not available yet" and "ratios" not in entry
+
+
+def test_run_all_smoke_speed_bench_writes_results(tmp_path: Path) -> None:
+    """The BN-calibration speed benchmark through run_all: subprocess, --json, tables, report, summary."""
+    code = run_all.main(["--smoke", "--only", "bn_calibration", "--out", str(tmp_path), "--no-progress"])
+    assert code == 0
+    entry = json.loads((tmp_path / "speed_bn_calibration.json").read_text())
+    assert entry["status"] == "ok" and entry["source"] == "json"
+    archs = entry["data"]["archs"]
+    assert [a["name"] for a in archs] == ["min", "mid_small", "mid_large", "max"]
+    for a in archs:  # the parts add up to the total, and the rate is its inverse
+        assert a["total_ms"] == pytest.approx(a["recalibrate_ms"] + a["extract_ms"] + a["evaluate_ms"])
+        assert a["subnets_per_s"] == pytest.approx(1000.0 / a["total_ms"])
+    assert entry["ratios"]["max arch / min arch time"] == pytest.approx(archs[-1]["total_ms"] / archs[0]["total_ms"])
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert summary["mode"] == "smoke" and summary["machine"]["nproc"] >= 1 and summary["machine"]["torch"]
+    assert "| speed: bn_calibration | ok |" in (tmp_path / "report.md").read_text()
+    assert (tmp_path / "speed_ratios.png").stat().st_size > 0
+
+
+@pytest.mark.slow
+def test_run_all_smoke_runs_everything(tmp_path: Path) -> None:
+    """The whole benchmark at smoke size, as a user runs it: every claim and speed benchmark reports."""
+    proc = run_cli(["benchmarks/run_all.py", "--smoke", "--out", str(tmp_path), "--no-progress"], timeout=1200)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    for claim in CLAIMS.values():
+        entry = json.loads((tmp_path / f"claim{claim.number}_{claim.key}.json").read_text())
+        assert entry["status"] in ("ok", "not available yet"), entry
+        if entry["status"] == "ok":
+            assert entry["held"] in (True, False, None) and entry["table"]["rows"]
+            assert (tmp_path / entry["plot"]).stat().st_size > 0
+    for bench in speed.SPEED_BENCHES:
+        entry = json.loads((tmp_path / f"speed_{bench.name}.json").read_text())
+        assert entry["status"] in ("ok", "not available yet"), entry
+        if entry["status"] == "ok":
+            assert entry["ratios"]
+    assert "effnn benchmarks" in proc.stdout
