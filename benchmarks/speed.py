@@ -30,15 +30,19 @@ class SpeedBench:
     name: str
     script: str
     measures: str
+    labels: tuple[tuple[str, str], ...] = ()  # readable names for terse keys of the script's JSON ratios
 
 
 SPEED_BENCHES = (
     SpeedBench("supernet", "bench_supernet.py",
                "supernet at max arch vs its extracted static model (fwd+bwd); one sandwich step vs the sum of "
-               "its four static subnets"),
+               "its four static subnets",
+               (("a", "supernet fwd+bwd at max arch / extracted static model (target <= 1.05)"),
+                ("b", "sandwich step / sum of its 4 static subnets' steps (target <= 1.10)"))),
     SpeedBench("precision", "bench_precision.py", "8-bit fake-quant W/A/G training step vs fp32"),
-    SpeedBench("hwcost", "bench_hwcost.py", "hardware model subnets/s and per-layer time vs SCALE-Sim's recorded "
-                                            "times"),
+    SpeedBench("hwcost", "bench_hwcost.py", "hardware model subnets/s (its table: multiples of the 10,000 "
+                                            "subnets/s target) and per-layer time vs SCALE-Sim's recorded times "
+                                            "(x faster)"),
     SpeedBench("bn_calibration", "bench_bn_calibration.py", "BN recalibration + evaluation time per subnet"),
 )
 
@@ -59,8 +63,10 @@ def _number(text: str) -> float:
 def parse_ratios(text: str) -> dict[str, float]:
     """``{name: value}`` for every printed ratio: table rows (first cell names the row, the last cell that is a
     number followed by ``x`` is the value), ``name: 1.23x`` lines, and ``N x (label)`` items of a sentence,
-    named by the sentence's text before its first colon. ANSI colour codes are ignored."""
+    named by the text before the sentence's first colon (on this or an earlier line: terminals wrap long
+    sentences). ANSI colour codes are ignored."""
     found: dict[str, float] = {}
+    prefix = "ratio"
     clean = re.sub(r"\x1b\[[0-9;]*m", "", text)
     for line in clean.splitlines():
         line = line.strip(" │┃|")
@@ -72,9 +78,10 @@ def parse_ratios(text: str) -> dict[str, float]:
                     found[cells[0]] = _number(m.group(1))
                     break
             continue
+        if ":" in line:
+            prefix = line.split(":", 1)[0].strip()
         labelled = list(_LABELLED.finditer(line))
-        if labelled:
-            prefix = line.split(":", 1)[0].strip() if ":" in line else "ratio"
+        if labelled:  # named by the sentence's start, which may sit on an earlier (wrapped) line
             for m in labelled:
                 found[f"{prefix} ({m.group('label').strip()})"] = _number(m.group("value"))
             continue
@@ -138,7 +145,8 @@ def run_speed_bench(bench: SpeedBench, mode: str, log_dir: Path, timeout: float)
     else:
         entry["data"] = {"ratios": parse_ratios(proc.stdout)}
         entry["source"] = "parsed stdout"
-    entry["ratios"] = extract_ratios(entry["data"])
+    labels = dict(bench.labels)
+    entry["ratios"] = {labels.get(k, k): v for k, v in extract_ratios(entry["data"]).items()}
     if not entry["ratios"]:
         return {**entry, "status": "failed", "reason": f"no ratios found in its output (log: {log_path})"}
     return {**entry, "status": "ok"}

@@ -124,7 +124,7 @@ def test_ratio_parsing_from_printed_output() -> None:
     text = ("\x1b[1msupernet max / static: 1.08x\x1b[0m\n"
             "│ sandwich step / 4 static subnets │  12.1 ms │ 0.93x │\n"
             "8-bit step / fp32 step = 2.5 x\nnot a ratio: 12 ms\n"
-            "per layer: ours 3.1 us; SCALE-Sim 2.0 s -> 12,345x (uncached) / 40,000.5x (cached) faster\n")
+            "per layer: ours 3.1 us; SCALE-Sim 2.0 s\n-> 12,345x (uncached) / 40,000.5x (cached) faster\n")
     assert parse_ratios(text) == {"supernet max / static": 1.08, "sandwich step / 4 static subnets": 0.93,
                                   "8-bit step / fp32 step": 2.5, "per layer (uncached)": 12345.0,
                                   "per layer (cached)": 40000.5}

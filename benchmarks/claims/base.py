@@ -42,9 +42,9 @@ BUDGETS: Mapping[str, Budget] = {
     # ~400 CPU-seconds of training: ~4 minutes on 2 idle cores with 2 jobs, leaving room for the speed benchmarks
     "quick": Budget("quick", precision_epochs=6, smartdeal_epochs=8, smartdeal_dense_epochs=4,
                     supernet_epochs=3, calib_batches=8, pareto_archs=12),
-    # ~2,600 CPU-seconds: ~25 minutes on 2 idle cores
-    "full": Budget("full", precision_epochs=12, smartdeal_epochs=12, smartdeal_dense_epochs=6,
-                   supernet_epochs=10, calib_batches=16, pareto_archs=40, default_seeds=(0, 1, 2)),
+    # ~2,000 CPU-seconds of training: ~20 minutes on 2 idle cores with 2 jobs
+    "full": Budget("full", precision_epochs=10, smartdeal_epochs=10, smartdeal_dense_epochs=5,
+                   supernet_epochs=8, calib_batches=16, pareto_archs=40, default_seeds=(0, 1, 2)),
 }
 
 
