@@ -78,11 +78,11 @@ def test_cpt_follows_the_cosine_schedule_and_evaluates_at_q_max() -> None:
 
 
 def test_quantized_training_learns_digits() -> None:
-    module = classifier()
-    fit = trainer([StaticPrecision(4, 8), NonFiniteGuard()], max_epochs=2, limit_train_batches=None,
+    module = classifier(model="cifar_resnet8", width=8)
+    fit = trainer([StaticPrecision(4, 8), NonFiniteGuard()], max_epochs=3, limit_train_batches=None,
                   limit_val_batches=None)
-    fit.fit(module, digits())
-    assert fit.callback_metrics["val/acc"] > 0.6  # chance is 0.1
+    fit.fit(module, digits(batch_size=32))
+    assert fit.callback_metrics["val/acc"] > 0.8  # chance is 0.1; fp32 reaches ~0.97 in the same 3 epochs
     assert fit.callback_metrics["train/skipped_steps"] == 0
 
 
@@ -222,3 +222,34 @@ def test_precision_callbacks_reject_bad_settings() -> None:
         ProgressiveFractionalQuantization(window_unit="minutes")
     with pytest.raises(ValueError, match="fwd_bits"):
         StaticPrecision(fwd_bits=0)
+
+
+def test_cpt_on_a_supernet_quantizes_every_subnet_of_the_sandwich_step() -> None:
+    supernet_mod = pytest.importorskip("effnn.lit.supernet")
+    hw = pytest.importorskip("effnn.hw")
+    torch.manual_seed(0)
+    module = supernet_mod.SupernetModule(partial(torch.optim.SGD, lr=0.05, momentum=0.9), num_classes=10)
+    seen: list[int | None] = []
+    cpt = CyclicPrecision(3, 8, num_cycles=1, grad_bits=8)
+
+    class Spy(Callback):
+        def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+            if batch_idx == 0:
+                stem = pl_module.net.conv_stem
+                stem.register_forward_pre_hook(
+                    lambda m, a: seen.append(m.quantizer.state.fwd_bits) if m.training else None)
+
+    trainer([cpt, NonFiniteGuard(), Spy()], max_epochs=1, limit_train_batches=3, limit_val_batches=0).fit(
+        module, DigitsDataModule(batch_size=16, resolution=32))
+    per_step = len(module.last_archs)  # max + middle + min subnets in one sandwich step
+    assert per_step == 4
+    expected = [cyclic_bits(i, 3, 3, 8) for i in range(3)]
+    assert seen == [b for b in expected for _ in range(per_step)]
+    assert all(torch.isfinite(p).all() for p in module.parameters())
+    # the quantized supernet's active subnet reports bit-aware hardware cost
+    state = find_precision_state(module.net)
+    state.set(4, 8)
+    with module.net.set_arch(module.space.min_arch()):
+        layers = hw.extract_workload(module.net, (1, 3, 32, 32))
+    quantized = [la for la in layers if la.weight_bits == 4]
+    assert quantized and len(quantized) == len(layers) - 1  # all but the full-precision classifier

@@ -225,3 +225,23 @@ def test_precision_state_override_restores() -> None:
     assert (state.fwd_bits, state.grad_bits) == (8, 8)
     with pytest.raises(ValueError, match="fwd_bits"):
         state.set(0, 8)
+
+
+def test_quantized_layers_declare_their_bits_to_the_hardware_model(resnet: nn.Module) -> None:
+    hw = pytest.importorskip("effnn.hw")
+    state = quantize_model(resnet)
+    state.set(4, 8)
+    layers = hw.extract_workload(resnet, (1, 3, 32, 32), default_bits=16)
+    by_name = {layer.name: layer for layer in layers}
+    assert by_name["stem.0"].weight_bits == 4 and by_name["stem.0"].act_bits == 4
+    assert by_name["fc"].weight_bits == 16  # the full-precision classifier gets the hardware default
+    state.set(6, 8)  # widths follow the schedule at every trace
+    assert {la.weight_bits for la in hw.extract_workload(resnet, (1, 3, 32, 32)) if la.name != "fc"} == {6}
+    cost = hw.build_cost_model("systolic_16x16_os")
+    energy = {}
+    for bits in (8, 4):
+        state.set(bits, 8)
+        energy[bits] = cost(resnet, (1, 3, 32, 32))["energy"]
+    assert energy[4] < energy[8]  # bit-aware: fewer bits, less MAC and traffic energy
+    dequantize_model(resnet)
+    assert not hasattr(resnet.stem[0], "hw_bits")

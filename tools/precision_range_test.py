@@ -15,7 +15,7 @@ import io
 import json
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import hydra
 from omegaconf import DictConfig, OmegaConf
@@ -24,9 +24,10 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from effnn.errors import ConfigError, EffnnError  # noqa: E402
-from effnn.io import atomic_write, atomic_write_json  # noqa: E402
-from effnn.precision.range_test import PrecisionRangeTest, RangeTestResult  # noqa: E402
 from effnn.recipes import check_recipes  # noqa: E402
+
+if TYPE_CHECKING:
+    from effnn.precision.range_test import RangeTestResult
 
 PRT_DEFAULTS = {"start_bits": 2, "max_bits": 8, "steps_per_bit": 20, "grad_bits": 8, "min_gain": 0.05}
 
@@ -56,6 +57,8 @@ def plot(result: RangeTestResult, path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    from effnn.io import atomic_write
+
     steps = list(range(len(result.accuracy)))
     window = max(1, len(steps) // 40)
     smooth = [sum(result.accuracy[max(0, i - window + 1):i + 1]) / len(result.accuracy[max(0, i - window + 1):i + 1])
@@ -84,12 +87,16 @@ def plot(result: RangeTestResult, path: Path) -> None:
 
 
 def run(cfg: DictConfig) -> RangeTestResult:
+    """Build data and model from ``cfg``, run the range test, print and write its results."""
+    options = prt_options(cfg)  # before the heavy imports: a typo fails in a second
     import lightning as L
     from lightning.pytorch.callbacks import RichProgressBar
     from rich.console import Console
     from rich.table import Table
 
-    options = prt_options(cfg)
+    from effnn.io import atomic_write_json
+    from effnn.precision.range_test import PrecisionRangeTest
+
     if cfg.get("seed") is not None:
         L.seed_everything(cfg.seed, workers=True, verbose=False)
     datamodule = hydra.utils.instantiate(cfg.data)

@@ -106,6 +106,14 @@ class LayerQuantizer(nn.Module):
             return quantize_gradient(output, self.state.grad_bits)
         return None
 
+    def hw_bits(self) -> dict[str, int] | None:
+        """Operand widths for ``effnn.hw`` workload extraction (read per trace, so it follows schedules);
+        None at full precision, where the hardware model's default width applies."""
+        bits = self.state.fwd_bits
+        if bits is None:
+            return None
+        return {"weight": bits, "act": bits} if self.quantize_input else {"weight": bits}
+
     def extra_repr(self) -> str:
         return (f"momentum={self.momentum}, quantize_input={self.quantize_input}, "
                 f"quantize_grad={self.quantize_grad}")

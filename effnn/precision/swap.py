@@ -5,7 +5,8 @@ attachments: a weight parametrization, an input pre-hook and an output hook (see
 mechanism covers ``nn.Conv2d``/``nn.Linear``, timm layers and the supernet's elastic ops (anything with a
 2-D or 4-D ``.weight`` Parameter) without importing them. Parameters keep their identity, so an optimizer
 built before or after quantization is equally valid; ``dequantize_model`` restores the plain layers, with
-the trained weights, and the plain state-dict keys.
+the trained weights, and the plain state-dict keys. Each quantized layer also declares ``hw_bits`` (its
+current forward bit-width), which ``effnn.hw`` workload extraction reads to price MACs and traffic.
 """
 
 from __future__ import annotations
@@ -172,6 +173,7 @@ def quantize_model(model: nn.Module, config: QuantizationConfig | Mapping[str, A
         quantizer.to(weight.device)
         layer.add_module(QUANTIZER_ATTR, quantizer)
         quantizer.attach(layer)
+        layer.hw_bits = quantizer.hw_bits  # bit-aware hardware cost (effnn.hw reads ``hw_bits``)
     return state
 
 
@@ -181,6 +183,8 @@ def dequantize_model(model: nn.Module) -> nn.Module:
         quantizer: LayerQuantizer = getattr(layer, QUANTIZER_ATTR)
         quantizer.detach_hooks()
         delattr(layer, QUANTIZER_ATTR)
+        if getattr(layer, "hw_bits", None) == quantizer.hw_bits:
+            del layer.hw_bits
         if parametrize.is_parametrized(layer, "weight"):
             parametrize.remove_parametrizations(layer, "weight", leave_parametrized=False)
     return model
