@@ -13,7 +13,7 @@ from effnn.errors import ConfigError
 from effnn.export.artifact import read_arch_file
 from effnn.export.exporter import ExportResult, export_subnet
 from effnn.nas.space import Arch, SearchSpace
-from effnn.search.app import build_datamodule
+from effnn.search.app import build_datamodule, set_threads
 from effnn.search.evaluator import fixed_batches
 from effnn.search.supernet_checkpoint import load_supernet_checkpoint
 
@@ -31,6 +31,7 @@ def resolve_arch(spec: str, space: SearchSpace) -> Arch:
 
 def run_export(cfg: DictConfig, console: Console | None = None) -> ExportResult:
     console = console or Console(stderr=True)
+    set_threads(cfg.get("threads"))
     loaded = load_supernet_checkpoint(cfg.ckpt)
     arch = resolve_arch(str(cfg.arch), loaded.space)
     device = torch.device("cuda" if cfg.get("accelerator") == "gpu" and torch.cuda.is_available() else "cpu")

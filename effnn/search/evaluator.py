@@ -69,13 +69,14 @@ class SubnetAccuracy:
     """
 
     def __init__(self, supernet: Supernet, calib_batches: Sequence[Batch], eval_batches: Iterable[Batch],
-                 device: torch.device | str = "cpu") -> None:
+                 device: torch.device | str = "cpu", channels_last: bool = False) -> None:
         if not calib_batches:
             raise ValueError("BN recalibration needs at least one training batch")
-        self.supernet = supernet
         self.device = torch.device(device)
-        self.calib_batches = [(x.to(self.device), y) for x, y in calib_batches]
-        self.eval_batches = [(x.to(self.device), y.to(self.device)) for x, y in eval_batches]
+        fmt = torch.channels_last if channels_last else torch.contiguous_format
+        self.supernet = supernet.to(device=self.device, memory_format=fmt)  # NHWC: ~1.5x faster on CPU
+        self.calib_batches = [(x.to(self.device, memory_format=fmt), y) for x, y in calib_batches]
+        self.eval_batches = [(x.to(self.device, memory_format=fmt), y.to(self.device)) for x, y in eval_batches]
         if not self.eval_batches:
             raise ValueError("accuracy evaluation needs a non-empty held-out split")
 

@@ -46,8 +46,8 @@ class RichProgress(SearchObserver):
     """Two bars: generations done, and this rank's evaluations in the current generation."""
 
     def __init__(self, console: Console | None = None) -> None:
-        self.progress = Progress(TextColumn("{task.description:<12}"), BarColumn(), MofNCompleteColumn(),
-                                 TextColumn("{task.fields[info]}"), TimeElapsedColumn(), TimeRemainingColumn(),
+        self.progress = Progress(TextColumn("{task.description:<11}"), BarColumn(bar_width=24), MofNCompleteColumn(),
+                                 TimeElapsedColumn(), TimeRemainingColumn(), TextColumn("{task.fields[info]}"),
                                  console=console, transient=False)
         self._gen: TaskID | None = None
         self._eval: TaskID | None = None
@@ -59,15 +59,14 @@ class RichProgress(SearchObserver):
         self._eval = self.progress.add_task("evaluations", total=0, info="")
 
     def on_evaluations_start(self, generation: int, count: int) -> None:
-        self.progress.reset(self._eval, total=count, completed=0, info=f"generation {generation}")
+        self.progress.reset(self._eval, total=count, completed=0, info=f"gen {generation}")
 
     def on_evaluation_done(self, generation: int, done: int) -> None:
         self.progress.update(self._eval, completed=done)
 
     def on_generation_end(self, summary: GenerationSummary, search: EvolutionarySearch) -> None:
-        costs = " ".join(f"min {k}={v:.4g}" for k, v in summary.min_costs.items())
         self.progress.update(self._gen, completed=summary.generation + 1,
-                             info=f"archive {summary.archive_size}, best acc {summary.best_acc:.2f}%, {costs}")
+                             info=f"best acc {summary.best_acc:.1f}%, archive {summary.archive_size}")
 
     def close(self) -> None:
         if self.progress.live.is_started:
