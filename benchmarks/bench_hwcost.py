@@ -3,9 +3,11 @@
 Prints (median of ``--repeats`` runs, one process):
 
 * subnets scored per second on the AttentiveNAS space (random archs): end to end
-  ``cost(space, arch)`` (the space's layer list + the cost model, what samplers and the search call),
-  batched ``score_many`` and the cost model alone on precomputed layer lists -- warm (after the space's
-  and the model's per-shape tables have filled) and cold (fresh tables);
+  ``cost(space, arch)`` (the space's memoized sections, one cached subtotal each: what samplers and the
+  search call) side by side with the old per-layer path (``cost.score(space.workload(arch))`` +
+  ``space.params(arch)``, timed interleaved with it), batched ``score_many`` and the cost model alone on
+  precomputed layer lists -- warm (after the space's and the model's tables have filled) and cold (fresh
+  tables). The load average is printed with them: on a shared machine the rates scale with it;
 * the same cost-model-only rate on a synthetic MobileNetV3-like layer generator (no effnn.nas needed);
 * seconds per layer vs SCALE-Sim 3.0.0's recorded wall time for the shared reference layers.
 
@@ -16,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import os
 import random
 import statistics
 import sys
@@ -38,12 +41,19 @@ SHARED = ROOT.parent / "shared" / "reference" / "scalesim"
 
 def median_rate(run: Callable[[], int], repeats: int) -> float:
     """Median items per second of ``run`` (which returns how many items it processed)."""
-    rates = []
+    return median_rates([run], repeats)[0]
+
+
+def median_rates(runs: list[Callable[[], int]], repeats: int) -> list[float]:
+    """Median items per second of each of ``runs``, timed interleaved (run 1, run 2, ..., run 1, ...) so a
+    change in machine load affects them alike."""
+    rates: list[list[float]] = [[] for _ in runs]
     for _ in range(repeats):
-        start = time.perf_counter()
-        count = run()
-        rates.append(count / (time.perf_counter() - start))
-    return statistics.median(rates)
+        for run, out in zip(runs, rates):
+            start = time.perf_counter()
+            count = run()
+            out.append(count / (time.perf_counter() - start))
+    return [statistics.median(r) for r in rates]
 
 
 def synthetic_mbv3(rng: random.Random) -> list[ConvLayer]:
@@ -93,6 +103,11 @@ def bench_space(hardware: str, n_archs: int, repeats: int, console: Console) -> 
             model(space, arch)
         return len(fresh)
 
+    def old_path() -> int:  # what cost(space, arch) did before spaces exposed workload_sections
+        for arch in fresh:
+            model.score(space.workload(arch))["params"] = float(space.params(arch))
+        return len(fresh)
+
     workloads = [space.workload(arch) for arch in fresh]
 
     def batched() -> int:
@@ -109,15 +124,26 @@ def bench_space(hardware: str, n_archs: int, repeats: int, console: Console) -> 
             space.workload(arch)
         return len(fresh)
 
+    def sections_only() -> int:
+        for arch in fresh:
+            space.workload_sections(arch)
+        return len(fresh)
+
     layers_per_arch = statistics.mean(len(w) for w in workloads)
-    rows.append(("AttentiveNAS, warm, cost(space, arch)", median_rate(end_to_end, repeats),
-                 "layer list + params from the space, then the cost model"))
+    sections_per_arch = statistics.mean(len(space.workload_sections(a)) for a in fresh)
+    new_rate, old_rate = median_rates([end_to_end, old_path], repeats)
+    rows.append(("AttentiveNAS, warm, cost(space, arch)", new_rate,
+                 f"{sections_per_arch:.0f} sections per arch, one cached subtotal each"))
+    rows.append(("AttentiveNAS, warm, old path (layers + params)", old_rate,
+                 "score(space.workload(arch)) + space.params(arch), timed interleaved with the row above"))
     rows.append(("AttentiveNAS, warm, score_many(workloads)", median_rate(batched, repeats),
-                 "one vectorised gather-sum for all archs"))
+                 "all archs' layers looked up in one batch, then summed per arch"))
     rows.append(("AttentiveNAS, warm, score(layers) only", median_rate(cost_only, repeats),
                  f"cost model alone, {layers_per_arch:.0f} layers per arch"))
+    rows.append(("AttentiveNAS, space.workload_sections(arch) only", median_rate(sections_only, repeats),
+                 "the space's share of cost(space, arch) (effnn.nas), for reference"))
     rows.append(("AttentiveNAS, space.workload(arch) only", median_rate(workload_only, repeats),
-                 "the space's share (effnn.nas), for reference"))
+                 "the space's share of the old path"))
     return rows
 
 
@@ -182,7 +208,9 @@ def main() -> None:
     except ImportError as err:  # effnn.nas absent: the synthetic generator still measures the model
         console.print(f"[yellow]AttentiveNAS space unavailable ({err}); synthetic workloads only[/]")
     rows += bench_synthetic(args.hardware, min(args.archs, 2000), args.repeats)
-    table = Table(title=f"subnets scored per second ({args.hardware}, median of {args.repeats}, one process)")
+    load = " / ".join(f"{x:.2f}" for x in os.getloadavg())
+    table = Table(title=f"subnets scored per second ({args.hardware}, median of {args.repeats}, one process; "
+                        f"load average {load} on {os.cpu_count()} CPUs)")
     table.add_column("what")
     table.add_column("subnets/s", justify="right")
     table.add_column("vs 10,000/s target", justify="right")
@@ -190,6 +218,9 @@ def main() -> None:
     for what, rate, note in rows:
         table.add_row(what, f"{rate:,.0f}", f"{rate / 1e4:.2f}x", note)
     console.print(table)
+    for (what, rate, _), (other, base, _) in zip(rows, rows[1:]):
+        if what.endswith("warm, cost(space, arch)") and "old path" in other:
+            console.print(f"cost(space, arch) vs the old per-layer path: {rate / base:.2f}x")
     versus = bench_vs_scalesim(args.repeats)
     if versus is None:
         console.print(f"[yellow]no SCALE-Sim reference at {SHARED}; skipping the per-layer comparison[/]")

@@ -120,6 +120,69 @@ def test_score_many_equals_score() -> None:
         assert metrics == pytest.approx(single)
 
 
+class _MixedBitsSpace:
+    """A duck-typed space whose memoized sections mix bit-widths (every other layer 8-bit weights, some
+    SmartDeal-like stored bits), to exercise the cost model's per-bit-width grouping."""
+
+    def __init__(self, space) -> None:  # noqa: ANN001 (an effnn.nas.SearchSpace)
+        self.space = space
+        self._memo: dict[int, object] = {}
+
+    def _convert(self, section) -> object:  # noqa: ANN001
+        from types import SimpleNamespace
+
+        found = self._memo.get(id(section))
+        if found is None:
+            layers = tuple(replace(layer, weight_bits=8, weight_storage_bits=5.25) if i % 2 else layer
+                           for i, layer in enumerate(section.layers))
+            found = self._memo[id(section)] = SimpleNamespace(layers=layers, params=section.params, keep=section)
+        return found
+
+    def workload_sections(self, arch, num_classes: int = 1000) -> list:  # noqa: ANN001
+        return [self._convert(s) for s in self.space.workload_sections(arch, num_classes)]
+
+    def workload(self, arch, num_classes: int = 1000) -> list:  # noqa: ANN001
+        return [layer for s in self.workload_sections(arch, num_classes) for layer in s.layers]
+
+    def params(self, arch, num_classes: int = 1000) -> int:  # noqa: ANN001
+        return self.space.params(arch, num_classes)
+
+
+@pytest.mark.parametrize("space_name", ["attentivenas", "tiny32"])
+def test_section_path_is_bit_identical_to_the_layer_path(space_name: str) -> None:
+    """cost(space, arch) scores the space's memoized sections, one cached subtotal each; it must give
+    exactly (==, not approx) what scoring the flat layer list gives, in any layer order, with mixed
+    bit-widths, and after the identity caches overflow and restart."""
+    import random
+
+    from effnn.nas import get_space
+
+    space = get_space(space_name)
+    gen = torch.Generator().manual_seed(1)
+    archs = [space.sample(gen) for _ in range(200)]
+    sections_model, layers_model = build_cost_model("systolic_16x16_os"), build_cost_model("systolic_16x16_os")
+    shuffled_model = build_cost_model("systolic_16x16_os")
+    shuffled_model.identity_cache_size = sections_model.identity_cache_size = 50
+    order = random.Random(0)
+    for arch in archs:
+        fast = sections_model(space, arch, num_classes=10)
+        layers = space.workload(arch, num_classes=10)
+        slow = layers_model.score(layers)
+        slow["params"] = float(space.params(arch, num_classes=10))
+        assert fast == slow
+        shuffled = shuffled_model(order.sample(layers, len(layers)))
+        assert shuffled == {**slow, "params": shuffled["params"]}
+    mixed = _MixedBitsSpace(space)
+    for arch in archs[:50]:
+        layers = mixed.workload(arch, num_classes=10)
+        assert len({(layer.weight_bits, layer.stored_weight_bits) for layer in layers}) == 2
+        slow = layers_model.score(layers)
+        slow["params"] = float(space.params(arch, num_classes=10))
+        assert sections_model(mixed, arch, num_classes=10) == slow
+    analytic = AnalyticCostModel()
+    assert analytic(space, archs[0]) == {"macs": float(space.macs(archs[0])), "params": float(space.params(archs[0]))}
+
+
 def test_build_cost_model_inputs_and_errors() -> None:
     assert isinstance(build_cost_model("analytic"), AnalyticCostModel)
     array = SystolicArray(4, 4)

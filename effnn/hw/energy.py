@@ -18,7 +18,10 @@ from functools import cache
 from importlib import resources
 from typing import Any
 
+import numpy as np
 import yaml
+
+Num = float | np.ndarray
 
 #: Accesses per MAC inside the array: the two moving operands arrive from neighbouring PEs (array level)
 #: and each PE reads its stationary operand and updates its accumulator (register level). The same for
@@ -71,6 +74,25 @@ class EnergyTable:
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+    def levels(self, macs: Num, sram_ifmap: Num, sram_filter: Num, sram_ofmap: Num, dram_ifmap: Num,
+               dram_filter: Num, dram_ofmap: Num, weight_bits: Num, act_bits: Num, out_bits: Num,
+               filter_bits: Num) -> tuple[Num, Num, Num, Num, Num]:
+        """Energy at each level (mac, rf, array, sram, dram) from access counts in operand elements.
+
+        ``sram_*`` count every access of that SRAM (the array's reads/writes and the DRAM fills/drains);
+        ``filter_bits`` is the width weights are stored and moved in (SRAM, DRAM), ``weight_bits`` the width
+        the array computes with. Works elementwise on numpy arrays (one entry per layer) and on plain floats
+        with the same operations in the same order, so the energy of summed counts is reproducible.
+        """
+        ref = self.ref_bits
+        move = (weight_bits + act_bits) / (2 * ref)
+        mac = macs * (self.mac * (weight_bits * act_bits) / ref**2)
+        rf = macs * (RF_ACCESSES_PER_MAC * self.rf * move)
+        array = macs * (ARRAY_HOPS_PER_MAC * self.array * move)
+        sram = self.sram * (sram_ifmap * act_bits + sram_filter * filter_bits + sram_ofmap * out_bits) / ref
+        dram = self.dram * (dram_ifmap * act_bits + dram_filter * filter_bits + dram_ofmap * out_bits) / ref
+        return mac, rf, array, sram, dram
 
 
 @cache

@@ -14,12 +14,22 @@ def _conv_out(size: int, kernel: int, stride: int, padding: int, dilation: int =
     return (size + 2 * padding - dilation * (kernel - 1) - 1) // stride + 1
 
 
+def _check_bits(layer: ConvLayer | GemmLayer) -> None:
+    for field in ("weight_bits", "act_bits", "out_bits", "weight_storage_bits"):
+        value = getattr(layer, field)
+        if value is not None and not value > 0:
+            raise ValueError(f"layer {layer.name!r}: {field} must be positive, got {value}")
+
+
 @dataclass(frozen=True)
 class ConvLayer:
     """A 2-D convolution (a Linear is a 1x1 conv on a 1x1 map) with PyTorch stride/padding semantics.
 
     Grouped and depthwise convs are expressed with ``groups``; each group is an independent GEMM.
-    Bit-widths let quantized/decomposed models report their real MAC energy and traffic.
+    Bit-widths let quantized/decomposed models report their real MAC energy and traffic:
+    ``weight_bits`` is the width the array computes with, ``weight_storage_bits`` (default: the same) the
+    average bits a weight occupies in DRAM and in the filter SRAM, e.g. SmartDeal's compressed form, which
+    is rebuilt to ``weight_bits`` at the array's edge.
     """
 
     name: str
@@ -38,8 +48,10 @@ class ConvLayer:
     weight_bits: float = 16.0
     act_bits: float = 16.0
     out_bits: float = 16.0
+    weight_storage_bits: float | None = None
 
     def __post_init__(self) -> None:
+        _check_bits(self)
         for field in ("in_ch", "out_ch", "in_h", "in_w", "kernel_h", "kernel_w", "stride_h", "stride_w",
                       "groups", "batch"):
             if getattr(self, field) <= 0:
@@ -78,10 +90,16 @@ class ConvLayer:
     def params(self) -> int:
         return self.out_ch * (self.in_ch // self.groups) * self.kernel_h * self.kernel_w
 
+    @property
+    def stored_weight_bits(self) -> float:
+        """Bits per weight in DRAM and the filter SRAM: ``weight_storage_bits`` if given, else ``weight_bits``."""
+        return self.weight_bits if self.weight_storage_bits is None else self.weight_storage_bits
+
 
 @dataclass(frozen=True)
 class GemmLayer:
-    """A plain matrix multiply (M x K) @ (K x N), e.g. attention or a batched linear."""
+    """A plain matrix multiply (M x K) @ (K x N), e.g. attention or a batched linear; the (K x N) operand is
+    the "weight" (bits as in :class:`ConvLayer`)."""
 
     name: str
     m: int
@@ -90,8 +108,10 @@ class GemmLayer:
     weight_bits: float = 16.0
     act_bits: float = 16.0
     out_bits: float = 16.0
+    weight_storage_bits: float | None = None
 
     def __post_init__(self) -> None:
+        _check_bits(self)
         for field in ("m", "n", "k"):
             if getattr(self, field) <= 0:
                 raise ValueError(f"layer {self.name!r}: {field} must be positive, got {getattr(self, field)}")
@@ -111,6 +131,10 @@ class GemmLayer:
     @property
     def params(self) -> int:
         return self.n * self.k
+
+    @property
+    def stored_weight_bits(self) -> float:
+        return self.weight_bits if self.weight_storage_bits is None else self.weight_storage_bits
 
 
 Layer = ConvLayer | GemmLayer

@@ -27,7 +27,7 @@ from typing import Any
 
 import numpy as np
 
-from effnn.hw.energy import ARRAY_HOPS_PER_MAC, RF_ACCESSES_PER_MAC, EnergyTable, load_energy_table
+from effnn.hw.energy import EnergyTable, load_energy_table
 from effnn.hw.layers import ConvLayer, GemmLayer, Layer
 
 DATAFLOWS = ("os", "ws", "is")
@@ -37,6 +37,8 @@ METRICS = (
     "macs", "compute_cycles", "stall_cycles", "total_cycles", "prefetch_cycles",
     "sram_reads_ifmap", "sram_reads_filter", "sram_writes_ofmap",
     "dram_reads_ifmap", "dram_reads_filter", "dram_writes_ofmap",
+    # every access of each SRAM, what its energy counts: the array's (real, see below) plus DRAM fills/drain
+    "sram_accesses_ifmap", "sram_accesses_filter", "sram_accesses_ofmap",
     "mapped_pe_folds", "folds", "compute_util_sum",
     "energy_mac", "energy_rf", "energy_array", "energy_sram", "energy_dram", "energy",
 )
@@ -73,6 +75,7 @@ class LayerArrays:
     weight_bits: np.ndarray
     act_bits: np.ndarray
     out_bits: np.ndarray
+    filter_bits: np.ndarray  # bits per weight in DRAM and the filter SRAM (``stored_weight_bits``)
 
     @classmethod
     def from_layers(cls, layers: Sequence[Layer]) -> LayerArrays:
@@ -88,7 +91,7 @@ class LayerArrays:
                 raise TypeError(f"expected ConvLayer or GemmLayer, got {type(layer).__name__}: {layer!r}")
             m, n, k = layer.gemm
             rows.append((m, n, k, layer.groups, m * k, layer.weight_bits, layer.act_bits, layer.out_bits,
-                         k, k))
+                         k, k, layer.stored_weight_bits))
         table = np.array(rows, dtype=np.float64)
         footprint = table[:, 4].astype(np.int64)
         row_elems = table[:, 8].astype(np.int64)
@@ -104,7 +107,7 @@ class LayerArrays:
             channels[conv_idx] = geo[:, 10]
         ints = table[:, :4].astype(np.int64)
         return cls(tuple(layer.name for layer in layers), ints[:, 0], ints[:, 1], ints[:, 2], ints[:, 3],
-                   footprint, row_elems, channels, table[:, 5], table[:, 6], table[:, 7])
+                   footprint, row_elems, channels, table[:, 5], table[:, 6], table[:, 7], table[:, 10])
 
 
 @dataclass(frozen=True)
@@ -242,7 +245,7 @@ class SystolicArray:
         """Every quantity in :data:`METRICS` for a batch of layers, as float64 arrays (one per layer)."""
         R, C = self.rows, self.cols
         m, n, k, g = (a.astype(np.float64) for a in (la.m, la.n, la.k, la.groups))
-        wb, ab, ob = la.weight_bits, la.act_bits, la.out_bits
+        wb, ab, ob, fb = la.weight_bits, la.act_bits, la.out_bits, la.filter_bits
         if self.dataflow == "os":
             sr, sc, t = m, n, k
         elif self.dataflow == "ws":
@@ -287,7 +290,7 @@ class SystolicArray:
             sram_of_real = sram_of
 
         cap_if = self._active_capacity(self.ifmap_sram_kb, ab)
-        cap_f = self._active_capacity(self.filter_sram_kb, wb)
+        cap_f = self._active_capacity(self.filter_sram_kb, fb)  # weights sit in the SRAM in stored form
         fp_if = la.ifmap_footprint.astype(np.float64)
         # An ifmap that does not fit is streamed again by every column fold; within one pass an element is
         # reused only if its next use comes before the buffer has moved on by cap_if new elements. In os
@@ -312,20 +315,15 @@ class SystolicArray:
             dram_of = sram_of
 
         stall, prefetch = self._stalls(compute, g * dram_if, g * dram_f, g * dram_of,
-                                       g * np.minimum(fp_if, cap_if), g * np.minimum(kn, cap_f), ab, wb, ob)
+                                       g * np.minimum(fp_if, cap_if), g * np.minimum(kn, cap_f), ab, fb, ob)
         total = compute + stall
 
-        tab = self.energy_table
-        ref = tab.ref_bits
-        move = (wb + ab) / (2 * ref)
-        e_mac = macs * tab.mac * (wb * ab) / ref**2
-        e_rf = macs * RF_ACCESSES_PER_MAC * tab.rf * move
-        e_array = macs * ARRAY_HOPS_PER_MAC * tab.array * move
         # SRAM is read by the array and written by DRAM fills (ifmap/filter); written by the array and read
-        # by the DRAM drain (ofmap)
-        e_sram = tab.sram * g * ((sram_if + dram_if) * ab + (sram_f + dram_f) * wb
-                                 + (sram_of_real + dram_of) * ob) / ref
-        e_dram = tab.dram * g * (dram_if * ab + dram_f * wb + dram_of * ob) / ref
+        # by the DRAM drain (ofmap). Weights stay in stored form (fb bits) up to the array's edge.
+        sram_acc_if, sram_acc_f, sram_acc_of = g * (sram_if + dram_if), g * (sram_f + dram_f), \
+            g * (sram_of_real + dram_of)
+        e_mac, e_rf, e_array, e_sram, e_dram = self.energy_table.levels(
+            macs, sram_acc_if, sram_acc_f, sram_acc_of, g * dram_if, g * dram_f, g * dram_of, wb, ab, ob, fb)
         energy = e_mac + e_rf + e_array + e_sram + e_dram
 
         mapped = sr * sc  # sum over folds of the PEs each fold maps
@@ -337,6 +335,8 @@ class SystolicArray:
             "sram_writes_ofmap": g * sram_of,
             "dram_reads_ifmap": g * dram_if, "dram_reads_filter": g * dram_f,
             "dram_writes_ofmap": g * dram_of,
+            "sram_accesses_ifmap": sram_acc_if, "sram_accesses_filter": sram_acc_f,
+            "sram_accesses_ofmap": sram_acc_of,
             "mapped_pe_folds": g * mapped, "folds": g * folds, "compute_util_sum": g * util_sum,
             "energy_mac": e_mac, "energy_rf": e_rf, "energy_array": e_array, "energy_sram": e_sram,
             "energy_dram": e_dram, "energy": energy,
@@ -344,7 +344,7 @@ class SystolicArray:
         return {key: np.asarray(out[key], dtype=np.float64) * np.ones_like(m) for key in METRICS}
 
     def _stalls(self, compute: np.ndarray, dram_if: np.ndarray, dram_f: np.ndarray, dram_of: np.ndarray,
-                first_if: np.ndarray, first_f: np.ndarray, ab: np.ndarray, wb: np.ndarray,
+                first_if: np.ndarray, first_f: np.ndarray, ab: np.ndarray, fb: np.ndarray,
                 ob: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(stall cycles, prefetch cycles) of a double-buffered memory system with finite DRAM bandwidth.
 
@@ -359,10 +359,10 @@ class SystolicArray:
         bw_if, bw_f, bw_of = self.dram_bandwidth
         word = self.word_bits
         rest_if = (dram_if - first_if) * ab / (word * bw_if)
-        rest_f = (dram_f - first_f) * wb / (word * bw_f)
+        rest_f = (dram_f - first_f) * fb / (word * bw_f)
         drain_of = dram_of * ob / (word * bw_of)
         stall = np.ceil(np.maximum(np.maximum(rest_if, rest_f), drain_of) - compute)
-        prefetch = np.ceil(np.maximum(first_if * ab / (word * bw_if), first_f * wb / (word * bw_f)))
+        prefetch = np.ceil(np.maximum(first_if * ab / (word * bw_if), first_f * fb / (word * bw_f)))
         return np.maximum(stall, 0.0), prefetch
 
     # ----------------------------------------------------------------------------------------------------

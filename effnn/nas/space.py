@@ -140,8 +140,12 @@ class BlockConfig:
 
 
 @dataclass(frozen=True)
-class _Section:
-    """Memoized analytic description of the stem, one block or the head under one configuration."""
+class Section:
+    """Memoized analytic description of the stem, one block or the head under one configuration.
+
+    The space hands out the same object for every arch that shares the configuration, so consumers can
+    cache per section by identity: ``effnn.hw``'s cost models keep one aggregated row per section.
+    """
 
     layers: tuple[ConvLayer, ...]
     blocks: tuple[BlockConfig, ...]
@@ -199,7 +203,8 @@ class SearchSpace:
         )
         self._allowed = tuple(frozenset(c) for _, _, c in self._genes)
         self._lengths = {"width": n + 2, "depth": n, "kernel_size": n, "expand_ratio": n}
-        self._sections: dict[tuple, _Section] = {}
+        self._sections: dict[tuple, Section] = {}
+        self._stages: dict[tuple, tuple[tuple[Section, ...], int]] = {}
 
     def __repr__(self) -> str:
         return f"SearchSpace({self.name!r}, stages={len(self.stages)}, resolutions={self.resolutions})"
@@ -276,20 +281,20 @@ class SearchSpace:
 
     # ----------------------------------------------------------------- analytic subnet description
 
-    def _stem(self, width: int, resolution: int, in_chans: int) -> _Section:
+    def _stem(self, width: int, resolution: int, in_chans: int) -> Section:
         key = ("stem", width, resolution, in_chans)
         section = self._sections.get(key)
         if section is None:
             k = self.stem_kernel
             conv = ConvLayer("conv_stem", in_chans, width, resolution, resolution, k, k, self.stem_stride,
                              self.stem_stride, k // 2, k // 2)
-            section = _Section((conv,), (), conv.macs, conv.params + 2 * width,
+            section = Section((conv,), (), conv.macs, conv.params + 2 * width,
                                _out_size(resolution, self.stem_stride))
             self._sections[key] = section
         return section
 
     def _block(self, index: int, stage: int, slot: int, cin: int, cout: int, k: int, t: int | float,
-               size: int) -> _Section:
+               size: int) -> Section:
         """One block's layers, keyed without the rest of the arch, so tables fill within a few thousand
         archs."""
         key = (index, stage, slot, cin, cout, k, t, size)
@@ -317,12 +322,12 @@ class SearchSpace:
         if cin != cout:
             layers.append(ConvLayer(p + "shortcut.conv", cin, cout, out_size, out_size))
         block = BlockConfig(index, stage, slot, cin, cout, mid, k, t, stride, spec.se, spec.has_expand, size)
-        section = _Section(tuple(layers), (block,), sum(layer.macs for layer in layers),
+        section = Section(tuple(layers), (block,), sum(layer.macs for layer in layers),
                            params + sum(layer.params for layer in layers), out_size)
         self._sections[key] = section
         return section
 
-    def _head(self, cin: int, width: int, num_classes: int, size: int) -> _Section:
+    def _head(self, cin: int, width: int, num_classes: int, size: int) -> Section:
         key = ("head", cin, width, num_classes, size)
         section = self._sections.get(key)
         if section is None:
@@ -331,11 +336,25 @@ class SearchSpace:
                       ConvLayer("conv_mix", expanded, width, 1, 1),
                       ConvLayer("classifier", width, num_classes, 1, 1))
             params = sum(layer.params for layer in layers) + 2 * expanded + width + num_classes
-            section = _Section(layers, (), sum(layer.macs for layer in layers), params, 1)
+            section = Section(layers, (), sum(layer.macs for layer in layers), params, 1)
             self._sections[key] = section
         return section
 
-    def _sections_of(self, arch: Arch, num_classes: int, in_chans: int = 3) -> list[_Section]:
+    def _stage(self, stage: int, index: int, cin: int, cout: int, depth: int, k: int, t: int | float,
+               size: int) -> tuple[tuple[Section, ...], int]:
+        """(the stage's block sections, output size), memoized so an arch costs one probe per stage."""
+        key = (stage, index, cin, cout, depth, k, t, size)
+        found = self._stages.get(key)
+        if found is None:
+            blocks = []
+            for slot in range(depth):
+                block = self._block(index + slot, stage, slot, cin, cout, k, t, size)
+                blocks.append(block)
+                size, cin = block.out_size, cout
+            found = self._stages[key] = (tuple(blocks), size)
+        return found
+
+    def _sections_of(self, arch: Arch, num_classes: int, in_chans: int = 3) -> list[Section]:
         self.validate(arch)
         if num_classes <= 0:
             raise ValueError(f"num_classes must be positive, got {num_classes}")
@@ -343,17 +362,24 @@ class SearchSpace:
         stem = self._stem(width[0], arch.resolution, in_chans)
         sections, size, index = [stem], stem.out_size, 0
         for s, (depth, k, t) in enumerate(zip(arch.depth, arch.kernel_size, arch.expand_ratio)):
-            cin, cout = width[s], width[s + 1]
-            for slot in range(depth):
-                block = self._block(index, s, slot, cin, cout, k, t, size)
-                sections.append(block)
-                size, cin, index = block.out_size, cout, index + 1
+            blocks, size = self._stage(s, index, width[s], width[s + 1], depth, k, t, size)
+            sections += blocks
+            index += depth
         sections.append(self._head(width[-2], width[-1], num_classes, size))
         return sections
 
     def blocks(self, arch: Arch) -> list[BlockConfig]:
         """The subnet's blocks in order (what the supernet configures and ``extract`` builds)."""
         return [b for section in self._sections_of(arch, 1) for b in section.blocks]
+
+    def workload_sections(self, arch: Arch, num_classes: int = 1000, in_chans: int = 3) -> list[Section]:
+        """The subnet's workload as memoized sections: the stem, each block, the head, in order.
+
+        Each has ``layers`` (its part of :meth:`workload`) and ``params`` (its part of :meth:`params`).
+        Archs that share a block configuration share the section object, which is what lets
+        ``effnn.hw`` cost models score an arch with one cached row per section instead of one per layer.
+        """
+        return self._sections_of(arch, num_classes, in_chans)
 
     def workload(self, arch: Arch, num_classes: int = 1000, in_chans: int = 3) -> list[ConvLayer]:
         """Every conv/linear of the static subnet at batch 1, named like its modules in ``extract``."""
