@@ -21,6 +21,7 @@ from effnn.precision.dfq import (
 )
 from effnn.precision.guard import NonFiniteGuard
 from effnn.precision.quantizers import fake_quantize, quantize_activation, quantize_gradient, quantize_weight
+from effnn.precision.range_test import PrecisionRangeTest, find_q_min
 from effnn.precision.schedules import (
     BitOpsMeter,
     LossPlateau,
@@ -48,6 +49,7 @@ __all__ = [
     "LossPlateau",
     "NonFiniteGuard",
     "PrecisionCallback",
+    "PrecisionRangeTest",
     "PrecisionState",
     "ProgressiveFractionalQuantization",
     "QuantizationConfig",
@@ -59,6 +61,7 @@ __all__ = [
     "dequantize_model",
     "fake_quantize",
     "find_precision_state",
+    "find_q_min",
     "layer_bitwidths",
     "precision_root",
     "quantize_activation",
