@@ -21,11 +21,14 @@ if str(ROOT) not in sys.path:
 from effnn.errors import ConfigError, EffnnError  # noqa: E402
 from effnn.overrides import check_overrides, split_argv  # noqa: E402
 
+INFO_FLAGS = {"--help", "-h", "--hydra-help", "--cfg", "-c", "--info", "-i"}
 REQUIRED = ("ckpt", "arch", "out")
 
 
 def check_required(argv: list[str]) -> None:
     """ckpt=, arch= and out= are mandatory; say so in one line instead of Hydra's traceback."""
+    if any(arg.split("=", 1)[0] in INFO_FLAGS for arg in argv):
+        return
     given = {arg.split("=", 1)[0].lstrip("+") for arg in split_argv(argv)[0] if "=" in arg}
     missing = [k for k in REQUIRED if k not in given]
     if missing:
