@@ -143,9 +143,9 @@ def _three_convs() -> nn.Sequential:
 
 
 def test_smartdeal_and_quantized_models() -> None:
-    """Decomposed and fake-quantized models trace to the same GEMMs; their bit-widths reach the model
-    through ``module_bits`` (SmartDeal's stored bits per weight, CPT's current precision)."""
-    from effnn.decompose import smartdeal, weight_bits_per_module
+    """Decomposed and fake-quantized models trace to the same GEMMs; SmartDeal layers declare their stored
+    bits per weight themselves, CPT's current precision reaches the model through ``module_bits``."""
+    from effnn.decompose import smartdeal
     from effnn.precision.swap import quantize_model, quantized_layers
 
     torch.manual_seed(0)
@@ -153,14 +153,14 @@ def test_smartdeal_and_quantized_models() -> None:
     shape = (1, 3, 16, 16)
     reference = [(layer.name, layer.gemm, layer.groups) for layer in extract_workload(dense, shape)]
     smartdeal.convert(dense, progress=False)
-    bits = weight_bits_per_module(dense)
-    layers = extract_workload(dense, shape, module_bits=bits)
+    layers = extract_workload(dense, shape)
     assert [(layer.name, layer.gemm, layer.groups) for layer in layers] == reference
-    decomposed = [layer for layer in layers if layer.weight_bits < 16]
-    assert decomposed and all(layer.weight_bits == pytest.approx(bits[layer.name]) for layer in decomposed)
-    array = SystolicArray(8, 8, "ws", 16, 16, 16)
-    plain = extract_workload(dense, shape)
-    assert sum(c.energy for c in array.simulate(layers)) < sum(c.energy for c in array.simulate(plain))
+    decomposed = [layer for layer in layers if layer.weight_storage_bits is not None]
+    assert decomposed and all(layer.weight_bits == 16 for layer in layers)
+    modules = dict(dense.named_modules())
+    for layer in decomposed:
+        assert layer.weight_storage_bits == pytest.approx(modules[layer.name].storage_bits_per_weight)
+        assert layer.weight_storage_bits < 16
 
     model = _three_convs()
     state = quantize_model(model, {"keep_classifier": False})
@@ -172,6 +172,50 @@ def test_smartdeal_and_quantized_models() -> None:
     assert {(layer.weight_bits, layer.act_bits) for layer in layers if layer.name in names} == {(4, 4)}
     with pytest.raises(ValueError, match="module_bits names modules the model does not have"):
         extract_workload(model, shape, module_bits={"nope": 4})
+
+
+def _sd_test_net() -> nn.Sequential:
+    return nn.Sequential(nn.Conv2d(3, 32, 3, padding=1), nn.ReLU(), nn.Conv2d(32, 64, 3, padding=1), nn.ReLU(),
+                         nn.Conv2d(64, 64, 1), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(64, 10))
+
+
+def test_smartdeal_weight_traffic_reflects_compressed_storage() -> None:
+    """A converted SmartDeal model moves its compressed weights: DRAM weight bits shrink by exactly the
+    storage ratio of effnn.decompose's own accounting (fp32 dense = 32 bits), while MACs, compute cycles and
+    MAC/register/array energy (the array computes with rebuilt weights) stay those of the dense model."""
+    from effnn.decompose import smartdeal, weight_storage
+    from effnn.hw import build_cost_model, load_energy_table
+
+    torch.manual_seed(0)
+    model = _sd_test_net()
+    shape = (1, 3, 16, 16)
+    dense_layers = extract_workload(model, shape, default_bits=32)
+    smartdeal.convert(model, {"row_sparsity": 0.3}, progress=False)
+    report = weight_storage(model)
+    assert report.ratio > 3
+    sd_layers = extract_workload(model, shape, default_bits=32)
+    assert [(x.name, x.gemm, x.groups) for x in sd_layers] == [(x.name, x.gemm, x.groups) for x in dense_layers]
+    table = load_energy_table("horowitz_45nm")
+    # SRAMs large enough for every operand: each weight crosses DRAM exactly once in both forms
+    roomy = SystolicArray(16, 16, "os", 512, 512, 512, dram_bandwidth=8, energy_table=table)
+    dense, sd = roomy.simulate(dense_layers), roomy.simulate(sd_layers)
+    for d, s, layer in zip(dense, sd, sd_layers):
+        assert (s.macs, s.compute_cycles, s.dram_reads_filter) == (d.macs, d.compute_cycles, d.dram_reads_filter)
+        assert s.dram_reads_filter == layer.params
+        for level in ("mac", "rf", "array"):
+            assert s.energy_breakdown[level] == pytest.approx(d.energy_breakdown[level], rel=1e-12)
+        saved = table.dram * d.dram_reads_filter * (32 - layer.stored_weight_bits) / table.ref_bits
+        assert d.energy_breakdown["dram"] - s.energy_breakdown["dram"] == pytest.approx(saved, rel=1e-9)
+    weight_bits = lambda costs, layers: sum(c.dram_reads_filter * x.stored_weight_bits  # noqa: E731
+                                            for c, x in zip(costs, layers))
+    assert weight_bits(dense, dense_layers) / weight_bits(sd, sd_layers) == pytest.approx(report.ratio, rel=1e-9)
+    # the preset array (64 kB SRAMs): totals through the cost model; compressed weights also stall less
+    cost = build_cost_model("systolic_16x16_os")
+    before, after = cost(dense_layers), cost(sd_layers)
+    assert (after["macs"], after["compute_cycles"]) == (before["macs"], before["compute_cycles"])
+    assert after["energy_mac"] == pytest.approx(before["energy_mac"], rel=1e-12)
+    assert after["energy_dram"] < before["energy_dram"] and after["energy"] < before["energy"]
+    assert after["stall_cycles"] + after["prefetch_cycles"] <= before["stall_cycles"] + before["prefetch_cycles"]
 
 
 def test_supernet_at_an_arch_matches_the_space() -> None:

@@ -7,11 +7,16 @@ fused attention kernel is seen with its real shapes: static models, elastic supe
 read the bit-widths a module declares.
 
 Bit-widths: a module may declare the operand widths the hardware should assume, either as a
-``hw_bits`` attribute (a mapping with any of ``weight``/``act``/``out``, or a ``(weight, act)`` /
-``(weight, act, out)`` tuple, or a zero-argument callable returning one, for precisions that change
-during training), or as numeric ``weight_bits``/``act_bits``/``out_bits`` attributes; the caller can
-also pass ``module_bits={name: bits}``. The innermost module running the op that declares a width wins;
-otherwise ``default_bits`` applies.
+``hw_bits`` attribute (a mapping with any of ``weight``/``act``/``out``/``storage``, or a
+``(weight, act)`` / ``(weight, act, out)`` tuple, or a zero-argument callable returning one, for
+precisions that change during training), or as numeric ``weight_bits``/``act_bits``/``out_bits``
+attributes; the caller can also pass ``module_bits={name: bits}``. The innermost module running the op
+that declares a width wins; otherwise ``default_bits`` applies.
+
+``storage`` is the average bits a weight occupies in memory when that differs from the width the array
+computes with: a compressed weight (SmartDeal's ``storage_bits_per_weight``, read automatically) costs
+its storage bits in DRAM traffic and filter-SRAM space, but its MACs run at ``weight`` bits. It becomes
+``ConvLayer.weight_storage_bits``; unset, storage follows ``weight``.
 """
 
 from __future__ import annotations
@@ -29,11 +34,11 @@ from effnn.hw.layers import ConvLayer, GemmLayer, Layer
 
 aten = torch.ops.aten
 
-_BIT_KEYS = ("weight", "act", "out")
+_BIT_KEYS = ("weight", "act", "out", "storage")
 
 
 def _parse_bits(spec: Any, where: str) -> dict[str, float]:
-    """Operand widths from a mapping, a ``(weight, act[, out])`` tuple, a number (weight bits) or a callable
+    """Operand widths from a mapping, a ``(weight, act[, out[, storage]])`` tuple, a number (weight bits) or a callable
     returning one of those."""
     if callable(spec):
         spec = spec()
@@ -49,7 +54,7 @@ def _parse_bits(spec: Any, where: str) -> dict[str, float]:
     elif isinstance(spec, int | float) and not isinstance(spec, bool):
         found = {"weight": float(spec)}
     else:
-        raise ValueError(f"{where}: bit-widths must be a mapping, a (weight, act[, out]) tuple or a number, "
+        raise ValueError(f"{where}: bit-widths must be a mapping, a (weight, act[, out[, storage]]) tuple or a number, "
                          f"got {spec!r}")
     for key, value in found.items():
         if not (math.isfinite(value) and value > 0):
@@ -61,9 +66,12 @@ def _declared_bits(module: nn.Module) -> dict[str, float]:
     """The operand widths a module declares (possibly none), see the module docstring."""
     where = type(module).__name__
     found = _parse_bits(getattr(module, "hw_bits", None), where)
-    for key in _BIT_KEYS:
-        value = getattr(module, f"{key}_bits", None)
-        if key not in found and isinstance(value, int | float) and not isinstance(value, bool):
+    for key, attr in (("weight", "weight_bits"), ("act", "act_bits"), ("out", "out_bits"),
+                      ("storage", "storage_bits_per_weight")):
+        if key in found:
+            continue
+        value = getattr(module, attr, None)
+        if isinstance(value, int | float) and not isinstance(value, bool):
             found.update(_parse_bits({key: value}, where))
     return found
 
@@ -102,8 +110,9 @@ class _Recorder(TorchDispatchMode):
         self.layers.append(make(module_name if index == 0 else f"{module_name}:{kind}{index}", bits))
 
     @staticmethod
-    def _bits(bits: dict[str, float]) -> dict[str, float]:
-        return {"weight_bits": bits["weight"], "act_bits": bits["act"], "out_bits": bits["out"]}
+    def _bits(bits: dict[str, float]) -> dict[str, float | None]:
+        return {"weight_bits": bits["weight"], "act_bits": bits["act"], "out_bits": bits["out"],
+                "weight_storage_bits": bits.get("storage")}
 
     # -- op handlers ----------------------------------------------------------------------------------
     def _conv(self, args: tuple, kwargs: dict) -> None:
@@ -223,8 +232,10 @@ def extract_workload(model: nn.Module, input_shape: Sequence[int] | None = None,
     Give either ``input_shape`` (a zero tensor of that shape is used, on the model's device and dtype) or
     ``example_input`` (a tensor or a tuple of positional inputs). The model runs once in eval mode under
     ``no_grad``; its train/eval flags are restored afterwards and its weights and buffers are untouched.
-    ``module_bits`` maps module names to bit-widths (a number is the weight width), overriding what the
-    modules declare -- e.g. ``effnn.decompose.weight_bits_per_module(model)`` for SmartDeal's storage.
+    ``module_bits`` maps module names to bit-widths (a number is the weight width, a mapping may also set
+    ``storage``), overriding what the modules declare. SmartDeal layers declare their storage themselves
+    (``storage_bits_per_weight``), so their DRAM weight traffic is the compressed size with no extra
+    argument.
     """
     if (input_shape is None) == (example_input is None):
         raise ValueError("extract_workload needs exactly one of input_shape=(N, C, H, W) or example_input")
@@ -238,7 +249,7 @@ def extract_workload(model: nn.Module, input_shape: Sequence[int] | None = None,
                                     dtype=param.dtype if param is not None and param.is_floating_point()
                                     else None)
     inputs = example_input if isinstance(example_input, tuple) else (example_input,)
-    bits = {key: float(default_bits) for key in _BIT_KEYS}
+    bits = {key: float(default_bits) for key in ("weight", "act", "out")}  # storage follows weight
     modes = {m: m.training for m in model.modules()}
     model.eval()
     try:
