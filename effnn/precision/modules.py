@@ -41,8 +41,7 @@ class LayerQuantizer(nn.Module):
     carry it; updates skip non-finite batch ranges so one bad step cannot poison evaluation.
     """
 
-    running_min: torch.Tensor
-    running_max: torch.Tensor
+    running_range: torch.Tensor
     initialized: torch.Tensor
 
     def __init__(self, state: PrecisionState, momentum: float = 0.9, quantize_input: bool = True,
@@ -54,8 +53,7 @@ class LayerQuantizer(nn.Module):
         self.momentum = momentum
         self.quantize_input = quantize_input
         self.quantize_grad = quantize_grad
-        self.register_buffer("running_min", torch.zeros(()))
-        self.register_buffer("running_max", torch.zeros(()))
+        self.register_buffer("running_range", torch.zeros(2))  # EMA of (min, max)
         self.register_buffer("initialized", torch.zeros((), dtype=torch.bool))
         self._handles: list[RemovableHandle] = []
 
@@ -71,30 +69,34 @@ class LayerQuantizer(nn.Module):
             handle.remove()
         self._handles.clear()
 
-    def _range(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        lo, hi = torch.aminmax(x.detach())
-        lo, hi = lo.to(self.running_min.dtype), hi.to(self.running_max.dtype)
+    @property
+    def running_min(self) -> torch.Tensor:
+        return self.running_range[0]
+
+    @property
+    def running_max(self) -> torch.Tensor:
+        return self.running_range[1]
+
+    def _range(self, x: torch.Tensor) -> torch.Tensor:
+        """(min, max) to quantize ``x`` with; in training also folds the batch range into the EMA."""
+        batch = torch.stack(torch.aminmax(x.detach())).to(self.running_range.dtype)
         if self.training:
-            with torch.no_grad():
-                finite = torch.isfinite(lo) & torch.isfinite(hi)
-                m = self.momentum
-                ema_lo = torch.where(self.initialized, m * self.running_min + (1 - m) * lo, lo)
-                ema_hi = torch.where(self.initialized, m * self.running_max + (1 - m) * hi, hi)
-                self.running_min.copy_(torch.where(finite, ema_lo, self.running_min))
-                self.running_max.copy_(torch.where(finite, ema_hi, self.running_max))
+            with torch.no_grad():  # a handful of 2-element ops, no device sync
+                finite = torch.isfinite(batch).all()
+                ema = torch.where(self.initialized, torch.lerp(batch, self.running_range, self.momentum), batch)
+                self.running_range.copy_(torch.where(finite, ema, self.running_range))
                 self.initialized.logical_or_(finite)
-            return lo, hi
+            return batch
         # evaluation: the EMA range, or the batch range if this layer never saw a training batch
-        return torch.where(self.initialized, self.running_min, lo), torch.where(self.initialized,
-                                                                                 self.running_max, hi)
+        return torch.where(self.initialized, self.running_range, batch)
 
     def quantize(self, x: torch.Tensor) -> torch.Tensor:
         """The input activation at the current forward bit-width (unchanged at full precision)."""
         bits = self.state.fwd_bits
         if bits is None or not torch.is_floating_point(x):
             return x
-        lo, hi = self._range(x)
-        return quantize_activation(x, bits, lo.to(x.dtype), hi.to(x.dtype))
+        lo, hi = self._range(x).to(x.dtype)
+        return quantize_activation(x, bits, lo, hi)
 
     def _pre_hook(self, layer: nn.Module, args: tuple[Any, ...]) -> tuple[Any, ...] | None:
         if not args or not isinstance(args[0], torch.Tensor):
