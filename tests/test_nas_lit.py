@@ -143,16 +143,86 @@ def test_recipes_configure_the_published_methods(make_cfg) -> None:
 
 
 def test_hardware_cost_plugs_into_attentive_binning() -> None:
-    module = make_module(sampler={"kind": "attentive", "cost": "latency", "hardware": "systolic_16x16_os",
+    """sampler.cost=latency uses the module's accelerator (model.hardware) unless sampler.hardware names
+    another; the costs equal the cost model's on the space's flat layer list."""
+    arch = make_module().space.max_arch()
+
+    def reference(preset: str) -> float:
+        from effnn.nas import get_space
+
+        layers = get_space("tiny32").workload(arch, num_classes=10)
+        return build_cost_model(preset).score(layers)["latency_ms"]
+
+    module = make_module(sampler={"kind": "attentive", "cost": "latency", "prior_samples": 50, "num_bins": 4})
+    assert module.sampler.middle.cost(arch) == reference("systolic_16x16_os")
+    module = make_module(hardware="systolic_32x32_ws", sampler={"kind": "attentive", "cost": "latency",
+                                                                 "prior_samples": 50, "num_bins": 4})
+    assert module.sampler.middle.cost(arch) == reference("systolic_32x32_ws")
+    module = make_module(sampler={"kind": "attentive", "cost": "latency", "hardware": "scalesim_8x8_os_calc",
                                   "prior_samples": 50, "num_bins": 4})
-    arch = module.space.max_arch()
-    reference = build_cost_model("systolic_16x16_os")(module.space, arch, num_classes=10)["latency_ms"]
-    assert module.sampler.middle.cost(arch) == pytest.approx(reference)
+    assert module.sampler.middle.cost(arch) == reference("scalesim_8x8_os_calc")
+    assert module.cost_model.name == "systolic_16x16_os"  # sampling-only override; logs stay on model.hardware
+
+
+def test_validation_logs_hardware_cost_of_the_min_and_max_subnets(tmp_path: Path) -> None:
+    """The issue's keys hw/latency_ms, hw/energy (largest subnet) and the _max/_min pairs, on the configured
+    accelerator, equal to pricing the extracted static subnets as nn.Modules (an independent trace)."""
+    module = make_module(hardware="systolic_32x32_ws", eval_archs={"mid": make_module().space.sample(
+        torch.Generator().manual_seed(3)).to_dict()})
+    trainer = make_trainer(tmp_path, limit_train_batches=1)
+    trainer.fit(module, digits())
+    metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("hw/")}
+    names = ("max", "min", "mid")
+    assert set(metrics) == {f"hw/{m}{suffix}" for m in ("latency_ms", "energy")
+                            for suffix in ("", *(f"_{n}" for n in names))}
+    exact = module.hardware_metrics()  # float64; the logged values went through float32 tensors
+    assert metrics == pytest.approx(exact, rel=1e-6)
+    cost = build_cost_model("systolic_32x32_ws")
+    for name in names:
+        arch = module.eval_archs[name]
+        traced = cost(module.net.extract(arch), (1, 3, arch.resolution, arch.resolution))
+        assert exact[f"hw/latency_ms_{name}"] == pytest.approx(traced["latency_ms"], rel=1e-9)
+        assert exact[f"hw/energy_{name}"] == pytest.approx(traced["energy"], rel=1e-9)
+    assert metrics["hw/latency_ms"] == metrics["hw/latency_ms_max"] > metrics["hw/latency_ms_min"]
+    assert metrics["hw/energy"] == metrics["hw/energy_max"] > metrics["hw/energy_min"]
+    assert not any(k.startswith("hw/") for k in make_module(hardware=None).hardware_metrics())
+
+
+@pytest.mark.parametrize("override", ["model.sampler.cost=latency", "sampler.cost=latency"])
+def test_attentivenas_recipe_composes_with_latency_binning(make_cfg, override: str) -> None:
+    """`python train.py +recipe=attentivenas model.sampler.cost=latency` (and the issue's shorthand
+    `sampler.cost=latency`) needs no `+`: the keys are in the config, the accelerator is model.hardware."""
+    import hydra
+
+    cfg = make_cfg("+recipe=attentivenas", override, "+model.sampler.prior_samples=200")
+    assert cfg.model.sampler.cost == "latency" and cfg.model.hardware == "systolic_16x16_os"
+    module = hydra.utils.instantiate(cfg.model)
+    arch = module.space.min_arch()
+    expected = build_cost_model("systolic_16x16_os")(module.space, arch, num_classes=cfg.data.num_classes)
+    assert module.sampler.middle.cost(arch) == expected["latency_ms"]
+
+
+@pytest.mark.slow
+def test_attentivenas_recipe_trains_with_latency_binning_and_logs_hardware_cost(tmp_path: Path) -> None:
+    import csv
+
+    from tests.conftest import run_cli
+
+    res = run_cli(["train.py", "+recipe=attentivenas", "model.sampler.cost=latency", f"hydra.run.dir={tmp_path}",
+                   "logger=csv", "callbacks=none", "trainer.max_epochs=1", "+trainer.limit_train_batches=2",
+                   "+trainer.limit_val_batches=1", "+trainer.limit_test_batches=1", "model.bn_calibration_batches=1",
+                   "+trainer.enable_progress_bar=false"], env={"OMP_NUM_THREADS": "1"}, timeout=900)
+    assert res.returncode == 0, res.stderr[-3000:]
+    rows = list(csv.DictReader((tmp_path / "csv" / "metrics.csv").open()))
+    val = [r for r in rows if r.get("hw/latency_ms_max")][-1]
+    assert float(val["hw/latency_ms"]) == float(val["hw/latency_ms_max"]) > float(val["hw/latency_ms_min"]) > 0
+    assert float(val["hw/energy"]) == float(val["hw/energy_max"]) > float(val["hw/energy_min"]) > 0
 
 
 @pytest.mark.parametrize("sampler, match", [
     ({"kind": "greedy"}, "unknown sampler kind"),
-    ({"kind": "attentive", "cost": "latency"}, "needs model.sampler.hardware"),
+    ({"kind": "attentive", "cost": "latency", "hardware": "tpu"}, "model.sampler.hardware: unknown hardware preset"),
+    ({"kind": "attentive", "cost": "energy", "hardware": "analytic"}, "reports only macs, params"),
     ({"kind": "attentive", "cost": "speed"}, "cost='speed' is unknown"),
     ({"kind": "uniform", "k": 3}, r"options \['k'\] only apply to sampler.kind=attentive"),
     ({"kind": "attentive", "temperature": 2}, "model.sampler"),
@@ -160,6 +230,13 @@ def test_hardware_cost_plugs_into_attentive_binning() -> None:
 def test_bad_sampler_configs_are_config_errors(sampler: dict, match: str) -> None:
     with pytest.raises(ConfigError, match=match):
         make_module(sampler=sampler)
+
+
+def test_hardware_aware_sampling_without_an_accelerator_is_a_config_error() -> None:
+    with pytest.raises(ConfigError, match="needs an accelerator: set model.hardware"):
+        make_module(hardware=None, sampler={"kind": "attentive", "cost": "latency"})
+    with pytest.raises(ConfigError, match="model.hardware: unknown hardware preset 'nope'"):
+        make_module(hardware="nope")
 
 
 def test_bad_kd_loss_options_are_config_errors() -> None:

@@ -4,7 +4,8 @@ One step: the largest subnet learns from labels (label-smoothed CE); its detache
 other sampled subnets (KL or alpha-divergence); gradients of all subnets accumulate; one clip-by-value and
 one optimizer step. Under DDP every backward but the last skips gradient sync, all ranks draw archs from
 one identically seeded generator, and attentive scores are averaged over ranks before choosing.
-Validation re-estimates BN statistics of each evaluated subnet before measuring it.
+Validation re-estimates BN statistics of each evaluated subnet before measuring it, and logs the
+latency and energy of each evaluated subnet on the configured accelerator (``effnn.hw``).
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from torch.optim import Optimizer
 from torchmetrics.classification import MulticlassAccuracy
 
 from effnn.errors import ConfigError
+from effnn.hw import CostModel, build_cost_model
 from effnn.lit.optim import build_optimizer, build_scheduler
 from effnn.nas.bn_calibration import calibration_loader, recalibrate_bn
 from effnn.nas.losses import LabelSmoothingCrossEntropy, build_kd_loss
@@ -33,21 +35,35 @@ from effnn.nas.supernet import MBNet, Supernet, resize_to
 
 #: sampler.cost names served by the hardware plugin, and the metric each reads
 HARDWARE_COSTS = {"latency": "latency_ms", "energy": "energy", "edp": "edp"}
+#: hardware metrics logged for every evaluated subnet as hw/<metric>_<name>
+HARDWARE_LOGGED = ("latency_ms", "energy")
 
 
-def build_cost(space: SearchSpace, name: str, num_classes: int, hardware: Any = None) -> CostFn:
-    """``macs`` (millions), or ``latency``/``energy``/``edp`` of ``effnn.hw.build_cost_model(hardware)``."""
+def hardware_cost_model(hardware: Any, where: str = "model.hardware") -> CostModel:
+    """``effnn.hw.build_cost_model(hardware)``, with bad presets/mappings reported as config errors."""
+    try:
+        return build_cost_model(hardware)
+    except (TypeError, ValueError) as err:
+        raise ConfigError(f"{where}: {err}") from err
+
+
+def build_cost(space: SearchSpace, name: str, num_classes: int, hardware: Any = None,
+               in_chans: int = 3) -> CostFn:
+    """``macs`` (millions), or ``latency``/``energy``/``edp`` on ``hardware`` (a preset name, a
+    ``conf/hardware``-style mapping or an ``effnn.hw`` cost model)."""
     if name == "macs":
         return macs_cost(space, num_classes)
     if name not in HARDWARE_COSTS:
         raise ConfigError(f"model.sampler.cost={name!r} is unknown; choose macs, {', '.join(HARDWARE_COSTS)}")
     if hardware is None:
-        raise ConfigError(f"model.sampler.cost={name} needs model.sampler.hardware (a preset name such as "
-                          f"systolic_16x16_os, or a conf/hardware-style mapping)")
-    from effnn.hw import build_cost_model
-
-    model, key = build_cost_model(hardware), HARDWARE_COSTS[name]
-    return lambda arch: float(model(space, arch, num_classes=num_classes)[key])
+        raise ConfigError(f"model.sampler.cost={name} needs an accelerator: set model.hardware (or "
+                          f"model.sampler.hardware) to a preset such as systolic_16x16_os or a "
+                          f"conf/hardware-style mapping")
+    model, key = hardware_cost_model(hardware, "model.sampler.hardware"), HARDWARE_COSTS[name]
+    if key not in model.metric_names:
+        raise ConfigError(f"model.sampler.cost={name} needs a hardware model that reports {key}; "
+                          f"{model.name!r} reports only {', '.join(model.metric_names)}")
+    return lambda arch: float(model.score_sections(space.workload_sections(arch, num_classes, in_chans))[key])
 
 
 def check_ddp_strategy(strategy: Any) -> None:
@@ -62,9 +78,12 @@ class SupernetModule(L.LightningModule):
     """Trains every subnet of ``space`` at once; logs train/loss, val/acc_max, val/acc_min, val/acc, test/acc.
 
     ``sampler``: ``kind`` (uniform | attentive), ``num_middle``, ``seed`` and, for attentive, ``k``, ``mode``
-    (best | worst), ``cost`` (macs | latency | energy | edp), ``hardware``, ``bin_width``/``num_bins``,
-    ``prior_samples``. ``kd_loss``: ``name`` (alpha | kl) plus that loss's options.
-    ``eval_archs`` maps names to extra archs (AlphaNet YAML dicts) evaluated as ``val/acc_<name>``.
+    (best | worst), ``cost`` (macs | latency | energy | edp), ``hardware`` (default: the module's),
+    ``bin_width``/``num_bins``, ``prior_samples``. ``kd_loss``: ``name`` (alpha | kl) plus that loss's
+    options. ``eval_archs`` maps names to extra archs (AlphaNet YAML dicts) evaluated as ``val/acc_<name>``.
+    ``hardware`` (an ``effnn.hw`` preset name or ``conf/hardware``-style mapping; None: off) prices every
+    evaluated subnet: ``hw/latency_ms_<name>``, ``hw/energy_<name>`` and, for the largest subnet,
+    ``hw/latency_ms`` and ``hw/energy``, logged with each validation and test.
     """
 
     def __init__(self, optimizer: Callable[..., Optimizer], num_classes: int, space: str = "tiny32",
@@ -73,7 +92,8 @@ class SupernetModule(L.LightningModule):
                  grad_clip_value: float | None = 1.0, scheduler: Mapping[str, Any] | None = None,
                  dropout: float = 0.0, bn_calibration_batches: int = 16,
                  eval_archs: Mapping[str, Mapping[str, Any]] | None = None,
-                 channels_last: bool = False) -> None:
+                 channels_last: bool = False, hardware: str | Mapping[str, Any] | None = "systolic_16x16_os"
+                 ) -> None:
         super().__init__()
         self.save_hyperparameters(ignore=["optimizer"], logger=False)
         self.automatic_optimization = False
@@ -93,6 +113,9 @@ class SupernetModule(L.LightningModule):
         except (TypeError, ValueError) as err:
             raise ConfigError(f"model.kd_loss: {err} (alpha takes alpha_min, alpha_max, iw_clip; "
                               f"kl takes temperature)") from err
+        #: the accelerator evaluated subnets are priced on (and the default for hardware-aware sampling)
+        self.cost_model: CostModel | None = None if hardware is None else hardware_cost_model(hardware)
+        self.num_classes, self.in_chans = num_classes, in_chans
         self.sampler, self.arch_seed = self._build_sampler(dict(sampler or {}), num_classes)
         #: one generator, seeded identically on every rank: all ranks draw the same archs
         self.arch_rng = torch.Generator().manual_seed(self.arch_seed)
@@ -109,6 +132,7 @@ class SupernetModule(L.LightningModule):
         self.test_acc = nn.ModuleDict({n: MulticlassAccuracy(num_classes, average="micro")
                                        for n in self.eval_archs})
         self._eval_models: dict[str, MBNet] = {}
+        self._hardware_metrics: dict[str, float] | None = None
         #: archs of the last training step (max, middle..., min) and, for attentive sampling, this rank's
         #: own candidate scores before averaging over ranks; kept for logging and tests
         self.last_archs: tuple[Arch, ...] = ()
@@ -121,7 +145,8 @@ class SupernetModule(L.LightningModule):
         cost_name, hardware = cfg.pop("cost", "macs"), cfg.pop("hardware", None)
         try:
             if kind == "attentive":
-                cost = build_cost(self.space, cost_name, num_classes, hardware)
+                cost = build_cost(self.space, cost_name, num_classes,
+                                  self.cost_model if hardware is None else hardware, self.in_chans)
                 return build_sampler(self.space, kind, num_middle, cost, seed=seed, **cfg), seed
             if cfg or cost_name != "macs" or hardware is not None:
                 extra = sorted(cfg) + (["cost"] if cost_name != "macs" else [])
@@ -234,6 +259,22 @@ class SupernetModule(L.LightningModule):
         for name, model in self._eval_models.items():
             metrics[name].update(model(self._inputs(x, self.eval_archs[name].resolution)), y)
 
+    def hardware_metrics(self) -> dict[str, float]:
+        """``hw/<metric>_<name>`` of every evaluated subnet on ``hardware`` (+ ``hw/<metric>`` of the
+        largest); empty without hardware. Deterministic, so computed once and logged by every rank alike."""
+        if self._hardware_metrics is None:
+            self._hardware_metrics = {}
+            if self.cost_model is not None:
+                for name, arch in self.eval_archs.items():
+                    sections = self.space.workload_sections(arch, self.num_classes, self.in_chans)
+                    scored = self.cost_model.score_sections(sections)
+                    for key in HARDWARE_LOGGED:
+                        if key in scored:
+                            self._hardware_metrics[f"hw/{key}_{name}"] = scored[key]
+                            if name == "max":
+                                self._hardware_metrics[f"hw/{key}"] = scored[key]
+        return self._hardware_metrics
+
     def _log_eval(self, stage: str, metrics: nn.ModuleDict) -> None:
         for name, metric in metrics.items():
             value = metric.compute()  # torchmetrics syncs over ranks
@@ -241,6 +282,8 @@ class SupernetModule(L.LightningModule):
             if name == "max":
                 self.log(f"{stage}/acc", value)
             metric.reset()
+        for key, value in self.hardware_metrics().items():
+            self.log(key, value)
         self._eval_models = {}
 
     def on_validation_epoch_start(self) -> None:
