@@ -5,6 +5,7 @@ from effnn.hw.cost import (
     AnalyticCostModel,
     CostModel,
     SystolicCostModel,
+    WorkloadSection,
     build_cost_model,
     hardware_preset,
     hardware_preset_names,
@@ -17,7 +18,7 @@ from effnn.hw.workload import extract_workload
 
 __all__ = [
     "DATAFLOWS", "AnalyticCostModel", "ConvLayer", "CostModel", "EnergyTable", "GemmLayer", "Layer",
-    "LayerCost", "SystolicArray", "SystolicCostModel", "build_cost_model", "energy_table_names",
+    "LayerCost", "SystolicArray", "SystolicCostModel", "WorkloadSection", "build_cost_model", "energy_table_names",
     "extract_workload", "hardware_preset", "hardware_preset_names", "load_energy_table",
     "read_scalesim_config", "read_scalesim_topology",
 ]

@@ -256,8 +256,9 @@ class SystolicCostModel(CostModel):
 
     def _group_counts(self, rows: list[int]) -> tuple[list[float], dict[int, list[float]]]:
         """(summed counts, summed counts per bit-width group) of some cached layer rows."""
-        counts = self._counts[rows]
-        groups = self._layer_group[rows]
+        index = np.asarray(rows)
+        counts = self._counts[index]
+        groups = self._layer_group[index]
         total = counts.sum(axis=0).tolist()
         if (groups == groups[0]).all():
             return total, {int(groups[0]): total}
