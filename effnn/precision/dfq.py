@@ -32,7 +32,13 @@ from effnn.precision.modules import LayerQuantizer
 from effnn.precision.quantizers import check_bits
 from effnn.precision.schedules import bitops_per_mac
 from effnn.precision.state import PrecisionState
-from effnn.precision.swap import FullPrecision, QuantizationConfig, candidate_layers, is_quantizable
+from effnn.precision.swap import (
+    FullPrecision,
+    QuantizationConfig,
+    candidate_layers,
+    is_quantizable,
+    stored_weight,
+)
 
 DEFAULT_FWD_BITS = (3, 4, 4, 6, 6)
 DEFAULT_GRAD_BITS = (6, 6, 8, 8, 12)
@@ -82,12 +88,6 @@ class DFQController:
             return None
         return sum(self.share(i) * c for i, c in self.block_costs.items())  # type: ignore[return-value]
 
-    def choice_frequencies(self) -> torch.Tensor | None:
-        """MAC-weighted fraction of samples that took each candidate at the last forward."""
-        if not self.block_choices:
-            return None
-        return sum(self.share(i) * f for i, f in self.block_choices.items())  # type: ignore[return-value]
-
     def cost_gradient(self, index: int, batch: int, device: torch.device) -> torch.Tensor:
         """d(regularizer)/d(mask) for one block: beta * sign(realised - target) * share * cost_k / N."""
         realised = self.realised_cost()
@@ -123,10 +123,8 @@ def _count_macs(block: nn.Module, run: Callable[[], torch.Tensor]) -> tuple[floa
     total = [0.0]
 
     def hook(layer: nn.Module, args: Any, out: Any) -> None:
-        weight = (layer.parametrizations.weight.original if hasattr(layer, "parametrizations")
-                  else layer.weight)
         if isinstance(out, torch.Tensor) and out.dim() >= 2:
-            total[0] += out[0].numel() * weight[0].numel()
+            total[0] += out[0].numel() * stored_weight(layer)[0].numel()
 
     handles = [m.register_forward_hook(hook) for _, m in candidate_layers(block)]
     try:
@@ -185,8 +183,7 @@ def _block_in_channels(block: nn.Module) -> int:
     if not layers:
         raise ValueError(f"block {type(block).__name__} has no conv/linear layer to infer its input channels")
     layer = layers[0][1]
-    weight = layer.parametrizations.weight.original if hasattr(layer, "parametrizations") else layer.weight
-    return int(weight.shape[1]) * int(getattr(layer, "groups", 1))
+    return int(stored_weight(layer).shape[1]) * int(getattr(layer, "groups", 1))
 
 
 def find_blocks(model: nn.Module, patterns: Sequence[str] | None = None) -> list[str]:
@@ -278,8 +275,7 @@ class DynamicFractionalQuantization(PrecisionCallback):
         if existing is not None:
             self.controller = existing
         elif fresh:
-            assert self.state is not None
-            self.gated = add_precision_gates(root, self.state, self.controller, self.blocks, self.tau)
+            self.gated = add_precision_gates(root, self._require_state(), self.controller, self.blocks, self.tau)
             rank_zero_info(f"DFQ: gated {len(self.gated)} blocks ({', '.join(self.gated)}); candidates "
                            f"{self.controller.candidates}")
         self.controller.target = self.targets[self.schedule.stage]

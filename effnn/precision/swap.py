@@ -69,19 +69,19 @@ class QuantizationConfig:
         raise TypeError(f"quantization config must be a QuantizationConfig or a mapping, got {type(value)}")
 
 
+def stored_weight(module: nn.Module) -> nn.Parameter | None:
+    """The ``weight`` Parameter a layer trains (under a parametrization, the unquantized original)."""
+    if parametrize.is_parametrized(module, "weight"):
+        return module.parametrizations.weight.original
+    weight = getattr(module, "weight", None)
+    return weight if isinstance(weight, nn.Parameter) else None
+
+
 def is_quantizable(module: nn.Module) -> bool:
     """A layer with a 2-D (linear) or 4-D (conv) weight Parameter; embeddings are lookups, not MACs."""
-    weight = getattr(module, "weight", None)
-    if parametrize.is_parametrized(module, "weight"):
-        weight = module.parametrizations.weight.original
-    return (isinstance(weight, nn.Parameter) and weight.dim() in (2, 4)
+    weight = stored_weight(module)
+    return (weight is not None and weight.dim() in (2, 4)
             and not isinstance(module, nn.Embedding | nn.EmbeddingBag))
-
-
-def _weight_dim(module: nn.Module) -> int:
-    if parametrize.is_parametrized(module, "weight"):
-        return module.parametrizations.weight.original.dim()
-    return module.weight.dim()
 
 
 def candidate_layers(model: nn.Module) -> list[tuple[str, nn.Module]]:
@@ -115,7 +115,7 @@ def classifier_name(model: nn.Module, layers: list[tuple[str, nn.Module]]) -> st
         for name, module in layers:
             if module is head:
                 return name
-    if layers and _weight_dim(layers[-1][1]) == 2:
+    if layers and stored_weight(layers[-1][1]).dim() == 2:
         return layers[-1][0]
     return None
 
@@ -169,8 +169,7 @@ def quantize_model(model: nn.Module, config: QuantizationConfig | Mapping[str, A
         if config.weights:
             parametrize.register_parametrization(layer, "weight", WeightFakeQuant(state), unsafe=True)
         quantizer = LayerQuantizer(state, config.act_momentum, config.activations, config.gradients)
-        weight = layer.parametrizations.weight.original if config.weights else layer.weight
-        quantizer.to(weight.device)
+        quantizer.to(stored_weight(layer).device)
         layer.add_module(QUANTIZER_ATTR, quantizer)
         quantizer.attach(layer)
         layer.hw_bits = quantizer.hw_bits  # bit-aware hardware cost (effnn.hw reads ``hw_bits``)
@@ -199,4 +198,4 @@ def layer_bitwidths(model: nn.Module) -> dict[str, tuple[int, int]]:
 
 __all__ = ["FullPrecision", "QuantizationConfig", "candidate_layers", "classifier_name", "dequantize_model",
            "find_precision_state", "is_quantizable", "layer_bitwidths", "quantize_model", "quantized_layers",
-           "select_layers"]
+           "select_layers", "stored_weight"]
