@@ -258,8 +258,10 @@ class SystolicCostModel(CostModel):
         """(summed counts, summed counts per bit-width group) of some cached layer rows."""
         index = np.asarray(rows)
         counts = self._counts[index]
-        groups = self._layer_group[index]
         total = counts.sum(axis=0).tolist()
+        if len(self._groups) == 1:  # every layer seen so far has the same bit-widths
+            return total, {0: total}
+        groups = self._layer_group[index]
         if (groups == groups[0]).all():
             return total, {int(groups[0]): total}
         return total, {int(g): counts[groups == g].sum(axis=0).tolist() for g in np.unique(groups)}
