@@ -13,7 +13,7 @@ from hydra.types import RunMode
 from omegaconf import DictConfig
 
 from effnn.errors import EffnnError
-from effnn.overrides import check_overrides
+from effnn.overrides import check_overrides, one_line_errors
 from effnn.recipes import check_recipes
 
 ROOT = Path(__file__).resolve().parent
@@ -42,10 +42,7 @@ def main(cfg: DictConfig) -> float | None:
 
 
 if __name__ == "__main__":
-    try:
+    with one_line_errors():
         check_recipes(sys.argv[1:], ROOT / "recipes")
         check_overrides(sys.argv[1:], ROOT / "conf")
-    except EffnnError as err:
-        print(f"error: {err}", file=sys.stderr)
-        sys.exit(2)
     main()

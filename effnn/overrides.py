@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import sys
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 
-from effnn.errors import ConfigError
+from effnn.errors import ConfigError, EffnnError
 
 # Hydra flags that take a value (the value is not an override)
 _FLAGS_WITH_VALUE = {"--cfg", "-c", "--package", "-p", "--config-name", "-cn", "--config-path", "-cp",
@@ -69,3 +71,27 @@ def check_overrides(argv: Sequence[str], config_dir: str | Path, default_config:
             raise ConfigError(f"unknown config key {key!r}: it is not in the config; to add a new key write "
                               f"+{key}=VALUE, or check the spelling with `python train.py --cfg job`") from err
         raise ConfigError(text) from err
+
+
+# flags after which Hydra prints help/config instead of running, so required keys are not required
+INFO_FLAGS = {"--help", "-h", "--hydra-help", "--cfg", "-c", "--info", "-i"}
+
+
+def require_keys(argv: Sequence[str], required: Sequence[str], usage: str) -> None:
+    """Raise ConfigError naming the missing ``key=`` arguments (a one-line usage instead of Hydra's traceback)."""
+    if any(arg.split("=", 1)[0] in INFO_FLAGS for arg in argv):
+        return
+    given = {arg.split("=", 1)[0].lstrip("+") for arg in split_argv(argv)[0] if "=" in arg}
+    missing = [k for k in required if k not in given]
+    if missing:
+        raise ConfigError(f"missing {' and '.join(f'{k}=' for k in missing)}; usage: {usage}")
+
+
+@contextmanager
+def one_line_errors() -> Iterator[None]:
+    """Report an EffnnError as ``error: ...`` on stderr and exit 2: what every effnn CLI does with bad input."""
+    try:
+        yield
+    except EffnnError as err:
+        print(f"error: {err}", file=sys.stderr)
+        sys.exit(2)

@@ -18,40 +18,22 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from effnn.errors import ConfigError, EffnnError  # noqa: E402
-from effnn.overrides import check_overrides, split_argv  # noqa: E402
+from effnn.overrides import check_overrides, one_line_errors, require_keys  # noqa: E402
 
-INFO_FLAGS = {"--help", "-h", "--hydra-help", "--cfg", "-c", "--info", "-i"}
 REQUIRED = ("ckpt", "arch", "out")
-
-
-def check_required(argv: list[str]) -> None:
-    """ckpt=, arch= and out= are mandatory; say so in one line instead of Hydra's traceback."""
-    if any(arg.split("=", 1)[0] in INFO_FLAGS for arg in argv):
-        return
-    given = {arg.split("=", 1)[0].lstrip("+") for arg in split_argv(argv)[0] if "=" in arg}
-    missing = [k for k in REQUIRED if k not in given]
-    if missing:
-        raise ConfigError(f"missing {' and '.join(f'{k}=' for k in missing)}; usage: python tools/export.py "
-                          f"ckpt=RUN_DIR/checkpoints/last.ckpt arch=SEARCH_DIR/archs/pareto_000.yaml out=DIR")
+USAGE = "python tools/export.py ckpt=RUN_DIR/checkpoints/last.ckpt arch=SEARCH_DIR/archs/pareto_000.yaml out=DIR"
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="export")
 def main(cfg: DictConfig) -> None:
     from effnn.export.app import run_export  # heavy imports only once the run starts
 
-    try:
+    with one_line_errors():
         run_export(cfg)
-    except EffnnError as err:
-        print(f"error: {err}", file=sys.stderr)
-        sys.exit(2)
 
 
 if __name__ == "__main__":
-    try:
-        check_required(sys.argv[1:])
+    with one_line_errors():
+        require_keys(sys.argv[1:], REQUIRED, USAGE)
         check_overrides(sys.argv[1:], ROOT / "conf", default_config="export")
-    except EffnnError as err:
-        print(f"error: {err}", file=sys.stderr)
-        sys.exit(2)
     main()

@@ -23,7 +23,8 @@ from omegaconf import DictConfig, OmegaConf
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from effnn.errors import ConfigError, EffnnError  # noqa: E402
+from effnn.errors import ConfigError  # noqa: E402
+from effnn.overrides import one_line_errors  # noqa: E402
 from effnn.recipes import check_recipes  # noqa: E402
 
 if TYPE_CHECKING:
@@ -136,20 +137,14 @@ def run(cfg: DictConfig) -> RangeTestResult:
 
 @hydra.main(version_base="1.3", config_path=str(ROOT / "conf"), config_name="config")
 def main(cfg: DictConfig) -> None:
-    try:
-        run(cfg)
-    except EffnnError as err:
-        print(f"error: {err}", file=sys.stderr)
-        sys.exit(2)
-    except ValueError as err:
-        print(f"error: {err}", file=sys.stderr)
-        sys.exit(2)
+    with one_line_errors():
+        try:
+            run(cfg)
+        except ValueError as err:  # bit-widths and schedule options are validated with ValueError
+            raise ConfigError(str(err)) from err
 
 
 if __name__ == "__main__":
-    try:
+    with one_line_errors():
         check_recipes(sys.argv[1:], ROOT / "recipes")
-    except EffnnError as err:
-        print(f"error: {err}", file=sys.stderr)
-        sys.exit(2)
     main()
