@@ -9,26 +9,45 @@ from typing import Any
 import hydra
 import lightning as L
 import torch
+from hydra.errors import InstantiationException
 from lightning.pytorch.callbacks import Callback, LearningRateMonitor
 from lightning.pytorch.loggers import Logger
 from omegaconf import DictConfig
 
-from effnn.errors import CheckpointError
+from effnn.errors import CheckpointError, ConfigError, EffnnError
 from effnn.lit.checkpoint_io import load_checkpoint_file
 
 log = logging.getLogger("effnn")
 
 
-def instantiate_group(cfg: DictConfig | None) -> list[Any]:
+def build(node: DictConfig, where: str, **kwargs: Any) -> Any:
+    """``hydra.utils.instantiate`` whose bad-value errors name the config entry, in one line.
+
+    A constructor's ValueError/TypeError (a bit-width out of range, a negative batch size) is a config
+    mistake, so it becomes a ConfigError instead of a Hydra traceback.
+    """
+    try:
+        return hydra.utils.instantiate(node, **kwargs)
+    except InstantiationException as err:
+        cause = err.__cause__
+        if isinstance(cause, EffnnError):
+            raise cause from err
+        if isinstance(cause, (ValueError, TypeError)):
+            first = (str(cause).strip().splitlines() or [type(cause).__name__])[0]
+            raise ConfigError(f"bad value in {where} ({node.get('_target_')}): {first}") from err
+        raise
+
+
+def instantiate_group(cfg: DictConfig | None, group: str) -> list[Any]:
     """Instantiate every entry of a dict-of-configs group (callbacks, loggers) that has a ``_target_``."""
     if not cfg:
         return []
     objects = []
     for name, sub in cfg.items():
         if isinstance(sub, DictConfig) and "_target_" in sub:
-            objects.append(hydra.utils.instantiate(sub))
+            objects.append(build(sub, f"{group}.{name}"))
         elif sub is not None:
-            raise ValueError(f"config entry {name!r} has no _target_; each entry must name the class to build")
+            raise ConfigError(f"config entry {group}.{name} has no _target_; each entry must name the class to build")
     return objects
 
 
@@ -56,16 +75,16 @@ def train(cfg: DictConfig) -> dict[str, float]:
     if cfg.get("seed") is not None:
         L.seed_everything(cfg.seed, workers=True, verbose=False)
 
-    datamodule: L.LightningDataModule = hydra.utils.instantiate(cfg.data)
-    model: L.LightningModule = hydra.utils.instantiate(cfg.model)
+    datamodule: L.LightningDataModule = build(cfg.data, "data")
+    model: L.LightningModule = build(cfg.model, "model")
     ckpt_path = cfg.get("ckpt_path")
     if ckpt_path:
         check_checkpoint(ckpt_path, model)
-    callbacks: list[Callback] = instantiate_group(cfg.get("callbacks"))
-    loggers: list[Logger] = instantiate_group(cfg.get("logger"))
+    callbacks: list[Callback] = instantiate_group(cfg.get("callbacks"), "callbacks")
+    loggers: list[Logger] = instantiate_group(cfg.get("logger"), "logger")
     if not loggers:  # nothing to log learning rates to; LearningRateMonitor would refuse to start
         callbacks = [c for c in callbacks if not isinstance(c, LearningRateMonitor)]
-    trainer: L.Trainer = hydra.utils.instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
+    trainer: L.Trainer = build(cfg.trainer, "trainer", callbacks=callbacks, logger=loggers or False)
 
     metrics: dict[str, float] = {}
     if cfg.get("train", True):

@@ -135,3 +135,30 @@ def test_slurm_launcher_composes(tmp_path: Path) -> None:
     launcher = full.hydra.launcher
     assert launcher._target_.endswith("SlurmLauncher")
     assert launcher.nodes == "${trainer.num_nodes}" or launcher.nodes == 2
+
+
+def test_bit_width_outside_1_to_32_is_one_line(tmp_path: Path) -> None:
+    line = _one_error_line(run_cli(["train.py", "+recipe=cpt", "callbacks.cyclic_precision.q_max=40",
+                                    f"hydra.run.dir={tmp_path}", "logger=none"]))
+    assert "callbacks.cyclic_precision" in line and "[1, 32]" in line and "40" in line
+
+
+def test_constructor_value_errors_name_the_config_entry(make_cfg) -> None:
+    from effnn.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="data.batch_size must be positive"):
+        train(make_cfg("data.batch_size=-3"))
+
+
+def test_supernet_checkpoint_from_another_space_is_rejected(make_cfg, tmp_path: Path) -> None:
+    import hydra
+
+    from effnn.pipeline import check_checkpoint
+
+    tiny = hydra.utils.instantiate(make_cfg("+recipe=alphanet").model)
+    ckpt = tmp_path / "tiny32.ckpt"
+    torch.save({"state_dict": tiny.state_dict(), "epoch": 0, "global_step": 0}, ckpt)
+    other = hydra.utils.instantiate(make_cfg("+recipe=alphanet", "model.space=attentivenas").model)
+    with pytest.raises(CheckpointError, match="does not fit this model/config: .*shape mismatches"):
+        check_checkpoint(str(ckpt), other)
+    check_checkpoint(str(ckpt), tiny)  # the same space loads
