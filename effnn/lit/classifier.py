@@ -12,7 +12,7 @@ import torch.nn.functional as F
 from torch.optim import Optimizer
 from torchmetrics.classification import MulticlassAccuracy
 
-from effnn.lit.optim import build_optimizer, build_scheduler
+from effnn.lit.optim import configure_warmup_cosine
 
 
 class ClassifierModule(L.LightningModule):
@@ -60,8 +60,4 @@ class ClassifierModule(L.LightningModule):
         self._eval_step(batch, "test", self.test_acc)
 
     def configure_optimizers(self) -> dict[str, Any]:
-        opt = build_optimizer(self.net, self.optimizer_factory)
-        total = int(self.trainer.estimated_stepping_batches)
-        per_epoch = total / max(1, self.trainer.max_epochs or 1)
-        sched = build_scheduler(opt, total, per_epoch, **self.scheduler_cfg)
-        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
+        return configure_warmup_cosine(self, self.net, self.optimizer_factory, self.scheduler_cfg)

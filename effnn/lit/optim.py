@@ -6,6 +6,7 @@ import inspect
 import math
 from collections.abc import Callable, Iterable
 
+import lightning as L
 import torch
 import torch.nn as nn
 from torch.optim import Optimizer
@@ -67,3 +68,14 @@ def build_scheduler(opt: Optimizer, total_steps: int, steps_per_epoch: float, wa
 
 def trainable(params: Iterable[torch.nn.Parameter]) -> list[torch.nn.Parameter]:
     return [p for p in params if p.requires_grad]
+
+
+def configure_warmup_cosine(module: L.LightningModule, net: nn.Module, optimizer: Callable[..., Optimizer],
+                            scheduler_cfg: dict) -> dict:
+    """What every effnn LightningModule's ``configure_optimizers`` returns: no-decay-aware groups, and a
+    per-step warmup+cosine schedule sized from the trainer's real step count."""
+    opt = build_optimizer(net, optimizer)
+    total = int(module.trainer.estimated_stepping_batches)
+    per_epoch = total / max(1, module.trainer.max_epochs or 1)
+    sched = build_scheduler(opt, total, per_epoch, **scheduler_cfg)
+    return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}

@@ -25,7 +25,7 @@ from torchmetrics.classification import MulticlassAccuracy
 
 from effnn.errors import ConfigError
 from effnn.hw import CostModel, build_cost_model
-from effnn.lit.optim import build_optimizer, build_scheduler
+from effnn.lit.optim import configure_warmup_cosine
 from effnn.nas.bn_calibration import calibration_loader, recalibrate_bn
 from effnn.nas.losses import LabelSmoothingCrossEntropy, build_kd_loss
 from effnn.nas.samplers import CostFn, SandwichSampler, build_sampler, macs_cost
@@ -219,11 +219,7 @@ class SupernetModule(L.LightningModule):
         return max_loss + kd_mean
 
     def configure_optimizers(self) -> dict[str, Any]:
-        opt = build_optimizer(self.net, self.optimizer_factory)
-        total = int(self.trainer.estimated_stepping_batches)
-        per_epoch = total / max(1, self.trainer.max_epochs or 1)
-        sched = build_scheduler(opt, total, per_epoch, **self.scheduler_cfg)
-        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
+        return configure_warmup_cosine(self, self.net, self.optimizer_factory, self.scheduler_cfg)
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         checkpoint["nas_arch_rng_state"] = self.arch_rng.get_state()
