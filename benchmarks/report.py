@@ -78,14 +78,20 @@ def markdown_table(columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> str
     return "\n".join(lines)
 
 
-def markdown_report(meta: Mapping[str, Any], speed: Mapping[str, Mapping[str, Any]],
+def markdown_report(invocations: Sequence[Mapping[str, Any]], speed: Mapping[str, Mapping[str, Any]],
                     claims: Mapping[str, Mapping[str, Any]]) -> str:
     """All tables as Markdown (``results/report.md``), to read or paste into docs/benchmarks.md."""
-    parts = [f"# effnn benchmark results ({meta.get('mode')})", "",
-             f"Command: `{meta.get('command')}`  ", f"Machine: {meta.get('machine')}  ",
-             f"Wall time: {meta.get('wall_s', 0) / 60:.1f} min", "", "## Summary", "",
-             markdown_table(["benchmark", "status", "result", "claim"], summary_rows(speed, claims)), "",
-             "## Speed", ""]
+    last = invocations[-1] if invocations else {}
+    parts = [f"# effnn benchmark results ({last.get('mode')})", ""]
+    for inv in invocations:
+        machine = inv.get("machine", {})
+        load = machine.get("load_avg_at_start")
+        load_text = f", load average {' '.join(f'{x:.1f}' for x in load)}" if load else ""
+        parts.append(f"- `{inv.get('command')}` at {inv.get('started')} (commit {machine.get('git_commit', '')[:10]}"
+                     f"{load_text}): {inv.get('wall_s', 0) / 60:.1f} min on {inv.get('machine_str')}")
+    parts += ["", "## Summary", "",
+              markdown_table(["benchmark", "status", "result", "claim"], summary_rows(speed, claims)), "",
+              "## Speed", ""]
     for entry in speed.values():
         parts += [f"### {entry['name']} (`{entry.get('command', entry['script'])}`)", "", entry["measures"], "",
                   markdown_table(["benchmark", "ratio", "value"], speed_rows(entry)), ""]
@@ -101,6 +107,8 @@ def markdown_report(meta: Mapping[str, Any], speed: Mapping[str, Mapping[str, An
             parts.append(f"- note: {note}")
         for failure in entry.get("failures", []):
             parts.append(f"- failed run: {failure}")
+        if entry.get("notes") or entry.get("failures"):
+            parts.append("")
     return "\n".join(parts) + "\n"
 
 
@@ -244,11 +252,14 @@ def plot_speed(speed: Mapping[str, Mapping[str, Any]], out_dir: Path) -> Path | 
     fig, ax = plt.subplots(figsize=(8, 0.45 * len(items) + 1.2))
     try:
         labels, values = zip(*items)
-        ax.barh(range(len(items)), values, color="C0")
+        ax.barh(range(len(items)), values, color="C0")  # no good/bad colours: some ratios are better high
         ax.axvline(1.0, color="k", lw=0.8)
+        ax.set_xscale("log")  # ratios span 0.05x .. 1e5x
+        for i, v in enumerate(values):
+            ax.text(v, i, f" {v:.3g}", va="center", fontsize=8)
         ax.set_yticks(range(len(items)), labels, fontsize=8)
         ax.invert_yaxis()
-        ax.set_xlabel("ratio (x)")
+        ax.set_xlabel("ratio (x, log scale; 1 = parity)")
         ax.set_title("effnn speed ratios (median of repeats, measured side by side)")
         fig.tight_layout()
         return _save(fig, out_dir / "speed_ratios.png")

@@ -14,11 +14,12 @@ in the repo yet -- is not a failure).
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import datetime as dt
+import json
 import os
 import platform
 import shlex
-import shutil
 import subprocess
 import sys
 import time
@@ -33,7 +34,7 @@ for _path in (BENCH_DIR, ROOT):
 
 import report  # noqa: E402
 import speed  # noqa: E402
-from claims import CLAIMS, get_budget, run_claims  # noqa: E402
+from claims import CLAIMS, Budget, get_budget, run_claims  # noqa: E402
 from rich.console import Console  # noqa: E402
 from rich.progress import Progress  # noqa: E402
 
@@ -93,13 +94,37 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         help="results directory (default benchmarks/results, or benchmarks/results/MODE)")
     parser.add_argument("--work-dir", type=Path, default=None,
                         help="where training runs write (default OUT/.runs); kept for --resume")
-    parser.add_argument("--resume", action="store_true", help="reuse finished training runs in the work dir")
+    parser.add_argument("--resume", action="store_true",
+                        help="reuse finished training runs in the work dir (default: retrain the runs the chosen "
+                             "claims need; other stored runs are left alone)")
+    parser.add_argument("--set", dest="budget_overrides", action="append", default=[], metavar="FIELD=VALUE",
+                        help="change one field of the mode's budget, e.g. --set supernet_epochs=24 (repeatable; "
+                             f"fields: {', '.join(f.name for f in dataclasses.fields(Budget) if f.name != 'name')})")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars (logs, CI)")
+    parser.add_argument("--report-only", action="store_true",
+                        help="run nothing: rebuild report.md, summary.json and the plots from the JSON in OUT")
     args = parser.parse_args(argv)
     args.mode = "smoke" if args.smoke else "quick" if args.quick else "full"
     if args.jobs < 1:
         parser.error(f"--jobs must be >= 1, got {args.jobs}")
     return args
+
+
+def budget_with(budget: Budget, overrides: list[str]) -> Budget:
+    """``budget`` with ``FIELD=VALUE`` overrides applied; its name records them (results say what ran)."""
+    if not overrides:
+        return budget
+    fields = {f.name: f for f in dataclasses.fields(Budget) if f.name not in ("name", "default_seeds")}
+    changes: dict[str, Any] = {}
+    for item in overrides:
+        key, sep, value = item.partition("=")
+        if not sep or key not in fields:
+            raise SystemExit(f"error: --set {item!r}: expected FIELD=VALUE with FIELD one of {', '.join(fields)}")
+        try:
+            changes[key] = None if value.lower() == "none" else int(value)
+        except ValueError:
+            raise SystemExit(f"error: --set {item!r}: {key} takes an integer (or none)") from None
+    return dataclasses.replace(budget, name=f"{budget.name} ({', '.join(overrides)})", **changes)
 
 
 def select(only: str | None) -> tuple[set[str], list[str]]:
@@ -120,16 +145,17 @@ def select(only: str | None) -> tuple[set[str], list[str]]:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     console = Console()
-    budget = get_budget(args.mode)
+    budget = budget_with(get_budget(args.mode), args.budget_overrides)
     seeds = tuple(args.seeds) if args.seeds else budget.default_seeds
-    out = args.out or (BENCH_DIR / "results" if args.mode == "full" else BENCH_DIR / "results" / args.mode)
+    # a changed budget never overwrites the reference results
+    subdir = "custom" if args.budget_overrides else "" if args.mode == "full" else args.mode
+    default_out = BENCH_DIR / "results" / subdir
+    out = args.out or default_out
     work_dir = args.work_dir or out / ".runs"
-    if work_dir.exists() and not args.resume:
-        shutil.rmtree(work_dir / "runs", ignore_errors=True)
-    speed_names, claim_keys = select(args.only)
+    speed_names, claim_keys = (set(), []) if args.report_only else select(args.only)
     out.mkdir(parents=True, exist_ok=True)
     command = shlex.join(["python", "benchmarks/run_all.py", *(sys.argv[1:] if argv is None else argv)])
-    meta = {"mode": args.mode, "command": command, "seeds": list(seeds), "jobs": args.jobs,
+    meta = {"mode": args.mode, "budget": budget.name, "command": command, "seeds": list(seeds), "jobs": args.jobs,
             "started": dt.datetime.now().isoformat(timespec="seconds"), "machine": machine_info()}
     m = meta["machine"]
     console.print(f"[bold]effnn benchmarks[/bold] ({args.mode}, seeds {list(seeds)}, {args.jobs} jobs) on "
@@ -142,6 +168,7 @@ def main(argv: list[str] | None = None) -> int:
             speed_results = speed.run_speed_benches(args.mode, out / "logs", SPEED_TIMEOUT_S[args.mode],
                                                     speed_names, bar)
         for name, entry in speed_results.items():
+            entry["mode"] = args.mode
             atomic_write_json(out / f"speed_{name}.json", entry)
             console.print(report.rich_table(f"Speed: {name} ({entry['measures']})", ["benchmark", "ratio", "value"],
                                             report.speed_rows(entry)))
@@ -150,7 +177,8 @@ def main(argv: list[str] | None = None) -> int:
     claim_results: dict[str, dict[str, Any]] = {}
     if claim_keys:
         claims_start = time.perf_counter()
-        claim_results = run_claims(claim_keys, budget, seeds, args.jobs, work_dir, progress=not args.no_progress)
+        claim_results = run_claims(claim_keys, budget, seeds, args.jobs, work_dir, progress=not args.no_progress,
+                                   fresh=not args.resume)
         meta["claims_s"] = time.perf_counter() - claims_start
         for key, entry in claim_results.items():
             atomic_write_json(out / f"claim{entry['claim']}_{key}.json", entry)
@@ -162,23 +190,63 @@ def main(argv: list[str] | None = None) -> int:
                 console.print(f"  note: {note}")
             for failure in entry.get("failures", []):
                 console.print(f"  [red]failed run[/red] {failure}")
-            plot = report.plot_claim(entry, out)
-            if plot is not None:
-                entry["plot"] = plot.name
-                atomic_write_json(out / f"claim{entry['claim']}_{key}.json", entry)
 
-    speed_plot = report.plot_speed(speed_results, out)
     meta["wall_s"] = time.perf_counter() - start
     meta["machine_str"] = f"{m['nproc']} x {m['cpu']}, {m['mem_gib']} GiB, torch {m['torch']}, Python {m['python']}"
-    summary = {**meta, "machine": m, "speed_plot": speed_plot.name if speed_plot else None,
-               "rows": report.summary_rows(speed_results, claim_results)}
+    # the report covers every benchmark of this mode in OUT: results of earlier --only runs are kept
+    all_speed, all_claims = earlier_results(out, args.mode)
+    all_speed.update(speed_results)
+    all_claims.update(claim_results)
+    all_claims = dict(sorted(all_claims.items(), key=lambda kv: kv[1]["claim"]))
+    for key, entry in all_claims.items():
+        plot = report.plot_claim(entry, out)
+        if plot is not None and entry.get("plot") != plot.name:
+            entry["plot"] = plot.name
+            atomic_write_json(out / f"claim{entry['claim']}_{key}.json", entry)
+    speed_plot = report.plot_speed(all_speed, out)
+    invocations = [*earlier_invocations(out, args.mode, speed_names, claim_keys),
+                   *([] if args.report_only else [meta])]
+    summary = {"mode": args.mode, "invocations": invocations, "speed_plot": speed_plot.name if speed_plot else None,
+               "rows": report.summary_rows(all_speed, all_claims)}
     atomic_write_json(out / "summary.json", summary)
-    atomic_write_text(out / "report.md", report.markdown_report({**meta, "machine": meta["machine_str"]},
-                                                                speed_results, claim_results))
-    console.print(report.summary_table(speed_results, claim_results))
+    atomic_write_text(out / "report.md", report.markdown_report(invocations, all_speed, all_claims))
+    console.print(report.summary_table(all_speed, all_claims))
     console.print(f"wall time {meta['wall_s'] / 60:.1f} min; results in {out}")
     bad = [e for e in (*speed_results.values(), *claim_results.values()) if e.get("status") in ("failed", "partial")]
     return 1 if bad else 0
+
+
+def earlier_results(out: Path, mode: str) -> tuple[dict[str, dict[str, Any]], dict[str, dict[str, Any]]]:
+    """Speed and claim results an earlier run of the same mode left in ``out``."""
+    speed_results, claim_results = {}, {}
+    for bench in speed.SPEED_BENCHES:
+        path = out / f"speed_{bench.name}.json"
+        if path.is_file():
+            entry = json.loads(path.read_text())
+            if entry.get("mode") == mode:
+                speed_results[bench.name] = entry
+    for claim in CLAIMS.values():
+        path = out / f"claim{claim.number}_{claim.key}.json"
+        if path.is_file():
+            entry = json.loads(path.read_text())
+            if entry.get("budget") == mode:
+                claim_results[claim.key] = entry
+    return speed_results, claim_results
+
+
+def earlier_invocations(out: Path, mode: str, speed_names: set[str], claim_keys: list[str]) -> list[dict[str, Any]]:
+    """The earlier invocations whose results the report still shows (same mode, not entirely redone now)."""
+    path = out / "summary.json"
+    if not path.is_file():
+        return []
+    try:
+        summary = json.loads(path.read_text())
+    except json.JSONDecodeError:
+        return []
+    if summary.get("mode") != mode:
+        return []
+    redone_all = speed_names == {b.name for b in speed.SPEED_BENCHES} and set(claim_keys) == set(CLAIMS)
+    return [] if redone_all else list(summary.get("invocations", []))
 
 
 if __name__ == "__main__":

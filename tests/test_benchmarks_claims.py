@@ -157,3 +157,17 @@ def test_failed_run_is_reported_with_its_log(tmp_path: Path) -> None:
     result = run_specs([bad], tmp_path, progress=False, isolate=False)[bad]
     assert not result.ok and "learning rate" in result.error.lower()
     assert "Traceback" in Path(result.log_path).read_text()
+
+
+def test_stored_results_are_reused_unless_fresh(tmp_path: Path) -> None:
+    spec = RunSpec("cpt", ("trainer.max_epochs=1", "model.optimizer.lr=-1"), 0)
+    stored = tmp_path / "runs" / spec.key / "result.json"
+    stored.parent.mkdir(parents=True)
+    stored.write_text('{"metrics": {"test/acc": 0.5}, "wall_s": 1.0}')
+    assert run_specs([spec], tmp_path, progress=False, isolate=False)[spec].metric("test/acc") == 0.5
+    other = tmp_path / "runs" / "unrelated-run" / "result.json"
+    other.parent.mkdir()
+    other.write_text("{}")
+    again = run_specs([spec], tmp_path, progress=False, isolate=False, fresh=True)[spec]
+    assert not again.ok and not stored.exists()  # retrained (and this config fails)
+    assert other.exists()  # runs of other claims are left alone

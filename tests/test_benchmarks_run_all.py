@@ -26,6 +26,17 @@ def test_only_selects_and_rejects_names() -> None:
         run_all.select("cpt,nope")
 
 
+def test_budget_overrides_change_fields_and_name() -> None:
+    base = run_all.get_budget("quick")
+    changed = run_all.budget_with(base, ["supernet_epochs=24", "limit_train_batches=none"])
+    assert changed.supernet_epochs == 24 and changed.limit_train_batches is None
+    assert changed.precision_epochs == base.precision_epochs and "supernet_epochs=24" in changed.name
+    with pytest.raises(SystemExit, match="FIELD=VALUE"):
+        run_all.budget_with(base, ["epochs=3"])
+    with pytest.raises(SystemExit, match="integer"):
+        run_all.budget_with(base, ["supernet_epochs=many"])
+
+
 def test_missing_speed_script_is_reported_not_faked(tmp_path: Path) -> None:
     bench = speed.SpeedBench("ghost", "bench_does_not_exist.py", "nothing")
     entry = speed.run_speed_bench(bench, "smoke", tmp_path, timeout=10)
@@ -45,7 +56,8 @@ def test_run_all_smoke_speed_bench_writes_results(tmp_path: Path) -> None:
         assert a["subnets_per_s"] == pytest.approx(1000.0 / a["total_ms"])
     assert entry["ratios"]["max arch / min arch time"] == pytest.approx(archs[-1]["total_ms"] / archs[0]["total_ms"])
     summary = json.loads((tmp_path / "summary.json").read_text())
-    assert summary["mode"] == "smoke" and summary["machine"]["nproc"] >= 1 and summary["machine"]["torch"]
+    machine = summary["invocations"][-1]["machine"]
+    assert summary["mode"] == "smoke" and machine["nproc"] >= 1 and machine["torch"]
     assert "| speed: bn_calibration | ok |" in (tmp_path / "report.md").read_text()
     assert (tmp_path / "speed_ratios.png").stat().st_size > 0
 

@@ -30,10 +30,11 @@ def _header(claim: Claim, budget: Budget, seeds: Sequence[int]) -> dict[str, Any
 
 def run_claims(keys: Sequence[str], budget: Budget | str = "quick", seeds: Sequence[int] | None = None,
                jobs: int = 1, work_dir: Path | None = None, progress: bool = True,
-               isolate: bool = True) -> dict[str, dict[str, Any]]:
+               isolate: bool = True, fresh: bool = False) -> dict[str, dict[str, Any]]:
     """Reproduce the claims ``keys``; each gets ``status`` ok / partial (some runs failed) / failed /
     not available (a recipe it needs does not exist yet), plus its summary when there is one.
-    ``isolate=False`` trains in this process instead of worker processes (see ``run_specs``)."""
+    ``isolate=False`` trains in this process instead of worker processes; ``fresh=True`` retrains runs whose
+    results are already stored in ``work_dir`` (see ``run_specs``)."""
     unknown = [k for k in keys if k not in CLAIMS]
     if unknown:
         raise ValueError(f"unknown claims {unknown}; known: {', '.join(CLAIMS)}")
@@ -46,7 +47,7 @@ def run_claims(keys: Sequence[str], budget: Budget | str = "quick", seeds: Seque
     runnable = [c for c in chosen if not c.missing_recipes()]
     plans = {c.key: c.plan(budget, seeds) for c in runnable}
     results: dict[RunSpec, RunResult] = run_specs([s for p in plans.values() for s in p], work_dir, jobs,
-                                                  progress=progress, isolate=isolate)
+                                                  progress=progress, isolate=isolate, fresh=fresh)
     out: dict[str, dict[str, Any]] = {}
     for claim in chosen:
         entry = _header(claim, budget, seeds)

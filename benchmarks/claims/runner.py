@@ -15,6 +15,7 @@ import hashlib
 import importlib
 import json
 import os
+import shutil
 import statistics
 import sys
 import time
@@ -192,12 +193,14 @@ def _failure(spec: RunSpec, work_dir: Path, err: BaseException) -> RunResult:
 
 
 def run_specs(specs: Sequence[RunSpec], work_dir: Path, jobs: int = 1, threads: int | None = None,
-              progress: bool = True, isolate: bool = True) -> dict[RunSpec, RunResult]:
+              progress: bool = True, isolate: bool = True, fresh: bool = False) -> dict[RunSpec, RunResult]:
     """Run every distinct spec once in ``jobs`` worker processes; a failing run is recorded, not raised.
 
-    Results already stored in ``work_dir`` are loaded without starting a worker. ``threads`` is torch's thread
-    count per worker (default: the CPU cores divided among the jobs). ``isolate=False`` runs the specs one by
-    one in this process instead (no worker start-up; for tests and debuggers).
+    Results already stored in ``work_dir`` are loaded without starting a worker, unless ``fresh``: then these
+    specs' run directories are deleted and trained again (other runs in ``work_dir`` are untouched).
+    ``threads`` is torch's thread count per worker (default: the CPU cores divided among the jobs).
+    ``isolate=False`` runs the specs one by one in this process instead (no worker start-up; for tests and
+    debuggers).
     """
     if jobs < 1:
         raise ValueError(f"jobs must be >= 1, got {jobs}")
@@ -207,6 +210,8 @@ def run_specs(specs: Sequence[RunSpec], work_dir: Path, jobs: int = 1, threads: 
     todo = []
     for spec in unique:
         stored = work_dir / "runs" / spec.key / "result.json"
+        if fresh:
+            shutil.rmtree(stored.parent, ignore_errors=True)
         if stored.is_file():
             results[spec] = _to_result(spec, json.loads(stored.read_text()))
         else:
