@@ -96,6 +96,14 @@ def _options(path: Path) -> set[str]:
     return set(re.findall(r"""["'](--[a-z][a-z0-9-]*)["']""", path.read_text()))
 
 
+def _shown(path: Path) -> str:
+    """A path relative to the repo when inside it (results are committed; absolute paths are machine noise)."""
+    try:
+        return str(path.resolve().relative_to(ROOT))
+    except ValueError:
+        return str(path)
+
+
 def run_speed_bench(bench: SpeedBench, mode: str, log_dir: Path, timeout: float) -> dict[str, Any]:
     """Run one script in ``mode`` (smoke/quick/full) and return its status, ratios/data and the command."""
     path = BENCH_DIR / bench.script
@@ -129,7 +137,7 @@ def run_speed_bench(bench: SpeedBench, mode: str, log_dir: Path, timeout: float)
         return {**entry, "status": "failed", "reason": f"timed out after {timeout:.0f} s (log: {log_path})"}
     entry["wall_s"] = time.perf_counter() - start
     log_path.write_text(f"$ {entry['command']}\n{proc.stdout}\n--- stderr ---\n{proc.stderr}")
-    entry["log"] = str(log_path)
+    entry["log"] = _shown(log_path)
     entry["stdout_tail"] = proc.stdout[-4000:]
     if proc.returncode != 0:
         last = (proc.stderr.strip().splitlines() or ["no output"])[-1]
