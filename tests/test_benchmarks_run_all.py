@@ -43,23 +43,65 @@ def test_missing_speed_script_is_reported_not_faked(tmp_path: Path) -> None:
     assert entry["status"] == "not available yet" and "ratios" not in entry
 
 
-def test_run_all_smoke_speed_bench_writes_results(tmp_path: Path) -> None:
-    """The BN-calibration speed benchmark through run_all: subprocess, --json, tables, report, summary."""
-    code = run_all.main(["--smoke", "--only", "bn_calibration", "--out", str(tmp_path), "--no-progress"])
-    assert code == 0
-    entry = json.loads((tmp_path / "speed_bn_calibration.json").read_text())
-    assert entry["status"] == "ok" and entry["source"] == "json"
-    archs = entry["data"]["archs"]
+STUB_BENCH = """
+import argparse, json, time
+parser = argparse.ArgumentParser()
+parser.add_argument("--json")
+parser.add_argument("--repeats", type=int, default=9)
+args = parser.parse_args()
+def timed(n):
+    start = time.perf_counter()
+    sum(range(n))
+    return time.perf_counter() - start
+ratio = sorted(timed(200_000) / timed(100_000) for _ in range(args.repeats))[args.repeats // 2]
+print(f"double / single work: {ratio:.2f}x")
+json.dump({"repeats": args.repeats, "ratios": {"double / single work": ratio}}, open(args.json, "w"))
+"""
+
+
+def test_run_all_writes_speed_results_report_and_plot(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """run_all's speed path end to end with a stub script: flags read from its source, the --json result
+    passed through, tables, summary, report and plot written; then --report-only rebuilds them."""
+    bench_dir = tmp_path / "bench"
+    bench_dir.mkdir()
+    (bench_dir / "bench_stub.py").write_text(STUB_BENCH)
+    monkeypatch.setattr(speed, "BENCH_DIR", bench_dir)
+    monkeypatch.setattr(speed, "SPEED_BENCHES", (speed.SpeedBench("stub", "bench_stub.py", "a stub"),))
+    out = tmp_path / "out"
+    assert run_all.main(["--smoke", "--only", "stub", "--out", str(out), "--no-progress"]) == 0
+    entry = json.loads((out / "speed_stub.json").read_text())
+    assert entry["status"] == "ok" and entry["source"] == "json" and entry["mode"] == "smoke"
+    assert entry["data"]["repeats"] == speed.FEWER_REPEATS["smoke"]  # no --smoke/--quick flag: fewer repeats
+    assert entry["ratios"] == entry["data"]["ratios"]
+    assert entry["ratios"]["double / single work"] > 0  # a measured timing ratio: its size is the machine's
+    summary = json.loads((out / "summary.json").read_text())
+    machine = summary["invocations"][-1]["machine"]
+    assert summary["mode"] == "smoke" and machine["nproc"] >= 1 and machine["torch"]
+    assert "| speed: stub | ok |" in (out / "report.md").read_text()
+    (out / "report.md").unlink()
+    assert run_all.main(["--smoke", "--report-only", "--out", str(out), "--no-progress"]) == 0
+    assert "| speed: stub | ok |" in (out / "report.md").read_text()
+    assert (out / "speed_ratios.png").stat().st_size > 0
+    assert len(json.loads((out / "summary.json").read_text())["invocations"]) == 1  # report-only adds none
+
+
+def test_bn_calibration_timings_add_up() -> None:
+    import bench_bn_calibration
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # tiny convs: extra threads only contend on a shared machine
+    try:
+        result = bench_bn_calibration.measure(calib_batches=2, repeats=1, progress=False)
+    finally:
+        torch.set_num_threads(threads)
+    archs = result["archs"]
     assert [a["name"] for a in archs] == ["min", "mid_small", "mid_large", "max"]
     for a in archs:  # the parts add up to the total, and the rate is its inverse
         assert a["total_ms"] == pytest.approx(a["recalibrate_ms"] + a["extract_ms"] + a["evaluate_ms"])
         assert a["subnets_per_s"] == pytest.approx(1000.0 / a["total_ms"])
-    assert entry["ratios"]["max arch / min arch time"] == pytest.approx(archs[-1]["total_ms"] / archs[0]["total_ms"])
-    summary = json.loads((tmp_path / "summary.json").read_text())
-    machine = summary["invocations"][-1]["machine"]
-    assert summary["mode"] == "smoke" and machine["nproc"] >= 1 and machine["torch"]
-    assert "| speed: bn_calibration | ok |" in (tmp_path / "report.md").read_text()
-    assert (tmp_path / "speed_ratios.png").stat().st_size > 0
+    assert result["ratios"]["max arch / min arch time"] == pytest.approx(archs[-1]["total_ms"] / archs[0]["total_ms"])
+    assert result["eval_images"] == 270 and result["calib_batches"] == 2
 
 
 @pytest.mark.slow
