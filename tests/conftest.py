@@ -22,9 +22,12 @@ torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS") or min(2, os.cpu_cou
 
 
 def compose_config(overrides: Sequence[str] = (), output_dir: Path | None = None) -> DictConfig:
-    """Compose ``conf/config.yaml`` with overrides as ``train.py`` would, with paths under ``output_dir``."""
+    """Compose ``conf/config.yaml`` with overrides as ``train.py`` would (``+recipe=x`` included, see
+    effnn.cli.plus_alias), with paths under ``output_dir``."""
+    from effnn.cli import plus_alias
+
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-        cfg = compose(config_name="config", overrides=list(overrides))
+        cfg = compose(config_name="config", overrides=plus_alias(overrides))
     if output_dir is not None:
         with open_dict(cfg):
             cfg.paths.root_dir = str(ROOT)

@@ -8,11 +8,9 @@ import hydra
 import lightning as L
 import pytest
 
-from effnn.errors import ConfigError
-from effnn.recipes import available_recipes, check_recipes, requested_recipes
 from tests.conftest import CONF_DIR, ROOT, compose_config
 
-RECIPES = available_recipes(ROOT / "recipes")
+RECIPES = sorted(p.stem for p in (ROOT / "recipes").glob("*.yaml") if not p.stem.startswith("_"))
 
 
 def group_options(group: str) -> list[str]:
@@ -45,9 +43,19 @@ def test_trainer_configs_instantiate_on_cpu(trainer: str, tmp_path: Path) -> Non
     assert t.num_devices == (2 if trainer == "ddp_sim" else 1)
 
 
-def test_recipe_argument_parsing() -> None:
-    assert requested_recipes(["+recipe=alphanet", "x=1"]) == ["alphanet"]
-    assert requested_recipes(["recipe=a,b"]) == ["a", "b"]
-    assert requested_recipes(["+recipe=glob(*,exclude=_*)"]) == []
-    with pytest.raises(ConfigError, match="available recipes: .*classification"):
-        check_recipes(["+recipe=nope"], ROOT / "recipes")
+def test_recipe_is_a_defaults_list_group_selected_with_or_without_plus(tmp_path: Path) -> None:
+    """``recipe: null`` sits in the defaults list; ``recipe=x`` and the documented ``+recipe=x`` both select it."""
+    from effnn.cli import plus_alias
+
+    assert plus_alias(["+recipe=alphanet", "+x=1", "recipe=a"]) == ["recipe=alphanet", "+x=1", "recipe=a"]
+    plain = compose_config(["recipe=alphanet"], output_dir=tmp_path)
+    assert plain.task_name == "alphanet" and plain.model._target_.endswith("SupernetModule")
+    assert compose_config(plus_alias(["+recipe=alphanet"]), output_dir=tmp_path) == plain
+
+
+def test_base_recipes_are_not_selectable_and_are_shared() -> None:
+    """Files starting with ``_`` are bases: every supernet recipe extends one, none is listed as a recipe."""
+    bases = sorted(p.stem for p in (ROOT / "recipes").glob("_*.yaml"))
+    assert bases and not set(bases) & set(RECIPES)
+    users = [r for r in RECIPES if any(f"- {b}" in (ROOT / "recipes" / f"{r}.yaml").read_text() for b in bases)]
+    assert len(users) >= 3, users

@@ -12,7 +12,6 @@ import yaml
 from effnn.errors import CheckpointError
 from effnn.io import atomic_write
 from effnn.lit.checkpoint_io import load_checkpoint_file
-from effnn.overrides import first_of_sweeps, split_argv
 from effnn.pipeline import train
 from tests.conftest import run_cli
 
@@ -37,9 +36,15 @@ def test_unknown_key_inside_a_sweep_is_caught(tmp_path: Path) -> None:
     assert "model.optimizer.lrr" in line
 
 
-def test_override_parsing_helpers() -> None:
-    assert split_argv(["-m", "--cfg", "job", "a=1", "-cn", "other"]) == (["a=1"], "other")
-    assert first_of_sweeps(["a=1,2", "b=x", "+recipe=glob(*)"]) == ["a=1", "b=x"]
+def test_wrong_type_names_the_key_and_the_fix(tmp_path: Path) -> None:
+    """Structured configs (effnn.config) make Hydra reject a value of the wrong type while composing."""
+    line = _one_error_line(run_cli(["train.py", "hardware.array.rows=many", f"hydra.run.dir={tmp_path}"]))
+    assert "hardware.array.rows" in line and "'many'" in line and "Integer" in line
+
+
+def test_unknown_recipe_is_one_line_with_the_list(tmp_path: Path) -> None:
+    line = _one_error_line(run_cli(["train.py", "+recipe=alphanett", f"hydra.run.dir={tmp_path}"]))
+    assert "'alphanett'" in line and "alphanet," in line and "_supernet" not in line
 
 
 def test_atomic_write_keeps_old_file_when_writer_dies(tmp_path: Path) -> None:

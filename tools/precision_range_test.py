@@ -13,19 +13,13 @@ from __future__ import annotations
 
 import io
 import json
-import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import hydra
 from omegaconf import DictConfig, OmegaConf
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-
-from effnn.errors import ConfigError  # noqa: E402
-from effnn.overrides import one_line_errors  # noqa: E402
-from effnn.recipes import check_recipes  # noqa: E402
+from effnn.cli import hydra_app
+from effnn.errors import ConfigError
 
 if TYPE_CHECKING:
     from effnn.precision.range_test import RangeTestResult
@@ -135,16 +129,13 @@ def run(cfg: DictConfig) -> RangeTestResult:
     return result
 
 
-@hydra.main(version_base="1.3", config_path=str(ROOT / "conf"), config_name="config")
 def main(cfg: DictConfig) -> None:
-    with one_line_errors():
-        try:
-            run(cfg)
-        except ValueError as err:  # bit-widths and schedule options are validated with ValueError
-            raise ConfigError(str(err)) from err
+    try:
+        run(cfg)
+    except ValueError as err:  # bit-widths and schedule options are validated with ValueError
+        raise ConfigError(str(err)) from err
 
 
 if __name__ == "__main__":
-    with one_line_errors():
-        check_recipes(sys.argv[1:], ROOT / "recipes")
-    main()
+    hydra_app(Path(__file__).resolve().parents[1] / "conf", "config", main,
+              "python tools/precision_range_test.py +recipe=cpt [+prt.steps_per_bit=20] ...")

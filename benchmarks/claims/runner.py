@@ -108,7 +108,7 @@ def compose_run_config(spec: RunSpec, output_dir: Path) -> Any:
 
     if spec.recipe not in available_recipes():
         raise ValueError(f"recipe {spec.recipe!r} does not exist (recipes/{spec.recipe}.yaml)")
-    overrides = [f"+recipe={spec.recipe}", *QUIET_OVERRIDES,
+    overrides = [f"recipe={spec.recipe}", *QUIET_OVERRIDES,
                  *(() if spec.keep_checkpoint else NO_CHECKPOINT_OVERRIDES),
                  f"paths.root_dir={ROOT}", f"paths.output_dir={output_dir}",
                  f"seed={spec.seed}", *spec.overrides]

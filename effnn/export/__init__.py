@@ -1,7 +1,7 @@
 """Export subnets of a trained supernet (static PyTorch model, torch.export/TorchScript, ONNX) and load them.
 
-The public names are imported on first use, so ``import effnn`` (which exposes ``effnn.load_exported``
-through :func:`effnn_getattr`) stays free of torch until an export is actually used.
+The public names are imported on first use, so importing this package stays free of torch until an
+export is actually used.
 """
 
 from __future__ import annotations
@@ -25,9 +25,3 @@ def __getattr__(name: str) -> Any:
         return getattr(importlib.import_module(_LAZY[name]), name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
-
-def effnn_getattr(name: str) -> Any:
-    """The ``__getattr__`` of the ``effnn`` package: ``effnn.load_exported``, imported on first access."""
-    if name == "load_exported":
-        return __getattr__(name)
-    raise AttributeError(f"module 'effnn' has no attribute {name!r}")

@@ -12,7 +12,7 @@ A cost model is called on any of
 
 and returns ``dict[str, float]``. :class:`AnalyticCostModel` gives ``macs`` and ``params``;
 :class:`SystolicCostModel` adds ``latency_ms``, ``energy``, ``edp`` and the array's cycle/traffic counts.
-:func:`build_cost_model` builds either from a preset name (``conf/hardware/*.yaml``) or a config mapping.
+:func:`build_cost_model` builds either from a preset name (``effnn/conf/hardware/*.yaml``) or a config mapping.
 """
 
 from __future__ import annotations
@@ -358,8 +358,16 @@ class SystolicCostModel(CostModel):
 # ---------------------------------------------------------------------------------------------------------
 @cache
 def _packaged_presets() -> dict[str, dict[str, Any]]:
-    """Hardware presets shipped as package data (``conf/hardware/*.yaml`` mirror them for Hydra)."""
-    return yaml.safe_load(resources.files("effnn.hw").joinpath("hardware_presets.yaml").read_text())
+    """Hardware presets shipped as package data, ``effnn/conf/hardware/NAME.yaml``: the files Hydra reads as
+    the ``hardware`` group (through the search path ``pkg://effnn.conf``), so there is one definition.
+    Their Hydra ``defaults`` list (the structured-config schema) is not part of the preset."""
+    presets = {}
+    for entry in resources.files("effnn.conf").joinpath("hardware").iterdir():
+        if entry.name.endswith(".yaml") and not entry.name.startswith("_"):
+            preset = yaml.safe_load(entry.read_text())
+            preset.pop("defaults", None)
+            presets[preset.pop("name", entry.name[:-5])] = preset
+    return presets
 
 
 def hardware_preset_names() -> list[str]:
@@ -371,7 +379,7 @@ def hardware_preset(name: str) -> dict[str, Any]:
     presets = _packaged_presets()
     if name not in presets:
         raise ValueError(f"unknown hardware preset {name!r}; available: {sorted(presets)} "
-                         f"(or pass a mapping like conf/hardware/*.yaml)")
+                         f"(or pass a mapping like effnn/conf/hardware/*.yaml)")
     return yaml.safe_load(yaml.safe_dump(presets[name]))
 
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import fnmatch
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from typing import Any
 
 import torch.nn as nn
@@ -55,18 +55,13 @@ class QuantizationConfig:
 
     @classmethod
     def coerce(cls, value: QuantizationConfig | Mapping[str, Any] | None) -> QuantizationConfig:
-        """Accept a config object, a plain/Hydra mapping of its fields, or None (defaults)."""
-        if value is None:
-            return cls()
+        """Accept a config object, a plain/Hydra mapping of its fields, or None (defaults); the mapping is
+        validated as a structured config (unknown keys and wrong types are one-line ConfigErrors)."""
         if isinstance(value, cls):
             return value
-        if isinstance(value, Mapping):
-            known = {f.name for f in fields(cls)}
-            unknown = sorted(set(value) - known)
-            if unknown:
-                raise ValueError(f"unknown quantization option(s) {unknown}; known: {sorted(known)}")
-            return cls(**dict(value.items()))
-        raise TypeError(f"quantization config must be a QuantizationConfig or a mapping, got {type(value)}")
+        from effnn.config import validated
+
+        return validated(cls, value, "quantization")
 
 
 def stored_weight(module: nn.Module) -> nn.Parameter | None:

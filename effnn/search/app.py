@@ -11,15 +11,16 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-import hydra
 import lightning as L
 import torch
 from omegaconf import DictConfig, OmegaConf
 from rich.console import Console
 from rich.table import Table
 
+from effnn.config import SearchConfig, validated
 from effnn.errors import ConfigError
-from effnn.hw.systolic import SystolicArray
+from effnn.hw import CostModel, build_cost_model
+from effnn.runtime import build_datamodule, set_threads
 from effnn.search.candidate import Candidate
 from effnn.search.costs import HARDWARE_METRICS, SubnetCosts, best_accelerator
 from effnn.search.distributed import Ranks
@@ -31,16 +32,6 @@ from effnn.search.report import pareto_figure, pareto_rows, save_figure, write_a
 from effnn.search.supernet_checkpoint import SupernetCheckpoint, load_supernet_checkpoint
 
 STATE_FILE = "search_state.json"
-
-
-def set_threads(threads: int | None) -> None:
-    """Intra-op threads per process (None: torch's default). Subnet evaluations are many small ops, so extra
-    threads buy little, and on a busy machine spinning OpenMP threads make them many times slower (20x
-    measured with 2 threads on 2 shared cores); parallelize over processes (``devices=N``) instead."""
-    if threads is not None:
-        if int(threads) < 1:
-            raise ConfigError(f"threads={threads} must be >= 1 (or null for torch's default)")
-        torch.set_num_threads(int(threads))
 
 
 def launch(cfg: DictConfig) -> L.Fabric:
@@ -55,45 +46,32 @@ def launch(cfg: DictConfig) -> L.Fabric:
     return fabric
 
 
-def settings_from_config(search: DictConfig) -> SearchSettings:
-    constraints = {k: (None if v is None else list(v)) for k, v in (search.get("constraints") or {}).items()}
-    predictor = search.get("predictor") or {}
+def settings_from_config(search: DictConfig | SearchConfig) -> SearchSettings:
+    """The search's settings from its structured config (``effnn.config.SearchConfig``, validated by Hydra)."""
+    cfg = search if isinstance(search, SearchConfig) else validated(SearchConfig, search, "search")
     return SearchSettings(
-        objectives=tuple(search.objectives), constraints=constraints, population=int(search.population),
-        generations=int(search.generations), parents=int(search.parents), num_mutations=int(search.num_mutations),
-        num_crossovers=int(search.num_crossovers), mutate_prob=float(search.mutate_prob), seed=int(search.seed),
-        max_tries=int(search.max_tries), predictor=bool(predictor.get("enabled", False)),
-        prescreen_factor=int(predictor.get("prescreen_factor", 4)),
-        predictor_min_points=int(predictor.get("min_points", 16)))
+        objectives=tuple(cfg.objectives), constraints=cfg.constraints, population=cfg.population,
+        generations=cfg.generations, parents=cfg.parents, num_mutations=cfg.num_mutations,
+        num_crossovers=cfg.num_crossovers, mutate_prob=cfg.mutate_prob, seed=cfg.seed, max_tries=cfg.max_tries,
+        predictor=cfg.predictor.enabled, prescreen_factor=cfg.predictor.prescreen_factor,
+        predictor_min_points=cfg.predictor.min_points)
 
 
 def _plain(node: Any) -> Any:
     return OmegaConf.to_container(node, resolve=True) if isinstance(node, DictConfig) else node
 
 
-def base_array(hardware: DictConfig) -> SystolicArray:
+def hardware_model(hardware: Any) -> CostModel:
+    """The cost model of the top-level ``hardware`` group: the accelerator train.py logs hw/* metrics on."""
     try:
-        return SystolicArray.from_dict(_plain(hardware.array))
+        return build_cost_model(_plain(hardware))
     except (ValueError, TypeError) as err:
-        raise ConfigError(f"search.hardware.array: {err}") from err
-
-
-def build_datamodule(cfg: DictConfig, loaded: SupernetCheckpoint) -> L.LightningDataModule:
-    """The configured datamodule, checked against the supernet's classes and input channels."""
-    dm = hydra.utils.instantiate(cfg.data)
-    if getattr(dm, "num_classes", loaded.num_classes) != loaded.num_classes:
-        raise ConfigError(f"the supernet has {loaded.num_classes} classes but data has {dm.num_classes}; pass the "
-                          f"data config it was trained with (e.g. data=digits)")
-    if getattr(dm, "in_chans", loaded.in_chans) != loaded.in_chans:
-        raise ConfigError(f"the supernet takes {loaded.in_chans} input channels but data has {dm.in_chans}; set "
-                          f"data.in_chans={loaded.in_chans}")
-    dm.setup("fit")
-    return dm
+        raise ConfigError(f"hardware: {err}") from err
 
 
 def build_accuracy(cfg: DictConfig, loaded: SupernetCheckpoint, device: torch.device) -> SubnetAccuracy:
     """Accuracy on the validation split (never test) after BN recalibration on fixed training batches."""
-    dm = build_datamodule(cfg, loaded)
+    dm = build_datamodule(cfg.data, loaded.num_classes, loaded.in_chans)
     calib = cfg.search.calibration
     batches = fixed_batches(dm.train_set, int(calib.batches), int(calib.batch_size), int(cfg.search.seed))
     return SubnetAccuracy(loaded.supernet, batches, dm.val_dataloader(), device,
@@ -156,9 +134,14 @@ def run_search(cfg: DictConfig, console: Console | None = None) -> SearchResult:
     space = loaded.space
     hw_cfg = cfg.search.hardware
     co_search = bool(hw_cfg.co_search)
-    array = base_array(hw_cfg)
-    costs = SubnetCosts(space, loaded.num_classes, loaded.in_chans, array,
-                        hardware_metrics=needs_hardware_metrics(settings, co_search))
+    model = hardware_model(cfg.hardware)
+    array = getattr(model, "array", None)
+    if array is None and needs_hardware_metrics(settings, co_search):
+        raise ConfigError(f"hardware={model.name} has no accelerator for latency/energy objectives or a co-search; "
+                          f"pick a systolic preset, e.g. hardware=systolic_16x16_os")
+    # latency/energy/edp are always reported when the accelerator has them (microseconds per arch), so
+    # pareto.csv and train.py's hw/* metrics describe the same machine by default
+    costs = SubnetCosts(space, loaded.num_classes, loaded.in_chans, array, hardware_metrics=array is not None)
     hardware = (HardwareSpace.from_config(array, _plain(hw_cfg.space), _plain(hw_cfg.budget), _plain(hw_cfg.area))
                 if co_search else None)
     if co_search and hw_cfg.metric not in HARDWARE_METRICS:
@@ -166,7 +149,7 @@ def run_search(cfg: DictConfig, console: Console | None = None) -> SearchResult:
     accuracy = build_accuracy(cfg, loaded, fabric.device)
     context = {"ckpt": str(Path(cfg.ckpt).resolve()), "space": space.name, "data": _plain(cfg.data),
                "calibration": _plain(cfg.search.calibration), "hardware": _plain(hw_cfg) if co_search else None,
-               "array": _plain(hw_cfg.array) if costs.hardware_metrics else None}
+               "array": _plain(cfg.hardware) if costs.hardware_metrics else None}
     console = console or Console(stderr=True)
     tensorboard = TensorBoardScalars(out / "tensorboard") if ranks.is_main and cfg.get("tensorboard", True) else None
     observers: list[SearchObserver] = [o for o in (tensorboard,) if o is not None]

@@ -1,0 +1,142 @@
+"""Structured configs (dataclasses) that Hydra validates: the hardware preset, the search, precision
+(:class:`effnn.precision.QuantizationConfig` is its own schema) and SmartDeal.
+
+:func:`register_configs` stores them in Hydra's ConfigStore. Config files extend them through their
+defaults list (``defaults: [_schema, _self_]`` in ``effnn/conf/hardware/*.yaml`` and
+``conf/search/evolution.yaml``), so a misspelled key or a value of the wrong type fails when Hydra
+composes the config, before anything is built. The same dataclasses validate plain mappings given to the
+library (:func:`validated`), so the library and the command line share one validator.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+from effnn.errors import ConfigError
+
+#: the accelerator every effnn entry point (train, search, export, tools/hwcost.py) uses unless told otherwise
+DEFAULT_HARDWARE = "systolic_16x16_os"
+
+T = TypeVar("T")
+
+
+@dataclass
+class ArrayConfig:
+    """A systolic array (the fields of :class:`effnn.hw.SystolicArray`; units as documented there)."""
+
+    rows: int = 16
+    cols: int = 16
+    dataflow: str = "os"
+    ifmap_sram_kb: float = 64.0
+    filter_sram_kb: float = 64.0
+    ofmap_sram_kb: float = 64.0
+    dram_bandwidth: Any = None  # words/cycle, one number or [ifmap, filter, ofmap]; None: never stalls
+    clock_mhz: float = 1000.0
+    word_bits: int = 8
+    energy_table: Any = "eyeriss_normalized"  # a name of effnn/hw/energy_tables.yaml or such a mapping
+
+
+@dataclass
+class HardwareConfig:
+    """One ``hardware`` group option: what :func:`effnn.hw.build_cost_model` takes."""
+
+    name: str = ""
+    kind: str = "systolic"  # systolic | analytic
+    array: ArrayConfig | None = None
+    default_bits: float = 16.0  # bits of layers that declare none
+
+
+@dataclass
+class CalibrationConfig:
+    batches: int = 8
+    batch_size: int = 64
+
+
+@dataclass
+class PredictorConfig:
+    enabled: bool = False
+    prescreen_factor: int = 4
+    min_points: int = 16
+
+
+@dataclass
+class CoSearchConfig:
+    """The accelerator half of a co-search; the base array is the ``hardware`` group's."""
+
+    co_search: bool = False
+    metric: str = "edp"
+    space: dict[str, list[Any]] = field(default_factory=dict)
+    budget: dict[str, Any] = field(default_factory=dict)
+    area: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class SearchConfig:
+    """``conf/search/evolution.yaml``: the evolutionary search (its comments document each knob)."""
+
+    objectives: list[str] = field(default_factory=lambda: ["acc", "macs"])
+    constraints: dict[str, Any] = field(default_factory=dict)
+    population: int = 16
+    generations: int = 8
+    parents: int = 8
+    num_mutations: int = 8
+    num_crossovers: int = 8
+    mutate_prob: float = 0.2
+    seed: int = 0
+    max_tries: int = 200
+    channels_last: bool = True
+    calibration: CalibrationConfig = field(default_factory=CalibrationConfig)
+    predictor: PredictorConfig = field(default_factory=PredictorConfig)
+    hardware: CoSearchConfig = field(default_factory=CoSearchConfig)
+
+
+def validated(schema: type[T], value: Any, where: str) -> T:
+    """``value`` (a mapping or DictConfig) checked against ``schema``: unknown keys and wrong types raise
+    one-line ConfigErrors naming ``where``; returns the filled-in dataclass instance."""
+    from omegaconf import OmegaConf
+    from omegaconf.errors import OmegaConfBaseException
+
+    try:
+        merged = OmegaConf.merge(OmegaConf.structured(schema), value if value is not None else {})
+        return OmegaConf.to_object(merged)  # type: ignore[return-value]
+    except OmegaConfBaseException as err:
+        key = getattr(err, "full_key", "") or "?"
+        first = next((ln.strip() for ln in str(err).splitlines() if ln.strip()), type(err).__name__)
+        raise ConfigError(f"{where}.{key}: {first}; allowed keys: "
+                          f"{', '.join(schema.__dataclass_fields__)}") from err  # type: ignore[attr-defined]
+
+
+def register_schemas() -> None:
+    """Store the schemas the shipped config files extend (``_schema`` of the ``hardware`` and ``search``
+    groups). Runs on ``import effnn`` (cheap: no torch), so every Hydra compose of effnn's configs finds
+    them -- the CLIs, the tests and the benchmarks alike. Storing again replaces the same entries."""
+    from hydra.core.config_store import ConfigStore
+
+    cs = ConfigStore.instance()
+    cs.store(group="hardware", name="_schema", node=HardwareConfig)
+    cs.store(group="search", name="_schema", node=SearchConfig)
+
+
+def register_configs() -> None:
+    """:func:`register_schemas` plus the library's own structured configs (these import torch), for the CLIs:
+    ``precision/_quantization_schema`` and, where effnn/decompose/config.py exists, ``smartdeal/_schema``."""
+    from hydra.core.config_store import ConfigStore
+
+    from effnn.precision.swap import QuantizationConfig
+
+    register_schemas()
+    cs = ConfigStore.instance()
+    cs.store(group="precision", name="_quantization_schema", node=QuantizationConfig)
+    try:
+        from effnn.decompose import config as smartdeal_config
+    except ImportError:
+        return
+    schema = getattr(smartdeal_config, "SmartDealConfig", None)
+    if schema is not None:
+        cs.store(group="smartdeal", name="_schema", node=schema)
+
+
+__all__ = ["DEFAULT_HARDWARE", "ArrayConfig", "CalibrationConfig", "CoSearchConfig", "HardwareConfig",
+           "PredictorConfig", "SearchConfig", "register_configs", "register_schemas",
+           "validated"]
