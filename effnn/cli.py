@@ -20,7 +20,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from effnn.errors import EffnnError
+from effnn.errors import ConfigError, EffnnError
 
 #: groups that are selected in the defaults list as ``group: null`` but that users write as ``+group=NAME``
 PLUS_ALIASED_GROUPS = ("recipe",)
@@ -104,6 +104,23 @@ def one_line_errors(usage: str = "") -> Iterator[None]:
             raise
         print(f"error: {line}", file=sys.stderr)
         sys.exit(2)
+
+
+class RequiredKeys:
+    """Hydra callback (``hydra.callbacks`` of ``conf/search.yaml``, ``conf/export.yaml``): before Hydra makes
+    the run directory (which may be ``${out}``), name every top-level ``???`` key the command line left out,
+    in one line with the tool's usage."""
+
+    def __init__(self, usage: str = "") -> None:
+        self.usage = usage
+
+    def on_run_start(self, config: Any, **kwargs: Any) -> None:
+        from omegaconf import OmegaConf
+
+        missing = [key for key in config if key != "hydra" and OmegaConf.is_missing(config, key)]
+        if missing:  # Hydra turns a callback's exception into a warning, so exit here, as the hook does
+            with one_line_errors():
+                raise ConfigError(f"missing {' and '.join(f'{k}=' for k in missing)}; usage: {self.usage}")
 
 
 def hydra_app(config_dir: str | Path, config_name: str, task: Callable[[Any], Any], usage: str = "") -> Any:

@@ -3,11 +3,9 @@
 from __future__ import annotations
 
 from dataclasses import replace
-from pathlib import Path
 
 import pytest
 import torch
-import yaml
 
 from effnn.hw import (
     AnalyticCostModel,
@@ -15,29 +13,8 @@ from effnn.hw import (
     SystolicArray,
     SystolicCostModel,
     build_cost_model,
-    energy_table_names,
-    hardware_preset,
-    hardware_preset_names,
     load_energy_table,
 )
-
-CONF = Path(__file__).resolve().parents[1] / "conf" / "hardware"
-
-
-def test_conf_hardware_mirrors_packaged_presets() -> None:
-    """conf/hardware/*.yaml (Hydra) and the package data (installed effnn) must not drift apart."""
-    files = {p.stem for p in CONF.glob("*.yaml")}
-    assert files == set(hardware_preset_names())
-    for name in files:
-        conf = yaml.safe_load((CONF / f"{name}.yaml").read_text())
-        assert conf.pop("name") == name
-        assert conf == hardware_preset(name)
-        assert build_cost_model(name).name == name
-    tables = {p.stem for p in (CONF / "energy").glob("*.yaml")}
-    assert tables == set(energy_table_names()) >= {"eyeriss_normalized", "horowitz_45nm"}
-    for name in tables:
-        assert load_energy_table(yaml.safe_load((CONF / "energy" / f"{name}.yaml").read_text())) == \
-            load_energy_table(name)
 
 
 def test_energy_tables_as_published() -> None:

@@ -10,8 +10,6 @@ from pathlib import Path
 
 from effnn.cli import hydra_app
 
-USAGE = "python tools/export.py ckpt=RUN_DIR/checkpoints/last.ckpt arch=SEARCH_DIR/archs/pareto_000.yaml out=DIR"
-
 
 def main(cfg):  # noqa: ANN001, ANN201 -- Hydra's task
     from effnn.export.app import run_export  # heavy (torch): only once the config composed
@@ -20,4 +18,4 @@ def main(cfg):  # noqa: ANN001, ANN201 -- Hydra's task
 
 
 if __name__ == "__main__":
-    hydra_app(Path(__file__).resolve().parents[1] / "conf", "export", main, USAGE)
+    hydra_app(Path(__file__).resolve().parents[1] / "conf", "export", main)

@@ -16,6 +16,7 @@ import json
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import hydra
 from omegaconf import DictConfig, OmegaConf
 
 from effnn.cli import hydra_app

@@ -9,8 +9,6 @@ from pathlib import Path
 
 from effnn.cli import hydra_app
 
-USAGE = "python tools/search.py ckpt=RUN_DIR/checkpoints/last.ckpt out=DIR [search.objectives=[acc,macs]] ..."
-
 
 def main(cfg):  # noqa: ANN001, ANN201 -- Hydra's task
     from effnn.search.app import run_search  # heavy (torch): only once the config composed
@@ -19,4 +17,4 @@ def main(cfg):  # noqa: ANN001, ANN201 -- Hydra's task
 
 
 if __name__ == "__main__":
-    hydra_app(Path(__file__).resolve().parents[1] / "conf", "search", main, USAGE)
+    hydra_app(Path(__file__).resolve().parents[1] / "conf", "search", main)

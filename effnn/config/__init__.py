@@ -95,16 +95,18 @@ def validated(schema: type[T], value: Any, where: str) -> T:
     """``value`` (a mapping or DictConfig) checked against ``schema``: unknown keys and wrong types raise
     one-line ConfigErrors naming ``where``; returns the filled-in dataclass instance."""
     from omegaconf import OmegaConf
-    from omegaconf.errors import OmegaConfBaseException
+    from omegaconf.errors import ConfigKeyError, OmegaConfBaseException
 
     try:
         merged = OmegaConf.merge(OmegaConf.structured(schema), value if value is not None else {})
         return OmegaConf.to_object(merged)  # type: ignore[return-value]
     except OmegaConfBaseException as err:
         key = getattr(err, "full_key", "") or "?"
+        if isinstance(err, ConfigKeyError):
+            known = ", ".join(schema.__dataclass_fields__)  # type: ignore[attr-defined]
+            raise ConfigError(f"unknown {where} option {key!r}; known options: {known}") from err
         first = next((ln.strip() for ln in str(err).splitlines() if ln.strip()), type(err).__name__)
-        raise ConfigError(f"{where}.{key}: {first}; allowed keys: "
-                          f"{', '.join(schema.__dataclass_fields__)}") from err  # type: ignore[attr-defined]
+        raise ConfigError(f"bad value for {where}.{key}: {first}") from err
 
 
 def register_schemas() -> None:

@@ -20,6 +20,7 @@ from rich.table import Table
 from effnn.config import SearchConfig, validated
 from effnn.errors import ConfigError
 from effnn.hw import CostModel, build_cost_model
+from effnn.nas.space import SearchSpace
 from effnn.runtime import build_datamodule, set_threads
 from effnn.search.candidate import Candidate
 from effnn.search.costs import HARDWARE_METRICS, SubnetCosts, best_accelerator
@@ -120,6 +121,28 @@ def print_summary(console: Console, result: SearchResult, search: EvolutionarySe
     console.print(f"wrote {out}/pareto.csv, archs/, pareto.png, tensorboard/ and {STATE_FILE}")
 
 
+def build_costs(cfg: DictConfig, settings: SearchSettings, space: SearchSpace, num_classes: int,
+                in_chans: int) -> tuple[SubnetCosts, HardwareSpace | None]:
+    """The subnet costs on the ``hardware`` group's accelerator (train.py's), and the co-search space.
+
+    Latency/energy/EDP are always reported when the accelerator has them (microseconds per arch), so
+    pareto.csv and train.py's ``hw/*`` metrics describe the same machine by default.
+    """
+    hw_cfg = cfg.search.hardware
+    co_search = bool(hw_cfg.co_search)
+    model = hardware_model(cfg.hardware)
+    array = getattr(model, "array", None)
+    if array is None and needs_hardware_metrics(settings, co_search):
+        raise ConfigError(f"hardware={model.name} has no accelerator for latency/energy objectives or a co-search; "
+                          f"pick a systolic preset, e.g. hardware=systolic_16x16_os")
+    if co_search and hw_cfg.metric not in HARDWARE_METRICS:
+        raise ConfigError(f"search.hardware.metric={hw_cfg.metric!r} must be one of {', '.join(HARDWARE_METRICS)}")
+    costs = SubnetCosts(space, num_classes, in_chans, array, hardware_metrics=array is not None)
+    hardware = (HardwareSpace.from_config(array, _plain(hw_cfg.space), _plain(hw_cfg.budget), _plain(hw_cfg.area))
+                if co_search else None)
+    return costs, hardware
+
+
 def run_search(cfg: DictConfig, console: Console | None = None) -> SearchResult:
     """Run (or resume) the search configured by ``conf/search.yaml`` and write its outputs on rank 0."""
     fabric = launch(cfg)
@@ -133,22 +156,11 @@ def run_search(cfg: DictConfig, console: Console | None = None) -> SearchResult:
     loaded = load_supernet_checkpoint(cfg.ckpt)
     space = loaded.space
     hw_cfg = cfg.search.hardware
-    co_search = bool(hw_cfg.co_search)
-    model = hardware_model(cfg.hardware)
-    array = getattr(model, "array", None)
-    if array is None and needs_hardware_metrics(settings, co_search):
-        raise ConfigError(f"hardware={model.name} has no accelerator for latency/energy objectives or a co-search; "
-                          f"pick a systolic preset, e.g. hardware=systolic_16x16_os")
-    # latency/energy/edp are always reported when the accelerator has them (microseconds per arch), so
-    # pareto.csv and train.py's hw/* metrics describe the same machine by default
-    costs = SubnetCosts(space, loaded.num_classes, loaded.in_chans, array, hardware_metrics=array is not None)
-    hardware = (HardwareSpace.from_config(array, _plain(hw_cfg.space), _plain(hw_cfg.budget), _plain(hw_cfg.area))
-                if co_search else None)
-    if co_search and hw_cfg.metric not in HARDWARE_METRICS:
-        raise ConfigError(f"search.hardware.metric={hw_cfg.metric!r} must be one of {', '.join(HARDWARE_METRICS)}")
+    costs, hardware = build_costs(cfg, settings, space, loaded.num_classes, loaded.in_chans)
     accuracy = build_accuracy(cfg, loaded, fabric.device)
     context = {"ckpt": str(Path(cfg.ckpt).resolve()), "space": space.name, "data": _plain(cfg.data),
-               "calibration": _plain(cfg.search.calibration), "hardware": _plain(hw_cfg) if co_search else None,
+               "calibration": _plain(cfg.search.calibration),
+               "hardware": _plain(hw_cfg) if hardware is not None else None,
                "array": _plain(cfg.hardware) if costs.hardware_metrics else None}
     console = console or Console(stderr=True)
     tensorboard = TensorBoardScalars(out / "tensorboard") if ranks.is_main and cfg.get("tensorboard", True) else None
