@@ -99,6 +99,21 @@ def test_ddp_ranks_train_identical_archs_with_one_sync_per_step(tmp_path: Path) 
 
 
 def test_ddp_without_find_unused_parameters_is_a_config_error() -> None:
-    with pytest.raises(ConfigError, match="trainer.strategy.find_unused_parameters=true"):
-        check_ddp_strategy(DDPStrategy(process_group_backend="gloo", find_unused_parameters=False))
-    check_ddp_strategy(DDPStrategy(process_group_backend="gloo", find_unused_parameters=True))
+    """The check reads the public flag of torch's DDP wrapper (one gloo process), no private Lightning state."""
+    import torch
+    import torch.distributed as dist
+    from torch.nn.parallel import DistributedDataParallel
+
+    dist.init_process_group("gloo", store=dist.HashStore(), rank=0, world_size=1)
+    try:
+        for unused in (False, True):
+            strategy = DDPStrategy(process_group_backend="gloo", find_unused_parameters=unused)
+            strategy.model = DistributedDataParallel(torch.nn.Linear(2, 2), find_unused_parameters=unused)
+            if unused:
+                check_ddp_strategy(strategy)
+            else:
+                with pytest.raises(ConfigError, match="trainer.strategy.find_unused_parameters=true"):
+                    check_ddp_strategy(strategy)
+        check_ddp_strategy(DDPStrategy(process_group_backend="gloo"))  # not wrapped yet: nothing to check
+    finally:
+        dist.destroy_process_group()

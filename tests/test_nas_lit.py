@@ -195,7 +195,7 @@ def test_attentivenas_recipe_composes_with_latency_binning(make_cfg, override: s
     import hydra
 
     cfg = make_cfg("+recipe=attentivenas", override, "+model.sampler.prior_samples=200")
-    assert cfg.model.sampler.cost == "latency" and cfg.model.hardware == "systolic_16x16_os"
+    assert cfg.model.sampler.cost == "latency" and cfg.model.hardware.name == "systolic_16x16_os"
     module = hydra.utils.instantiate(cfg.model)
     arch = module.space.min_arch()
     expected = build_cost_model("systolic_16x16_os")(module.space, arch, num_classes=cfg.data.num_classes)

@@ -1,4 +1,12 @@
-"""Optimizer parameter groups and the per-iteration warmup + cosine LR used by every effnn module."""
+"""Optimizer parameter groups and the per-iteration warmup + cosine LR used by every effnn module.
+
+The parameter groups are timm's (``timm.optim.param_groups_weight_decay``). The schedule is a torch
+``LambdaLR`` rather than timm's ``CosineLRScheduler``, for what timm's schedulers lack here: they are not
+torch ``LRScheduler`` objects, so Lightning neither steps them (automatic optimization needs a custom
+``lr_scheduler_step``) nor checks them, and their per-update stepping needs the update count passed in by
+hand (``step_update(num_updates)``) in both the automatic (classifier) and the manual (supernet sandwich)
+loops. ``LambdaLR`` steps itself, saves/restores with the checkpoint, and the factor below is one function.
+"""
 
 from __future__ import annotations
 
@@ -9,33 +17,15 @@ from collections.abc import Callable, Iterable
 import lightning as L
 import torch
 import torch.nn as nn
+from timm.optim import param_groups_weight_decay
 from torch.optim import Optimizer
 from torch.optim.lr_scheduler import LambdaLR
 
-_NORM_TYPES = (nn.modules.batchnorm._NormBase, nn.GroupNorm, nn.LayerNorm)
-
 
 def param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
-    """Two groups: conv/linear weights decay, BN/norm parameters and biases do not (as AlphaNet trains).
-
-    Norm layers are found by type, and also by a 1-D shape, so elastic/dynamic norm layers are covered.
-    """
-    no_decay_ids = set()
-    for module in model.modules():
-        if isinstance(module, _NORM_TYPES) or "BatchNorm" in type(module).__name__:
-            no_decay_ids.update(id(p) for p in module.parameters(recurse=False))
-    decay, no_decay = [], []
-    for name, p in model.named_parameters():
-        if not p.requires_grad:
-            continue
-        if id(p) in no_decay_ids or p.ndim <= 1 or name.endswith(".bias"):
-            no_decay.append(p)
-        else:
-            decay.append(p)
-    groups = [{"params": decay, "weight_decay": weight_decay}]
-    if no_decay:
-        groups.append({"params": no_decay, "weight_decay": 0.0})
-    return groups
+    """timm's weight-decay groups: conv/linear weights decay; norm parameters and biases (every 1-D tensor,
+    so elastic/dynamic norm layers too) do not, as AlphaNet trains."""
+    return param_groups_weight_decay(model, weight_decay)
 
 
 def warmup_cosine(total_steps: int, warmup_steps: int = 0, min_lr_ratio: float = 0.0) -> Callable[[int], float]:

@@ -68,8 +68,12 @@ def build_cost(space: SearchSpace, name: str, num_classes: int, hardware: Any = 
 
 def check_ddp_strategy(strategy: Any) -> None:
     """DDP must look for unused parameters: the last (synced) backward is the smallest subnet's, and DDP
-    all-reduces the accumulated gradients of parameters it did not use only in that mode."""
-    if isinstance(strategy, DDPStrategy) and not strategy._ddp_kwargs.get("find_unused_parameters", False):
+    all-reduces the accumulated gradients of parameters it did not use only in that mode. Reads the public
+    ``find_unused_parameters`` of torch's ``DistributedDataParallel`` wrapper (``strategy.model``), so it
+    runs once the strategy has wrapped the module (``on_fit_start``)."""
+    wrapped = getattr(strategy, "model", None)
+    if isinstance(strategy, DDPStrategy) and isinstance(wrapped, DistributedDataParallel) \
+            and not wrapped.find_unused_parameters:
         raise ConfigError("supernet training under DDP leaves parameters unused by some subnets; set "
                           "trainer.strategy.find_unused_parameters=true")
 
@@ -194,7 +198,7 @@ class SupernetModule(L.LightningModule):
 
     # ------------------------------------------------------------------------------------------ training
 
-    def setup(self, stage: str) -> None:
+    def on_fit_start(self) -> None:
         check_ddp_strategy(self.trainer.strategy)
 
     def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> torch.Tensor:

@@ -1,7 +1,7 @@
 """Lightning callbacks that drive the precision of a quantized model: static, CPT, FracTrain PFQ.
 
-Each callback finds the model inside the LightningModule (``.net``, ``.model`` or ``.supernet``, else the
-module itself), quantizes it in ``setup`` if nobody did (before ``configure_optimizers`` runs, and before a
+Each callback acts on the LightningModule's network, ``pl_module.net`` (the contract of
+:mod:`effnn.lit.network`), quantizes it in ``setup`` if nobody did (before ``configure_optimizers`` runs, and before a
 checkpoint is restored, so parameters and state-dict keys line up), then sets the shared
 ``PrecisionState`` at every training batch and switches to the evaluation precision for
 validation/test/predict. Because the layers themselves read the state, this works unchanged for
@@ -22,34 +22,23 @@ import torch.nn as nn
 from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.utilities import rank_zero_info
 
+from effnn.lit.network import network_of, training_loss
 from effnn.precision.quantizers import check_bits
 from effnn.precision.schedules import BitOpsMeter, LossPlateau, cyclic_bits, cyclic_period
 from effnn.precision.state import PrecisionState
 from effnn.precision.swap import QuantizationConfig, find_precision_state, quantize_model
 
-MODEL_ATTRS = ("net", "model", "supernet")
-
 
 def precision_root(pl_module: nn.Module) -> nn.Module:
-    """The network inside a LightningModule that precision callbacks quantize."""
-    for attr in MODEL_ATTRS:
-        candidate = getattr(pl_module, attr, None)
-        if isinstance(candidate, nn.Module):
-            return candidate
-    return pl_module
+    """The network inside a LightningModule that precision callbacks quantize: its ``.net``."""
+    return network_of(pl_module)
 
 
-def step_loss(outputs: Any, trainer: L.Trainer) -> torch.Tensor | None:
-    """The training loss of the batch that just ran (automatic or manual optimization)."""
-    if isinstance(outputs, torch.Tensor):
-        return outputs.detach()
-    if isinstance(outputs, Mapping) and isinstance(outputs.get("loss"), torch.Tensor):
-        return outputs["loss"].detach()
-    for key in ("train/loss_step", "train/loss"):
-        value = trainer.callback_metrics.get(key)
-        if isinstance(value, torch.Tensor):
-            return value.detach()
-    return None
+def step_loss(outputs: Any, trainer: L.Trainer | None = None) -> torch.Tensor | None:
+    """The training loss of the batch that just ran: what ``training_step`` returned (``outputs`` of
+    ``on_train_batch_end``), under automatic and manual optimization alike. ``trainer`` is not read (kept
+    for callers that pass it); no logged metric is looked up by name."""
+    return training_loss(outputs)
 
 
 class PrecisionCallback(Callback):
