@@ -23,6 +23,7 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.optim import Optimizer
 from torchmetrics.classification import MulticlassAccuracy
 
+from effnn.config import DEFAULT_HARDWARE
 from effnn.errors import ConfigError
 from effnn.hw import CostModel, build_cost_model
 from effnn.lit.optim import configure_warmup_cosine
@@ -96,7 +97,7 @@ class SupernetModule(L.LightningModule):
                  grad_clip_value: float | None = 1.0, scheduler: Mapping[str, Any] | None = None,
                  dropout: float = 0.0, bn_calibration_batches: int = 16,
                  eval_archs: Mapping[str, Mapping[str, Any]] | None = None,
-                 channels_last: bool = False, hardware: str | Mapping[str, Any] | None = "systolic_16x16_os"
+                 channels_last: bool = False, hardware: str | Mapping[str, Any] | None = DEFAULT_HARDWARE
                  ) -> None:
         super().__init__()
         self.save_hyperparameters(ignore=["optimizer"], logger=False)

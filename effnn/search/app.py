@@ -8,6 +8,7 @@ writes the files.
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
@@ -50,12 +51,10 @@ def launch(cfg: DictConfig) -> L.Fabric:
 def settings_from_config(search: DictConfig | SearchConfig) -> SearchSettings:
     """The search's settings from its structured config (``effnn.config.SearchConfig``, validated by Hydra)."""
     cfg = search if isinstance(search, SearchConfig) else validated(SearchConfig, search, "search")
-    return SearchSettings(
-        objectives=tuple(cfg.objectives), constraints=cfg.constraints, population=cfg.population,
-        generations=cfg.generations, parents=cfg.parents, num_mutations=cfg.num_mutations,
-        num_crossovers=cfg.num_crossovers, mutate_prob=cfg.mutate_prob, seed=cfg.seed, max_tries=cfg.max_tries,
-        predictor=cfg.predictor.enabled, prescreen_factor=cfg.predictor.prescreen_factor,
-        predictor_min_points=cfg.predictor.min_points)
+    nested = {"predictor": cfg.predictor.enabled, "prescreen_factor": cfg.predictor.prescreen_factor,
+              "predictor_min_points": cfg.predictor.min_points}
+    same_name = {f.name: getattr(cfg, f.name) for f in fields(SearchSettings) if f.name not in nested}
+    return SearchSettings(**same_name, **nested)
 
 
 def _plain(node: Any) -> Any:
