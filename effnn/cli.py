@@ -82,6 +82,9 @@ def describe(err: BaseException, usage: str = "") -> str | None:
             key = getattr(e, "full_key", "") or "?"
             return f"bad value for {key}: {_first_line(str(e))}; see `--cfg job` for the expected types"
     for e in chain:
+        if "Could not append to config. An item is already at" in str(e):
+            key = str(e).split("'")[1] if "'" in str(e) else "KEY"
+            return f"{key!r} is already in the config; set it without the +: {key}=VALUE"
         if isinstance(e, ConfigKeyError) or "Could not override" in str(e):
             text = " ".join(str(x) for x in chain)
             key = text.split("'")[1] if "'" in text else "KEY"

@@ -31,6 +31,11 @@ def test_unknown_config_key_points_at_plus_syntax(tmp_path: Path) -> None:
     assert "'trainer.max_epoch'" in line and "+trainer.max_epoch=" in line
 
 
+def test_plus_on_an_existing_key_says_to_drop_it(tmp_path: Path) -> None:
+    line = _one_error_line(run_cli(["train.py", "+trainer.max_epochs=3", f"hydra.run.dir={tmp_path}"]))
+    assert "'trainer.max_epochs' is already in the config" in line and "trainer.max_epochs=VALUE" in line
+
+
 def test_unknown_key_inside_a_sweep_is_caught(tmp_path: Path) -> None:
     line = _one_error_line(run_cli(["train.py", "-m", "model.optimizer.lrr=0.1,0.2", f"hydra.sweep.dir={tmp_path}"]))
     assert "model.optimizer.lrr" in line

@@ -144,3 +144,40 @@ def test_search_and_export_a_train_py_alphanet_checkpoint(tmp_path: Path) -> Non
     assert proc.returncode == 0, proc.stderr[-3000:]
     meta = json.loads((tmp_path / "e" / "export.json").read_text())
     assert meta["space"]["name"] == "tiny32" and max(meta["checks"]["max_abs_diff"].values()) <= 1e-4
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("choice", [[], ["hardware=systolic_32x32_ws"]])
+def test_train_py_and_search_report_the_same_accelerator(tmp_path: Path, choice: list[str]) -> None:
+    """As a user runs them: `train.py +recipe=alphanet` logs hw/latency_ms and hw/energy of the largest subnet,
+    `tools/search.py` writes latency_ms and energy of every Pareto arch; both are the `hardware` group's
+    accelerator (default systolic_16x16_os), and `hardware=systolic_32x32_ws` on both changes both."""
+    import csv
+
+    from effnn.config import DEFAULT_HARDWARE
+    from effnn.hw import build_cost_model
+    from effnn.nas import Arch, get_space
+
+    run = tmp_path / "run"
+    train = run_cli(["train.py", "+recipe=alphanet", *choice, "trainer.max_epochs=1", "+trainer.limit_train_batches=2",
+                     "+trainer.limit_val_batches=1", "test=false", "logger=csv", "callbacks=none",
+                     f"hydra.run.dir={run}", "model.bn_calibration_batches=1"], env=ENV)
+    assert train.returncode == 0, train.stderr[-3000:]
+    logged = [r for r in csv.DictReader((run / "csv" / "metrics.csv").open()) if r.get("hw/latency_ms")][-1]
+    ckpt = next(run.glob("checkpoints/*.ckpt"))
+    proc = run_cli(["tools/search.py", f"ckpt={ckpt}", f"out={tmp_path / 's'}", *choice, "search.population=4",
+                    "search.generations=1", "search.parents=2", "search.num_mutations=2", "search.num_crossovers=2",
+                    "search.calibration.batches=1", "progress=false"], env=ENV)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    space = get_space("tiny32")
+    model = build_cost_model(choice[0].split("=")[1] if choice else DEFAULT_HARDWARE)
+    def cost(arch: Arch) -> dict[str, float]:  # digits: 10 classes, 3 channels
+        return model.score_sections(space.workload_sections(arch, 10, 3))
+
+    largest = cost(space.max_arch())
+    assert float(logged["hw/latency_ms"]) == pytest.approx(largest["latency_ms"], rel=1e-6)
+    assert float(logged["hw/energy"]) == pytest.approx(largest["energy"], rel=1e-6)
+    for row in csv.DictReader((tmp_path / "s" / "pareto.csv").open()):
+        expected = cost(Arch.from_dict(json.loads(row["arch"])))
+        assert float(row["latency_ms"]) == pytest.approx(expected["latency_ms"], rel=1e-6)
+        assert float(row["energy"]) == pytest.approx(expected["energy"], rel=1e-6)

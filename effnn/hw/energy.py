@@ -6,7 +6,7 @@ numbers. Every number is quoted at ``ref_bits``-wide operands; the model scales 
 operand widths) and every data movement by ``bits / ref_bits`` (a narrower word moves fewer wires), which
 is what gives low-precision (CPT, FracTrain) and decomposed (SmartDeal) models their real benefit.
 
-The tables ship as package data (``energy_tables.yaml``, mirrored by ``conf/hardware/energy/*.yaml``).
+The tables ship as package data (``energy_tables.yaml``; a hardware preset names one as ``array.energy_table``).
 """
 
 from __future__ import annotations

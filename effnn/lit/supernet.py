@@ -51,7 +51,7 @@ def hardware_cost_model(hardware: Any, where: str = "model.hardware") -> CostMod
 def build_cost(space: SearchSpace, name: str, num_classes: int, hardware: Any = None,
                in_chans: int = 3) -> CostFn:
     """``macs`` (millions), or ``latency``/``energy``/``edp`` on ``hardware`` (a preset name, a
-    ``conf/hardware``-style mapping or an ``effnn.hw`` cost model)."""
+    ``effnn/conf/hardware``-style mapping or an ``effnn.hw`` cost model)."""
     if name == "macs":
         return macs_cost(space, num_classes)
     if name not in HARDWARE_COSTS:
@@ -59,7 +59,7 @@ def build_cost(space: SearchSpace, name: str, num_classes: int, hardware: Any = 
     if hardware is None:
         raise ConfigError(f"model.sampler.cost={name} needs an accelerator: set model.hardware (or "
                           f"model.sampler.hardware) to a preset such as systolic_16x16_os or a "
-                          f"conf/hardware-style mapping")
+                          f"effnn/conf/hardware-style mapping")
     model, key = hardware_cost_model(hardware, "model.sampler.hardware"), HARDWARE_COSTS[name]
     if key not in model.metric_names:
         raise ConfigError(f"model.sampler.cost={name} needs a hardware model that reports {key}; "
@@ -86,7 +86,7 @@ class SupernetModule(L.LightningModule):
     (best | worst), ``cost`` (macs | latency | energy | edp), ``hardware`` (default: the module's),
     ``bin_width``/``num_bins``, ``prior_samples``. ``kd_loss``: ``name`` (alpha | kl) plus that loss's
     options. ``eval_archs`` maps names to extra archs (AlphaNet YAML dicts) evaluated as ``val/acc_<name>``.
-    ``hardware`` (an ``effnn.hw`` preset name or ``conf/hardware``-style mapping; None: off) prices every
+    ``hardware`` (an ``effnn.hw`` preset name or ``effnn/conf/hardware``-style mapping; None: off) prices every
     evaluated subnet: ``hw/latency_ms_<name>``, ``hw/energy_<name>`` and, for the largest subnet,
     ``hw/latency_ms`` and ``hw/energy``, logged with each validation and test.
     """
