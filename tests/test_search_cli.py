@@ -160,11 +160,12 @@ def test_train_py_and_search_report_the_same_accelerator(tmp_path: Path, choice:
 
     run = tmp_path / "run"
     train = run_cli(["train.py", "+recipe=alphanet", *choice, "trainer.max_epochs=1", "+trainer.limit_train_batches=2",
-                     "+trainer.limit_val_batches=1", "test=false", "logger=csv", "callbacks=none",
-                     f"hydra.run.dir={run}", "model.bn_calibration_batches=1"], env=ENV)
+                     "+trainer.limit_val_batches=1", "test=false", "logger=csv", "callbacks.rich_progress_bar=null",
+                     "+trainer.enable_progress_bar=false", f"hydra.run.dir={run}", "model.bn_calibration_batches=1"],
+                    env=ENV)
     assert train.returncode == 0, train.stderr[-3000:]
     logged = [r for r in csv.DictReader((run / "csv" / "metrics.csv").open()) if r.get("hw/latency_ms")][-1]
-    ckpt = next(run.glob("checkpoints/*.ckpt"))
+    ckpt = run / "checkpoints" / "last.ckpt"
     proc = run_cli(["tools/search.py", f"ckpt={ckpt}", f"out={tmp_path / 's'}", *choice, "search.population=4",
                     "search.generations=1", "search.parents=2", "search.num_mutations=2", "search.num_crossovers=2",
                     "search.calibration.batches=1", "progress=false"], env=ENV)
