@@ -1,5 +1,5 @@
-"""Structured configs (dataclasses) that Hydra validates: the hardware preset, the search, precision
-(:class:`effnn.precision.QuantizationConfig` is its own schema) and SmartDeal.
+"""Structured configs (dataclasses) that Hydra validates: the hardware preset, the search, quantization
+(:class:`QuantizationConfig`, what ``effnn.precision.quantize_model`` instruments) and SmartDeal.
 
 :func:`register_configs` stores them in Hydra's ConfigStore. Config files extend them through their
 defaults list (``defaults: [_schema, _self_]`` in ``effnn/conf/hardware/*.yaml`` and
@@ -10,7 +10,9 @@ library (:func:`validated`), so the library and the command line share one valid
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, TypeVar
 
 from effnn.errors import ConfigError
@@ -91,6 +93,39 @@ class SearchConfig:
     hardware: CoSearchConfig = field(default_factory=CoSearchConfig)
 
 
+@dataclass
+class QuantizationConfig:
+    """What ``quantize_model`` instruments.
+
+    ``keep_full_precision``: fnmatch patterns of module names (``"stem.*"``, ``"fc"``) left alone.
+    ``keep_classifier``: leave the final classifier (timm ``get_classifier()``, else the last layer with a
+    2-D weight) full precision, as CPT/FracTrain do. ``keep_first``: also the first quantizable layer.
+    ``weights``/``activations``/``gradients``: which of the three quantizers to attach.
+    ``act_momentum``: EMA weight of the old activation range (0.9 in both papers).
+    """
+
+    keep_full_precision: tuple[str, ...] = ()
+    keep_classifier: bool = True
+    keep_first: bool = False
+    weights: bool = True
+    activations: bool = True
+    gradients: bool = True
+    act_momentum: float = 0.9
+
+    def __post_init__(self) -> None:
+        if isinstance(self.keep_full_precision, str):
+            self.keep_full_precision = (self.keep_full_precision,)
+        self.keep_full_precision = tuple(self.keep_full_precision)
+
+    @classmethod
+    def coerce(cls, value: QuantizationConfig | Mapping[str, Any] | None) -> QuantizationConfig:
+        """Accept a config object, a plain/Hydra mapping of its fields, or None (defaults); the mapping is
+        validated as a structured config (unknown keys and wrong types are one-line ConfigErrors)."""
+        if isinstance(value, cls):
+            return value
+        return validated(cls, value, "quantization")
+
+
 def validated(schema: type[T], value: Any, where: str) -> T:
     """``value`` (a mapping or DictConfig) checked against ``schema``: unknown keys and wrong types raise
     one-line ConfigErrors naming ``where``; returns the filled-in dataclass instance."""
@@ -118,27 +153,24 @@ def register_schemas() -> None:
     cs = ConfigStore.instance()
     cs.store(group="hardware", name="_schema", node=HardwareConfig)
     cs.store(group="search", name="_schema", node=SearchConfig)
+    cs.store(group="precision", name="_quantization_schema", node=QuantizationConfig)
 
 
 def register_configs() -> None:
-    """:func:`register_schemas` plus the library's own structured configs (these import torch), for the CLIs:
-    ``precision/_quantization_schema`` and, where effnn/decompose/config.py exists, ``smartdeal/_schema``."""
+    """:func:`register_schemas` plus SmartDeal's structured config (``smartdeal/_schema``, where
+    effnn/decompose/config.py exists; importing it imports torch, so only the CLIs call this)."""
     from hydra.core.config_store import ConfigStore
 
-    from effnn.precision.swap import QuantizationConfig
-
     register_schemas()
-    cs = ConfigStore.instance()
-    cs.store(group="precision", name="_quantization_schema", node=QuantizationConfig)
-    try:
-        from effnn.decompose import config as smartdeal_config
-    except ImportError:
-        return
+    if not (Path(__file__).parents[1] / "decompose" / "config.py").is_file():
+        return  # (checked by path: importing effnn.decompose to find out would import torch)
+    from effnn.decompose import config as smartdeal_config
+
     schema = getattr(smartdeal_config, "SmartDealConfig", None)
     if schema is not None:
-        cs.store(group="smartdeal", name="_schema", node=schema)
+        ConfigStore.instance().store(group="smartdeal", name="_schema", node=schema)
 
 
 __all__ = ["DEFAULT_HARDWARE", "ArrayConfig", "CalibrationConfig", "CoSearchConfig", "HardwareConfig",
-           "PredictorConfig", "SearchConfig", "register_configs", "register_schemas",
+           "PredictorConfig", "QuantizationConfig", "SearchConfig", "register_configs", "register_schemas",
            "validated"]

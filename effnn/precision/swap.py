@@ -13,12 +13,12 @@ from __future__ import annotations
 
 import fnmatch
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass
 from typing import Any
 
 import torch.nn as nn
 from torch.nn.utils import parametrize
 
+from effnn.config import QuantizationConfig  # the structured config; re-exported here
 from effnn.precision.modules import LayerQuantizer, WeightFakeQuant
 from effnn.precision.state import PrecisionState
 
@@ -27,41 +27,6 @@ QUANTIZER_ATTR = "quantizer"
 
 class FullPrecision(nn.Module):
     """Marker base class: ``quantize_model`` never descends into subclasses (e.g. DFQ precision gates)."""
-
-
-@dataclass
-class QuantizationConfig:
-    """What ``quantize_model`` instruments.
-
-    ``keep_full_precision``: fnmatch patterns of module names (``"stem.*"``, ``"fc"``) left alone.
-    ``keep_classifier``: leave the final classifier (timm ``get_classifier()``, else the last layer with a
-    2-D weight) full precision, as CPT/FracTrain do. ``keep_first``: also the first quantizable layer.
-    ``weights``/``activations``/``gradients``: which of the three quantizers to attach.
-    ``act_momentum``: EMA weight of the old activation range (0.9 in both papers).
-    """
-
-    keep_full_precision: tuple[str, ...] = ()
-    keep_classifier: bool = True
-    keep_first: bool = False
-    weights: bool = True
-    activations: bool = True
-    gradients: bool = True
-    act_momentum: float = 0.9
-
-    def __post_init__(self) -> None:
-        if isinstance(self.keep_full_precision, str):
-            self.keep_full_precision = (self.keep_full_precision,)
-        self.keep_full_precision = tuple(self.keep_full_precision)
-
-    @classmethod
-    def coerce(cls, value: QuantizationConfig | Mapping[str, Any] | None) -> QuantizationConfig:
-        """Accept a config object, a plain/Hydra mapping of its fields, or None (defaults); the mapping is
-        validated as a structured config (unknown keys and wrong types are one-line ConfigErrors)."""
-        if isinstance(value, cls):
-            return value
-        from effnn.config import validated
-
-        return validated(cls, value, "quantization")
 
 
 def stored_weight(module: nn.Module) -> nn.Parameter | None:
