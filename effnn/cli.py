@@ -20,6 +20,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from hydra.experimental.callback import Callback
+
 from effnn.errors import ConfigError, EffnnError
 
 #: groups that are selected in the defaults list as ``group: null`` but that users write as ``+group=NAME``
@@ -109,12 +111,13 @@ def one_line_errors(usage: str = "") -> Iterator[None]:
         sys.exit(2)
 
 
-class RequiredKeys:
+class RequiredKeys(Callback):
     """Hydra callback (``hydra.callbacks`` of ``conf/search.yaml``, ``conf/export.yaml``): before Hydra makes
     the run directory (which may be ``${out}``), name every top-level ``???`` key the command line left out,
     in one line with the tool's usage."""
 
     def __init__(self, usage: str = "") -> None:
+        super().__init__()
         self.usage = usage
 
     def on_run_start(self, config: Any, **kwargs: Any) -> None:
