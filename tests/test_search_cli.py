@@ -31,8 +31,9 @@ def one_error_line(proc: subprocess.CompletedProcess, match: str) -> None:
     assert "Traceback" not in proc.stderr
 
 
-def test_missing_arguments_are_one_line() -> None:
-    one_error_line(run_cli(["tools/search.py", "out=x"]), "missing ckpt=")
+def test_missing_arguments_are_one_line(tmp_path: Path) -> None:
+    one_error_line(run_cli(["tools/search.py", f"out={tmp_path / 'x'}"]), "missing ckpt=")
+    assert not (tmp_path / "x").exists()  # named before Hydra makes the run directory
     one_error_line(run_cli(["tools/export.py", "ckpt=x"]), "missing arch= and out=")
 
 
