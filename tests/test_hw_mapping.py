@@ -162,3 +162,27 @@ def test_warm_subnet_scoring_is_fast() -> None:
         best = max(best, len(archs) / (time.perf_counter() - start))
     # the target is 10,000/s on a quiet core (docs/hardware_ppa.md); leave room for a busy CI machine
     assert best > 2_000
+
+
+def test_hwcost_cli_prints_mappings_and_ppa(capsys: pytest.CaptureFixture) -> None:
+    import importlib.util
+    import json
+
+    from tests.conftest import ROOT
+
+    spec = importlib.util.spec_from_file_location("hwcost_tool", ROOT / "tools" / "hwcost.py")
+    tool = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(tool)
+    argv = ["--model", "resnet18", "--input-shape", "1,3,64,64", "--hardware", "systolic_16x16_os",
+            "--mapping", "best", "--objective", "edp", "--json"]
+    assert tool.main(argv) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert len(report["layers"]) == 21 and all(" order=" in row["mapping"] for row in report["layers"])
+    total = report["total"]
+    for key in ("area_mm2", "power_mw", "latency_ms", "energy", "edp", "gops_per_mm2"):
+        assert total[key] > 0
+    assert total["edp"] == pytest.approx(total["energy"] * total["latency_ms"])
+    assert tool.main(argv[:-1]) == 0
+    assert "GOPS/mm^2" in capsys.readouterr().out
+    assert tool.main(argv[:-1] + ["--pe-bits", "8"]) == 2
+    assert "--pe-bits must be two integers" in capsys.readouterr().err
