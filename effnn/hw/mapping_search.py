@@ -117,7 +117,8 @@ def simulated_annealing(space: MappingSpace, objective: str, budget: int, rng: n
     fx = math.log(b(x)[0]) if not b.done else math.inf
     step = 0
     while not b.done:
-        y = _neighbour(space, x, rng)
+        # from an invalid point (tiles overflowing an SRAM) jump to a fresh random one instead of walking
+        y = _neighbour(space, x, rng) if np.isfinite(fx) else _random_indices(space, 1, rng)[0]
         fy_raw = b(y)[0]
         fy = math.log(fy_raw) if np.isfinite(fy_raw) else math.inf
         temp = t_start * (t_end / t_start) ** (step / max(1, budget - 1))
