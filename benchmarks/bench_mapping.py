@@ -63,7 +63,8 @@ def run(evals: int, seconds: float, seeds: int) -> dict:
         for method in METHODS:
             for budget_kind in ("evals", "time"):
                 kwargs = {"budget": evals} if budget_kind == "evals" else {"budget": 10**9, "time_limit_s": seconds}
-                found = [search(space, method, "edp", seed=seed, surrogate=surrogate, **kwargs) for seed in range(seeds)]
+                found = [search(space, method, "edp", seed=seed, surrogate=surrogate, **kwargs)
+                         for seed in range(seeds)]
                 row[f"{method}@{budget_kind}"] = statistics.fmean(r.best_value / optimum.best_value for r in found)
                 row[f"{method}@{budget_kind}:evals"] = statistics.fmean(r.evaluations for r in found)
         rows.append(row)
@@ -83,7 +84,8 @@ def main(argv: list[str]) -> int:
     write_json(Path(args.out), result)
     print(f"EDP found / exhaustive optimum (mean of {args.seeds} seeds; 1.00 = optimal); surrogate trained in "
           f"{result['surrogate_train_s']:.1f} s on other layers")
-    header = "layer                 space  " + "  ".join(f"{m[:6]:>6}@{b[0]}" for m in METHODS for b in ("evals", "time"))
+    header = "layer                 space  " + "  ".join(f"{m[:6]:>6}@{b[0]}" for m in METHODS
+                                                     for b in ("evals", "time"))
     print(header)
     for row in result["layers"]:
         print(f"{row['layer']:<20} {row['space']:>6}  "

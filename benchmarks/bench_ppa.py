@@ -144,7 +144,8 @@ def main(argv: list[str]) -> int:
     rate = result["subnet_rate"]
     print(f"  AttentiveNAS subnets in mapped mode, warm caches: {rate['warm_subnets_per_s']:,.0f}/s best, "
           f"{rate['warm_subnets_per_s_median']:,.0f}/s median (one core, load average {rate['load_average']:.1f}; "
-          f"cold: {rate['archs']} subnets, {rate['layer_shapes']} layer shapes mapped, in {rate['cold_seconds']:.1f} s)")
+          f"cold: {rate['archs']} subnets, {rate['layer_shapes']} layer shapes mapped, "
+          f"in {rate['cold_seconds']:.1f} s)")
     print(f"wrote {args.out}")
     return 0
 

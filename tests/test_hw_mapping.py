@@ -12,7 +12,14 @@ import pytest
 
 from effnn.hw.layers import ConvLayer, GemmLayer
 from effnn.hw.mapping import (
-    ORDERS, Accelerator, LayerShape, MappedCostModel, Mapper, MappingSpace, best_mapping, evaluate_mappings,
+    ORDERS,
+    Accelerator,
+    LayerShape,
+    MappedCostModel,
+    Mapper,
+    MappingSpace,
+    best_mapping,
+    evaluate_mappings,
     objective_values,
 )
 from effnn.hw.systolic import SystolicArray
@@ -29,7 +36,7 @@ def _simulate_dram(m: int, n: int, k: int, tiles: tuple[int, int, int], order: s
     ranges = {d: [(s, min(s + tile[d], size[d])) for s in range(0, size[d], tile[d])] for d in "mnk"}
     resident = {"if": None, "f": None, "of": None}
     seen_out: set = set()
-    fetch_if = fetch_f = out_w = out_r = 0
+    fetch_if = fetch_f = out_w = out_r = prev_ext = 0
     for combo in itertools.product(*(ranges[d] for d in order)):
         t = dict(zip(order, combo))
         ext = {d: t[d][1] - t[d][0] for d in "mnk"}
@@ -41,8 +48,7 @@ def _simulate_dram(m: int, n: int, k: int, tiles: tuple[int, int, int], order: s
             fetch_f += ext["k"] * ext["n"]
             resident["f"] = key_f
         if resident["of"] != key_of:
-            if resident["of"] is not None:
-                out_w += prev_ext  # noqa: F821 (set below on the first iteration)
+            out_w += prev_ext  # the tile leaving the buffer is written back (0 before the first)
             if key_of in seen_out:
                 out_r += ext["m"] * ext["n"]
             seen_out.add(key_of)

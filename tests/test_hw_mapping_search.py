@@ -9,12 +9,18 @@ import torch
 from effnn.hw.layers import ConvLayer
 from effnn.hw.mapping import Accelerator, LayerShape, MappingSpace, best_mapping
 from effnn.hw.mapping_search import (
-    METHODS, _mapping_features, _layer_features, exhaustive, search, train_surrogate,
+    METHODS,
+    _layer_features,
+    _mapping_features,
+    exhaustive,
+    search,
+    train_surrogate,
 )
 from effnn.hw.systolic import SystolicArray
 
 ACC = Accelerator.from_array(SystolicArray(16, 16, "os", dram_bandwidth=16), dataflows=("os", "ws", "is"))
-TRAIN = [ConvLayer("a", 32, 64, 28, 28, 3, 3, pad_h=1, pad_w=1), ConvLayer("b", 128, 128, 14, 14, 3, 3, pad_h=1, pad_w=1),
+TRAIN = [ConvLayer("a", 32, 64, 28, 28, 3, 3, pad_h=1, pad_w=1),
+         ConvLayer("b", 128, 128, 14, 14, 3, 3, pad_h=1, pad_w=1),
          ConvLayer("c", 64, 256, 14, 14), ConvLayer("d", 144, 144, 28, 28, 3, 3, pad_h=1, pad_w=1, groups=144)]
 TARGET = ConvLayer("x", 64, 128, 28, 28, 3, 3, pad_h=1, pad_w=1)
 

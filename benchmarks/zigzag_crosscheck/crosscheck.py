@@ -105,13 +105,15 @@ def zigzag_layer(spec: tuple) -> tuple[list[dict], list[dict]]:
     prec = {"W": BITS, "I": BITS, "O": BITS, "O_final": BITS}
     rel = [f"ix={stride}*ox+1*fx", f"iy={stride}*oy+1*fy"]
     if groups > 1:
-        work = {"id": 0, "name": name, "operator_type": "Conv", "equation": "O[b][g][oy][ox]+=W[g][fy][fx]*I[b][g][iy][ix]",
+        work = {"id": 0, "name": name, "operator_type": "Conv",
+                "equation": "O[b][g][oy][ox]+=W[g][fy][fx]*I[b][g][iy][ix]",
                 "dimension_relations": rel, "loop_dims": ["B", "G", "OY", "OX", "FY", "FX"],
                 "loop_sizes": [1, groups, layer.out_h, layer.out_w, k, k], "operand_precision": prec,
                 "operand_source": {"I": 0, "W": 0}}
         spatial = {"D1": ["OX, 8"], "D2": ["G, 16"]}
     else:
-        work = {"id": 0, "name": name, "operator_type": "Conv", "equation": "O[b][k][oy][ox]+=W[k][c][fy][fx]*I[b][c][iy][ix]",
+        work = {"id": 0, "name": name, "operator_type": "Conv",
+                "equation": "O[b][k][oy][ox]+=W[k][c][fy][fx]*I[b][c][iy][ix]",
                 "dimension_relations": rel, "loop_dims": ["B", "K", "C", "OY", "OX", "FY", "FX"],
                 "loop_sizes": [1, cout, cin, layer.out_h, layer.out_w, k, k], "operand_precision": prec,
                 "operand_source": {"I": 0, "W": 0}}

@@ -233,7 +233,7 @@ def evaluate_mappings(s: LayerShape, acc: Accelerator, df: np.ndarray, gs: np.nd
     sram_of_w, sram_of_r = s.m * s.n * psum, s.m * s.n * (psum - 1)
 
     srams = acc.ppa.srams()
-    wb, ab, ob, fb = s.weight_bits, s.act_bits, s.out_bits, s.filter_bits
+    ab, ob, fb = s.act_bits, s.out_bits, s.filter_bits
     g = s.g
     sram_pj = g * (
         (sram_if * ab * srams["ifmap"].read_pj_per_bit + dram_if * ab * srams["ifmap"].write_pj_per_bit)
