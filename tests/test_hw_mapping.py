@@ -190,5 +190,9 @@ def test_hwcost_cli_prints_mappings_and_ppa(capsys: pytest.CaptureFixture) -> No
     assert total["edp"] == pytest.approx(total["energy"] * total["latency_ms"])
     assert tool.main(argv[:-1]) == 0
     assert "GOPS/mm^2" in capsys.readouterr().out
+    assert tool.main(argv[:-1] + ["--search", "random", "--budget", "40", "--json"]) == 0
+    searched = json.loads(capsys.readouterr().out)
+    assert searched["search"] == "random" and len(searched["layers"]) == 21
+    assert searched["total"]["edp"] > 0
     assert tool.main(argv[:-1] + ["--pe-bits", "8"]) == 2
     assert "--pe-bits must be two integers" in capsys.readouterr().err

@@ -70,3 +70,21 @@ def test_bad_method_and_missing_surrogate_are_explained() -> None:
         search(space, "tabu")
     with pytest.raises(ValueError, match="needs a surrogate"):
         search(space, "gradient", budget=5)
+
+
+def test_search_layers_never_beats_the_exhaustive_mapper() -> None:
+    from effnn.hw.mapping import Mapper, objective_values
+    from effnn.hw.mapping_search import search_layers
+
+    layers = [TARGET, TRAIN[3], TARGET]
+    found = search_layers(layers, ACC, "genetic", "edp", budget=100, seed=0)
+    best = Mapper(ACC, "edp")
+    assert [f.name for f in found] == [layer.name for layer in layers]
+    assert found[0].mapping == found[2].mapping  # one search per distinct shape
+
+    def edp(c) -> float:
+        cost = {"cycles": np.array([c.cycles]), "dyn_pj": np.array([c.dyn_pj]), "valid": np.array([True])}
+        return float(objective_values(cost, ACC, "edp")[0])
+
+    for layer, f in zip(layers, found):
+        assert edp(f) >= edp(best(layer)) * (1 - 1e-12)

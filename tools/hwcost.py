@@ -13,6 +13,8 @@ PPA and mappings (effnn.hw.ppa, effnn.hw.mapping):
   --mapping best|scalesim [--objective edp|energy|latency] [--pe-type int_mac] [--pe-bits 16,16]
       per-layer mappings (best: each layer's optimum over the dataflows in --dataflows; scalesim: the one
       fixed schedule) and area_mm2, power_mw, latency_ms, energy (uJ), EDP (uJ*ms), GOPS/mm^2
+  --search random|annealing|genetic|gradient [--budget 1000]
+      find each layer's mapping with that search instead of exhaustively (gradient: Mind Mappings)
   Example: python tools/hwcost.py --model resnet18 --input-shape 1,3,224,224 --hardware systolic_16x16_os \
       --mapping best --objective edp
 
@@ -67,6 +69,11 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     ppa.add_argument("--pe-type", choices=("int_mac", "bit_serial", "bit_fusion", "shift_add"),
                      help="processing element (default: the preset's ppa.pe_type, else int_mac)")
     ppa.add_argument("--pe-bits", help="PE weight,activation bits (default: the preset's, else 16,16)")
+    ppa.add_argument("--search", choices=("exhaustive", "random", "annealing", "genetic", "gradient"),
+                     default="exhaustive", help="how --mapping best searches each layer's mappings "
+                                                "(default exhaustive, the optimum)")
+    ppa.add_argument("--budget", type=int, default=1000,
+                     help="cost evaluations per layer for --search other than exhaustive (default 1000)")
     ppa.add_argument("--dataflows", default="os,ws,is",
                      help="dataflows the accelerator supports for --mapping best (default os,ws,is)")
     parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
@@ -83,6 +90,10 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         parser.error("give either -c SCALE-Sim config or --hardware, not both")
     if not args.mapping and (args.pe_type or args.pe_bits):
         parser.error("--pe-type and --pe-bits price a --mapping; add --mapping best or --mapping scalesim")
+    if args.search != "exhaustive" and args.mapping != "best":
+        parser.error("--search chooses how --mapping best searches; add --mapping best")
+    if args.budget <= 0:
+        parser.error(f"--budget must be a positive number of evaluations, got {args.budget}")
     return args
 
 
@@ -186,9 +197,15 @@ def mapped_report(args: argparse.Namespace, array: Any, layers: list) -> dict[st
     dataflows = tuple(d.strip() for d in args.dataflows.split(",") if d.strip())
     acc = Accelerator.from_array(array, dataflows=dataflows if args.mapping == "best" else None,
                                  **_preset_ppa(args))
-    model = MappedCostModel(acc, args.objective, "mapped" if args.mapping == "best" else "scalesim", array)
-    costed = [model.layer_cost(layer) for layer in layers]
-    return {"mode": args.mapping, "objective": args.objective, "accelerator": acc.ppa.describe(),
+    if args.mapping == "best" and args.search != "exhaustive":
+        from effnn.hw.mapping_search import search_layers
+
+        costed = search_layers(layers, acc, args.search, args.objective, args.budget)
+    else:
+        model = MappedCostModel(acc, args.objective, "mapped" if args.mapping == "best" else "scalesim", array)
+        costed = [model.layer_cost(layer) for layer in layers]
+    return {"mode": args.mapping, "search": args.search if args.mapping == "best" else None,
+            "objective": args.objective, "accelerator": acc.ppa.describe(),
             "dataflows": list(acc.dataflows), "layers": [c.as_dict() for c in costed],
             "total": totals(costed, acc)}
 
@@ -198,8 +215,9 @@ def print_mapped(report: dict[str, Any]) -> None:
     from rich.table import Table
 
     acc = report["accelerator"]
+    how = f"{report['mode']}, {report['search']}" if report["search"] else report["mode"]
     table = Table(title=f"{acc['rows']}x{acc['cols']} {acc['pe_type']} {acc['weight_bits']}x{acc['act_bits']} b "
-                        f"at {acc['node_nm']:g} nm, mapping {report['mode']} ({report['objective']})")
+                        f"at {acc['node_nm']:g} nm, mapping {how} ({report['objective']})")
     for col in ("layer", "mapping", "MACs", "cycles", "util %", "energy uJ"):
         table.add_column(col, justify="left" if col in ("layer", "mapping") else "right")
     for row in report["layers"]:

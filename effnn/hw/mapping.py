@@ -303,6 +303,15 @@ def best_mapping(shape: LayerShape, acc: Accelerator, objective: str = "edp") ->
     return space.decode(idx[best]), {k: float(v[best]) for k, v in cost.items()}
 
 
+def mapped_layer(name: str, shape: LayerShape, acc: Accelerator, mapping: LayerMapping,
+                 cost: Mapping[str, float]) -> MappedLayer:
+    """A :class:`MappedLayer` from one mapping's cost (one row of :func:`evaluate_mappings`)."""
+    c = {k: float(np.asarray(v).reshape(-1)[0]) for k, v in cost.items()}
+    util = 100.0 * shape.macs / (c["cycles"] * acc.rows * acc.cols) if c["cycles"] else 0.0
+    return MappedLayer(name, mapping, shape.macs, c["cycles"], c["compute_cycles"], c["dyn_pj"], c["mac_pj"],
+                       c["sram_pj"], c["dram_pj"], util)
+
+
 class Mapper:
     """Best mapping per layer shape for one accelerator and objective, cached (the cache lives here)."""
 
@@ -318,10 +327,7 @@ class Mapper:
         hit = self._cache.get(shape)
         if hit is None:
             hit = self._cache[shape] = best_mapping(shape, self.acc, self.objective)
-        mapping, c = hit
-        util = 100.0 * shape.macs / (c["cycles"] * self.acc.rows * self.acc.cols) if c["cycles"] else 0.0
-        return MappedLayer(layer.name, mapping, shape.macs, c["cycles"], c["compute_cycles"], c["dyn_pj"],
-                           c["mac_pj"], c["sram_pj"], c["dram_pj"], util)
+        return mapped_layer(layer.name, shape, self.acc, *hit)
 
     @property
     def cache_size(self) -> int:

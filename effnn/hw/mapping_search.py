@@ -27,7 +27,17 @@ import numpy as np
 import torch
 import torch.nn as nn
 
-from effnn.hw.mapping import DATAFLOWS, ORDERS, Accelerator, LayerMapping, LayerShape, MappingSpace
+from effnn.hw.layers import Layer
+from effnn.hw.mapping import (
+    DATAFLOWS,
+    ORDERS,
+    Accelerator,
+    LayerMapping,
+    LayerShape,
+    MappedLayer,
+    MappingSpace,
+    mapped_layer,
+)
 
 METHODS = ("exhaustive", "random", "annealing", "genetic", "gradient")
 
@@ -280,6 +290,23 @@ def search(space: MappingSpace, method: str, objective: str = "edp", budget: int
     return runners[method]()
 
 
+def search_layers(layers: Sequence[Layer], acc: Accelerator, method: str, objective: str = "edp",
+                  budget: int = 1000, seed: int = 0) -> list[MappedLayer]:
+    """Every layer on the mapping ``method`` finds (once per distinct shape). ``gradient`` first trains its
+    surrogate on random mappings of the same shapes (Mind Mappings trains per accelerator, offline)."""
+    shapes = {LayerShape.of(layer): None for layer in layers}
+    surrogate = train_surrogate(list(shapes), acc, objective, seed=seed) if method == "gradient" else None
+    found: dict[LayerShape, tuple[LayerMapping, dict]] = {}
+    for shape in shapes:
+        space = MappingSpace(shape, acc)
+        result = search(space, method, objective, budget, seed, surrogate=surrogate)
+        if not math.isfinite(result.best_value):
+            raise ValueError(f"{method} search found no mapping of GEMM (M={shape.m}, N={shape.n}, K={shape.k}) that "
+                             f"fits the SRAMs in {budget} evaluations; raise --budget or use exhaustive")
+        found[shape] = (result.mapping, space.evaluate(result.best_index))
+    return [mapped_layer(layer.name, LayerShape.of(layer), acc, *found[LayerShape.of(layer)]) for layer in layers]
+
+
 def _need(surrogate: Surrogate | None) -> Surrogate:
     if surrogate is None:
         raise ValueError("gradient search needs a surrogate: train one with train_surrogate(shapes, acc)")
@@ -287,4 +314,4 @@ def _need(surrogate: Surrogate | None) -> Surrogate:
 
 
 __all__ = ["METHODS", "SearchResult", "Surrogate", "exhaustive", "genetic", "gradient_search", "random_search",
-           "search", "simulated_annealing", "train_surrogate"]
+           "search", "search_layers", "simulated_annealing", "train_surrogate"]
