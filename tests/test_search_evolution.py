@@ -170,9 +170,19 @@ def test_co_search_keeps_accelerators_in_budget_and_picks_the_best_per_subnet() 
 
 def test_area_budget_and_bad_hardware_config() -> None:
     base = SystolicArray(16, 16, "ws")
-    hw = HardwareSpace(base, [8, 16], [8, 16], ["ws"], [16], [16], [16], max_area_mm2=0.004 * 128 + 0.48)
+    # area from effnn.hw.ppa: 128 16-bit int MAC PEs + three 16 kB SRAMs
+    from effnn.hw.ppa import AcceleratorPPA
+
+    area_128 = AcceleratorPPA(8, 16, "int_mac", 16, 16, 16, 16, 16).area_mm2()
+    hw = HardwareSpace(base, [8, 16], [8, 16], ["ws"], [16], [16], [16], max_area_mm2=area_128 * 1.001)
     assert {a.num_pes for a in hw.feasible()} == {64, 128}
-    assert hw.area_mm2(Accelerator(8, 16, "ws", 16, 16, 16)) == pytest.approx(0.004 * 128 + 0.01 * 48)
+    assert hw.area_mm2(Accelerator(8, 16, "ws", 16, 16, 16)) == pytest.approx(area_128)
+    power_64 = hw.power_mw(Accelerator(8, 8, "ws", 16, 16, 16))
+    capped = HardwareSpace(base, [8, 16], [8, 16], ["ws"], [16], [16], [16], max_power_mw=power_64 * 1.001)
+    assert {a.num_pes for a in capped.feasible()} == {64}
+    with pytest.raises(ConfigError, match="linear pe_mm2"):
+        HardwareSpace.from_config(base, {"rows": [8], "cols": [8], "dataflow": ["ws"], "ifmap_sram_kb": [16],
+                                         "filter_sram_kb": [16], "ofmap_sram_kb": [16]}, {}, {"pe_mm2": 0.004})
     with pytest.raises(ConfigError, match="no accelerator fits the budget"):
         HardwareSpace(base, [8], [8], ["ws"], [16], [16], [16], max_pes=32)
     with pytest.raises(ConfigError, match="allowed dataflows"):

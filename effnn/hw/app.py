@@ -10,6 +10,15 @@ Hardware, one of:
   --hardware NAME|FILE.yaml           a preset of the `hardware` group, effnn/conf/hardware/NAME.yaml (default:
                                       systolic_16x16_os, as train.py and tools/search.py), or such a file
 
+PPA and mappings (effnn.hw.ppa, effnn.hw.mapping):
+  --mapping best|scalesim [--objective edp|energy|latency] [--pe-type int_mac] [--pe-bits 16,16]
+      per-layer mappings (best: each layer's optimum over the dataflows in --dataflows; scalesim: the one
+      fixed schedule) and area_mm2, power_mw, latency_ms, energy (uJ), EDP (uJ*ms), GOPS/mm^2
+  --search random|annealing|genetic|gradient [--budget 1000]
+      find each layer's mapping with that search instead of exhaustively (gradient: Mind Mappings)
+  Example: python tools/hwcost.py --model resnet18 --input-shape 1,3,224,224 --hardware systolic_16x16_os \
+      --mapping best --objective edp
+
 Prints a table, or with --json one object ``{"hardware", "layers": [...], "total": {...}}``; every layer
 has name, macs, compute_cycles, stall_cycles, total_cycles, overall_util, mapping_efficiency, sram_reads
 {ifmap, filter}, sram_writes {ofmap}, dram_reads {ifmap, filter}, dram_writes {ofmap}, energy, latency_s.
@@ -51,6 +60,21 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     hw.add_argument("--dataflow", choices=("os", "ws", "is"), help="override the dataflow")
     hw.add_argument("--clock-mhz", type=float, help="override the clock (SCALE-Sim configs: default 1000)")
     hw.add_argument("--energy-table", help="energy table name (effnn.hw.energy_table_names())")
+    ppa = parser.add_argument_group("PPA and mappings")
+    ppa.add_argument("--mapping", choices=("best", "scalesim"),
+                     help="price with the PPA model: each layer's best mapping, or the SCALE-Sim schedule")
+    ppa.add_argument("--objective", choices=("edp", "energy", "latency"), default="edp",
+                     help="what --mapping best minimises per layer (default edp)")
+    ppa.add_argument("--pe-type", choices=("int_mac", "bit_serial", "bit_fusion", "shift_add"),
+                     help="processing element (default: the preset's ppa.pe_type, else int_mac)")
+    ppa.add_argument("--pe-bits", help="PE weight,activation bits (default: the preset's, else 16,16)")
+    ppa.add_argument("--search", choices=("exhaustive", "random", "annealing", "genetic", "gradient"),
+                     default="exhaustive", help="how --mapping best searches each layer's mappings "
+                                                "(default exhaustive, the optimum)")
+    ppa.add_argument("--budget", type=int, default=1000,
+                     help="cost evaluations per layer for --search other than exhaustive (default 1000)")
+    ppa.add_argument("--dataflows", default="os,ws,is",
+                     help="dataflows the accelerator supports for --mapping best (default os,ws,is)")
     parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
     args = parser.parse_args(argv)
     sources = [name for name in ("topology", "space", "exported", "model") if getattr(args, name)]
@@ -63,6 +87,12 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         parser.error("--gemm applies to a SCALE-Sim topology (-t)")
     if args.config and args.hardware:
         parser.error("give either -c SCALE-Sim config or --hardware, not both")
+    if not args.mapping and (args.pe_type or args.pe_bits):
+        parser.error("--pe-type and --pe-bits price a --mapping; add --mapping best or --mapping scalesim")
+    if args.search != "exhaustive" and args.mapping != "best":
+        parser.error("--search chooses how --mapping best searches; add --mapping best")
+    if args.budget <= 0:
+        parser.error(f"--budget must be a positive number of evaluations, got {args.budget}")
     return args
 
 
@@ -137,6 +167,71 @@ def load_workload(args: argparse.Namespace) -> tuple[list, dict[str, Any]]:
     return extract_workload(model, shape), {"params": sum(p.numel() for p in model.parameters())}
 
 
+def _preset_ppa(args: argparse.Namespace) -> dict[str, Any]:
+    """PPA fields a hardware preset may carry under ``ppa:`` (pe_type, weight_bits, act_bits, dram, tech)."""
+    import yaml
+
+    from effnn.hw import hardware_preset
+
+    spec: Any = {}
+    if args.hardware and args.hardware.endswith((".yaml", ".yml")):
+        spec = yaml.safe_load(Path(args.hardware).read_text()) or {}
+    elif not args.config:
+        spec = hardware_preset(args.hardware or DEFAULT_HARDWARE)
+    found = dict(spec.get("ppa") or {}) if isinstance(spec, dict) else {}
+    if args.pe_type:
+        found["pe_type"] = args.pe_type
+    if args.pe_bits:
+        try:
+            w, a = (int(b) for b in args.pe_bits.split(","))
+        except ValueError as err:
+            raise EffnnError(f"--pe-bits must be two integers like 8,8, got {args.pe_bits!r}") from err
+        found.update(weight_bits=w, act_bits=a)
+    return found
+
+
+def mapped_report(args: argparse.Namespace, array: Any, layers: list) -> dict[str, Any]:
+    """Per-layer mappings and the PPA totals (``--mapping``)."""
+    from effnn.hw.mapping import Accelerator, MappedCostModel, totals
+
+    dataflows = tuple(d.strip() for d in args.dataflows.split(",") if d.strip())
+    acc = Accelerator.from_array(array, dataflows=dataflows if args.mapping == "best" else None,
+                                 **_preset_ppa(args))
+    if args.mapping == "best" and args.search != "exhaustive":
+        from effnn.hw.mapping_search import search_layers
+
+        costed = search_layers(layers, acc, args.search, args.objective, args.budget)
+    else:
+        model = MappedCostModel(acc, args.objective, "mapped" if args.mapping == "best" else "scalesim", array)
+        costed = [model.layer_cost(layer) for layer in layers]
+    return {"mode": args.mapping, "search": args.search if args.mapping == "best" else None,
+            "objective": args.objective, "accelerator": acc.ppa.describe(),
+            "dataflows": list(acc.dataflows), "layers": [c.as_dict() for c in costed],
+            "total": totals(costed, acc)}
+
+
+def print_mapped(report: dict[str, Any]) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    acc = report["accelerator"]
+    how = f"{report['mode']}, {report['search']}" if report["search"] else report["mode"]
+    table = Table(title=f"{acc['rows']}x{acc['cols']} {acc['pe_type']} {acc['weight_bits']}x{acc['act_bits']} b "
+                        f"at {acc['node_nm']:g} nm, mapping {how} ({report['objective']})")
+    for col in ("layer", "mapping", "MACs", "cycles", "util %", "energy uJ"):
+        table.add_column(col, justify="left" if col in ("layer", "mapping") else "right")
+    for row in report["layers"]:
+        table.add_row(row["name"], row["mapping"], f"{row['macs']:,}", f"{row['cycles']:,.0f}",
+                      f"{row['utilization']:.1f}", f"{row['dyn_pj'] * 1e-6:.4g}")
+    console = Console()
+    console.width = max(console.width, 160)
+    console.print(table)
+    t = report["total"]
+    console.print(f"area {t['area_mm2']:.4g} mm^2, power {t['power_mw']:.4g} mW (leakage {t['leakage_mw']:.3g} mW), "
+                  f"latency {t['latency_ms']:.4g} ms, energy {t['energy']:.4g} uJ, EDP {t['edp']:.4g} uJ*ms, "
+                  f"{t['gops_per_mm2']:.4g} GOPS/mm^2, utilization {t['utilization']:.1f} %")
+
+
 def main(argv: list[str]) -> int:
     """Print the cost report the command line asks for; 0 on success, 2 (one ``error:`` line) on bad input."""
     args = parse_args(argv)
@@ -147,10 +242,17 @@ def main(argv: list[str]) -> int:
     try:
         array = load_array(args)
         layers, extra = load_workload(args)
-        report = workload_report(array, layers, extra)
+        report = mapped_report(args, array, layers) if args.mapping else workload_report(array, layers, extra)
     except (EffnnError, ValueError, FileNotFoundError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
+    if args.mapping:
+        report.update(extra)
+        if args.json:
+            print(json.dumps(report, indent=1))
+        else:
+            print_mapped(report)
+        return 0
     if args.json:
         print(json.dumps(report, indent=1))
         return 0

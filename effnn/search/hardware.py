@@ -2,8 +2,9 @@
 
 A configuration (``Accelerator``) fixes the genes a co-search varies -- array rows and columns, dataflow
 and the three SRAM sizes -- on top of a base ``SystolicArray`` that holds everything else (clock, DRAM
-bandwidth, word width, energy table). A budget bounds the number of PEs and/or the silicon area; the
-area is a linear estimate (PEs plus SRAM kB), good enough to rank configurations, not to tape out.
+bandwidth, word width, energy table). A budget bounds the number of PEs, the silicon area and/or the peak
+power; area and power come from the PPA model (:mod:`effnn.hw.ppa`: published per-PE and per-SRAM numbers
+at 45 nm for the PE type and bit-width in ``AreaModel``).
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from itertools import product
 from typing import Any
 
 from effnn.errors import ConfigError
+from effnn.hw.ppa import PE_TYPES, AcceleratorPPA, tech_names
 from effnn.hw.systolic import DATAFLOWS, SystolicArray
 
 GENES = ("rows", "cols", "dataflow", "ifmap_sram_kb", "filter_sram_kb", "ofmap_sram_kb")
@@ -59,17 +61,35 @@ class Accelerator:
 
 @dataclass(frozen=True)
 class AreaModel:
-    """Linear silicon-area estimate in mm^2: ``pe_mm2`` per PE plus ``sram_mm2_per_kb`` per kB of SRAM.
+    """Area and peak power of a configuration from :class:`effnn.hw.ppa.AcceleratorPPA`: ``rows x cols`` PEs
+    of ``pe_type`` at ``weight_bits`` x ``act_bits`` plus the three SRAMs, at the base array's clock."""
 
-    The defaults are illustrative (order of magnitude of an 8-bit MAC PE and of SRAM in a ~28-45 nm
-    process); set your own numbers when the area budget matters.
-    """
+    pe_type: str = "int_mac"
+    weight_bits: int = 16
+    act_bits: int = 16
+    tech: str = "horowitz_45nm"
 
-    pe_mm2: float = 0.004
-    sram_mm2_per_kb: float = 0.01
+    def __post_init__(self) -> None:
+        if self.pe_type not in PE_TYPES:
+            raise ConfigError(f"search.hardware.area.pe_type={self.pe_type!r}; choose one of {', '.join(PE_TYPES)}")
+        if self.tech not in tech_names():
+            raise ConfigError(f"search.hardware.area.tech={self.tech!r}; available: {', '.join(tech_names())}")
+
+    @classmethod
+    def from_config(cls, area: Mapping[str, Any]) -> AreaModel:
+        known = {"pe_type", "weight_bits", "act_bits", "tech"}
+        unknown = sorted(set(area) - known)
+        if unknown:
+            raise ConfigError(f"search.hardware.area has unknown keys {unknown} (the linear pe_mm2/sram_mm2_per_kb "
+                              f"estimate was replaced by the PPA model); allowed: {sorted(known)}")
+        return cls(**dict(area))
+
+    def ppa(self, acc: Accelerator, clock_mhz: float = 1000.0) -> AcceleratorPPA:
+        return AcceleratorPPA(acc.rows, acc.cols, self.pe_type, self.weight_bits, self.act_bits, acc.ifmap_sram_kb,
+                              acc.filter_sram_kb, acc.ofmap_sram_kb, clock_mhz, tech=self.tech)
 
     def __call__(self, acc: Accelerator) -> float:
-        return acc.num_pes * self.pe_mm2 + acc.sram_kb * self.sram_mm2_per_kb
+        return self.ppa(acc).area_mm2()
 
 
 def _choices(name: str, values: Any, kind: type) -> tuple:
@@ -93,7 +113,7 @@ class HardwareSpace:
     def __init__(self, base: SystolicArray, rows: Sequence[int], cols: Sequence[int], dataflow: Sequence[str],
                  ifmap_sram_kb: Sequence[float], filter_sram_kb: Sequence[float], ofmap_sram_kb: Sequence[float],
                  max_pes: int | None = None, max_area_mm2: float | None = None,
-                 area_model: AreaModel | None = None) -> None:
+                 area_model: AreaModel | None = None, max_power_mw: float | None = None) -> None:
         self.base = base
         self.genes: dict[str, tuple] = {
             "rows": _choices("rows", rows, int), "cols": _choices("cols", cols, int),
@@ -104,12 +124,14 @@ class HardwareSpace:
         }
         self.max_pes = max_pes
         self.max_area_mm2 = max_area_mm2
+        self.max_power_mw = max_power_mw
         self.area_model = area_model or AreaModel()
         if not any(True for _ in self.feasible()):
             smallest = Accelerator(*(min(c) if g != "dataflow" else c[0] for g, c in self.genes.items()))
-            raise ConfigError(f"no accelerator fits the budget (max_pes={max_pes}, max_area_mm2={max_area_mm2}); "
-                              f"the smallest choice has {smallest.num_pes} PEs and "
-                              f"{self.area_model(smallest):.3f} mm^2; raise the budget or add smaller choices")
+            raise ConfigError(f"no accelerator fits the budget (max_pes={max_pes}, max_area_mm2={max_area_mm2}, "
+                              f"max_power_mw={max_power_mw}); the smallest choice has {smallest.num_pes} PEs, "
+                              f"{self.area_mm2(smallest):.3f} mm^2 and {self.power_mw(smallest):.1f} mW peak; "
+                              f"raise the budget or add smaller choices")
 
     @classmethod
     def from_config(cls, base: SystolicArray, space: Mapping[str, Any], budget: Mapping[str, Any],
@@ -120,19 +142,26 @@ class HardwareSpace:
         missing = [g for g in GENES if g not in space]
         if missing:
             raise ConfigError(f"search.hardware.space is missing {missing}; give the choices of every gene")
-        known_budget = {"max_pes", "max_area_mm2"}
+        known_budget = {"max_pes", "max_area_mm2", "max_power_mw"}
         if set(budget) - known_budget:
             raise ConfigError(f"search.hardware.budget has unknown keys {sorted(set(budget) - known_budget)}; "
                               f"allowed: {sorted(known_budget)}")
-        area_model = AreaModel(**dict(area)) if area else None
+        area_model = AreaModel.from_config(area) if area else None
         return cls(base, **{g: list(space[g]) for g in GENES}, max_pes=budget.get("max_pes"),
-                   max_area_mm2=budget.get("max_area_mm2"), area_model=area_model)
+                   max_area_mm2=budget.get("max_area_mm2"), area_model=area_model,
+                   max_power_mw=budget.get("max_power_mw"))
 
     def area_mm2(self, acc: Accelerator) -> float:
-        return self.area_model(acc)
+        return self.area_model.ppa(acc, self.base.clock_mhz).area_mm2()
+
+    def power_mw(self, acc: Accelerator) -> float:
+        """Peak power: every PE busy at the base array's clock, plus leakage (effnn.hw.ppa)."""
+        return self.area_model.ppa(acc, self.base.clock_mhz).peak_power_mw()
 
     def within_budget(self, acc: Accelerator) -> bool:
         if self.max_pes is not None and acc.num_pes > self.max_pes:
+            return False
+        if self.max_power_mw is not None and self.power_mw(acc) > self.max_power_mw:
             return False
         return self.max_area_mm2 is None or self.area_mm2(acc) <= self.max_area_mm2
 
