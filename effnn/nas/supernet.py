@@ -96,13 +96,18 @@ class MBNet(nn.Module):
         self.dropout = nn.Dropout(dropout)
         self.classifier = classifier
 
+    def forward_stem(self, x: torch.Tensor) -> torch.Tensor:
+        return self.act1(self.bn1(self.conv_stem(x)))
+
     def forward_blocks(self, x: torch.Tensor) -> torch.Tensor:
         return self.blocks(x)
 
-    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.act1(self.bn1(self.conv_stem(x)))
-        x = self.forward_blocks(x)
+    def forward_last_conv(self, x: torch.Tensor) -> torch.Tensor:
+        """The 1x1 head expansion (conv, BN, activation) that ends ``forward_features``."""
         return self.act2(self.bn2(self.conv_head(x)))
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        return self.forward_last_conv(self.forward_blocks(self.forward_stem(x)))
 
     def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
         x = self.flatten(self.act3(self.conv_mix(self.global_pool(x))))
@@ -226,6 +231,11 @@ class Supernet(MBNet):
         self._active_blocks = tuple(self._stage_blocks[c.stage][c.slot] for c in blocks)
         self.arch = arch
         return _ArchScope(self, previous if previous is not None else arch)
+
+    @property
+    def active_blocks(self) -> tuple[int, ...]:
+        """Indices into ``blocks`` of the active arch's blocks, in execution order."""
+        return self._active_blocks
 
     def forward_blocks(self, x: torch.Tensor) -> torch.Tensor:
         for i in self._active_blocks:

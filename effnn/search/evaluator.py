@@ -17,6 +17,7 @@ from torch.utils.data import DataLoader, Dataset
 from effnn.nas.bn_calibration import recalibrate_bn
 from effnn.nas.space import Arch
 from effnn.nas.supernet import Supernet, resize_to
+from effnn.search.prefix_reuse import PrefixReuse
 
 Batch = tuple[torch.Tensor, torch.Tensor]
 
@@ -65,11 +66,13 @@ class SubnetAccuracy:
     """``acc(arch)`` -> top-1 accuracy in percent of ``arch`` on ``eval_batches`` after BN recalibration.
 
     Leaves the supernet with ``arch``'s recalibrated BN statistics (which is what the exporter relies on)
-    and its previous active arch restored.
+    and its previous active arch restored. With ``reuse_mb > 0`` (and a supernet that qualifies, see
+    ``PrefixReuse``) calls reuse the activations and statistics of earlier archs' shared leading layers,
+    with bit-identical results; ``recalibrate`` and ``accuracy`` always compute from scratch.
     """
 
     def __init__(self, supernet: Supernet, calib_batches: Sequence[Batch], eval_batches: Iterable[Batch],
-                 device: torch.device | str = "cpu", channels_last: bool = False) -> None:
+                 device: torch.device | str = "cpu", channels_last: bool = False, reuse_mb: float = 1024.0) -> None:
         if not calib_batches:
             raise ValueError("BN recalibration needs at least one training batch")
         self.device = torch.device(device)
@@ -79,6 +82,8 @@ class SubnetAccuracy:
         self.eval_batches = [(x.to(self.device, memory_format=fmt), y.to(self.device)) for x, y in eval_batches]
         if not self.eval_batches:
             raise ValueError("accuracy evaluation needs a non-empty held-out split")
+        self.reuse = (PrefixReuse(self.supernet, self.calib_batches, self.eval_batches, reuse_mb)
+                      if reuse_mb > 0 and PrefixReuse.supports(self.supernet) else None)
 
     def recalibrate(self, arch: Arch) -> None:
         """Set ``arch`` active and re-estimate its BN statistics on the calibration batches."""
@@ -91,8 +96,10 @@ class SubnetAccuracy:
 
     def __call__(self, arch: Arch) -> float:
         previous = self.supernet.arch
-        self.recalibrate(arch)
         try:
+            if self.reuse is not None:
+                return self.reuse.evaluate(arch)
+            self.recalibrate(arch)
             return self.accuracy(arch)
         finally:
             if previous is not None:
