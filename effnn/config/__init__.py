@@ -53,6 +53,7 @@ class HardwareConfig:
 class CalibrationConfig:
     batches: int = 8
     batch_size: int = 64
+    reuse_mb: float = 1024.0  # prefix-reuse cache (effnn.search.prefix_reuse); 0: every subnet from scratch
 
 
 @dataclass

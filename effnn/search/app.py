@@ -75,7 +75,8 @@ def build_accuracy(cfg: DictConfig, loaded: SupernetCheckpoint, device: torch.de
     calib = cfg.search.calibration
     batches = fixed_batches(dm.train_set, int(calib.batches), int(calib.batch_size), int(cfg.search.seed))
     return SubnetAccuracy(loaded.supernet, batches, dm.val_dataloader(), device,
-                          channels_last=bool(cfg.search.get("channels_last", False)))
+                          channels_last=bool(cfg.search.get("channels_last", False)),
+                          reuse_mb=float(calib.get("reuse_mb", 0.0)))
 
 
 def needs_hardware_metrics(settings: SearchSettings, co_search: bool) -> bool:
