@@ -29,12 +29,13 @@ import numpy as np
 
 from effnn.hw.energy import EnergyTable, load_energy_table
 from effnn.hw.layers import ConvLayer, GemmLayer, Layer
+from effnn.hw.memory import drain_ofmap, ofmap_writes_per_cycle
 
 DATAFLOWS = ("os", "ws", "is")
 
 #: Per-layer quantities computed by :meth:`SystolicArray.evaluate_arrays`, in this order.
 METRICS = (
-    "macs", "compute_cycles", "stall_cycles", "total_cycles", "prefetch_cycles",
+    "macs", "compute_cycles", "stall_cycles", "total_cycles", "prefetch_cycles", "total_cycles_incl_prefetch",
     "sram_reads_ifmap", "sram_reads_filter", "sram_writes_ofmap",
     "dram_reads_ifmap", "dram_reads_filter", "dram_writes_ofmap",
     # every access of each SRAM, what its energy counts: the array's (real, see below) plus DRAM fills/drain
@@ -119,7 +120,10 @@ class LayerCost:
     compute_cycles: int
     stall_cycles: int
     total_cycles: int
-    prefetch_cycles: int
+    prefetch_cycles: int  # cycles the first DRAM fill of the ifmap/filter buffers runs before compute
+    #: SCALE-Sim's "Total Cycles (incl. prefetch)": from the first DRAM read to the last ofmap DRAM write
+    #: (the first fill, compute with its stalls, the final drain of the ofmap buffer); ``latency_s`` uses it
+    total_cycles_incl_prefetch: int
     overall_util: float  # percent of PE-cycles doing a MAC, over total_cycles (SCALE-Sim's "Overall Util %")
     mapping_efficiency: float  # percent of PEs mapped, averaged over folds
     compute_util: float  # percent, SCALE-Sim's "Compute Util %" (per-fold utilisation incl. fill/drain)
@@ -138,7 +142,8 @@ class LayerCost:
         return {
             "name": self.name, "macs": self.macs, "compute_cycles": self.compute_cycles,
             "stall_cycles": self.stall_cycles, "total_cycles": self.total_cycles,
-            "prefetch_cycles": self.prefetch_cycles, "overall_util": self.overall_util,
+            "prefetch_cycles": self.prefetch_cycles,
+            "total_cycles_incl_prefetch": self.total_cycles_incl_prefetch, "overall_util": self.overall_util,
             "mapping_efficiency": self.mapping_efficiency, "compute_util": self.compute_util,
             "sram_reads": {"ifmap": self.sram_reads_ifmap, "filter": self.sram_reads_filter},
             "sram_writes": {"ofmap": self.sram_writes_ofmap},
@@ -314,9 +319,18 @@ class SystolicArray:
             dram_f = kn * np.where(kn > cap_f, col_folds, 1)
             dram_of = sram_of
 
-        stall, prefetch = self._stalls(compute, g * dram_if, g * dram_f, g * dram_of,
-                                       g * np.minimum(fp_if, cap_if), g * np.minimum(kn, cap_f), ab, fb, ob)
+        # the ofmap buffer's last drain ends ceil(writes / bandwidth) - 1 cycles after the last compute
+        # cycle (SCALE-Sim drains one bandwidth-wide line per cycle, from the last demand line's cycle on),
+        # unless the ofmap outgrows the buffer and drains during compute (emulated, effnn.hw.memory)
+        of_bw = self.cols if self.dram_bandwidth is None else self.dram_bandwidth[2]
+        drain = np.ceil(dram_of * ob / (self.word_bits * of_bw)) - 1
+        dram_of, drain = self._ofmap_drain(sr, sc, t, np.asarray(dram_of * np.ones_like(m)),
+                                           drain * np.ones_like(m), ob, of_bw)
+        stall, _ = self._stalls(compute, g * dram_if, g * dram_f, g * dram_of,
+                                g * np.minimum(fp_if, cap_if), g * np.minimum(kn, cap_f), ab, fb, ob)
         total = compute + stall
+        prefetch = g * self._first_fill(dram_if, dram_f, ab, fb, sr)
+        total_incl = total + prefetch + g * drain
 
         # SRAM is read by the array and written by DRAM fills (ifmap/filter); written by the array and read
         # by the DRAM drain (ofmap). Weights stay in stored form (fb bits) up to the array's edge.
@@ -330,7 +344,7 @@ class SystolicArray:
         util_sum = mapped * t / (R * C * util_fold_cycles)
         out = {
             "macs": macs, "compute_cycles": compute, "stall_cycles": stall, "total_cycles": total,
-            "prefetch_cycles": prefetch,
+            "prefetch_cycles": prefetch, "total_cycles_incl_prefetch": total_incl,
             "sram_reads_ifmap": g * sram_if, "sram_reads_filter": g * sram_f,
             "sram_writes_ofmap": g * sram_of,
             "dram_reads_ifmap": g * dram_if, "dram_reads_filter": g * dram_f,
@@ -342,6 +356,64 @@ class SystolicArray:
             "energy_dram": e_dram, "energy": energy,
         }
         return {key: np.asarray(out[key], dtype=np.float64) * np.ones_like(m) for key in METRICS}
+
+    def _ofmap_drain(self, sr: np.ndarray, sc: np.ndarray, t: np.ndarray, dram_of: np.ndarray,
+                     drain: np.ndarray, ob: np.ndarray, of_bw: float) -> tuple[np.ndarray, np.ndarray]:
+        """(DRAM ofmap writes, cycles from the last compute cycle to the last DRAM write) per group, with
+        the layers whose ofmap outgrows the buffer's drain threshold emulated (:mod:`effnn.hw.memory`)."""
+        elems = np.floor(self.ofmap_sram_kb * 1024 * 8 / ob)
+        spill = dram_of > elems - np.ceil(elems * 0.5)
+        if not spill.any():
+            return dram_of, drain
+        dram_of, drain = dram_of.copy(), drain.copy()
+        for i in np.flatnonzero(spill):
+            bw = max(1, int(of_bw * self.word_bits // ob[i]))
+            per_cycle = ofmap_writes_per_cycle(self.dataflow, self.rows, self.cols, int(sr[i]), int(sc[i]),
+                                               int(t[i]))
+            result = drain_ofmap(per_cycle, int(elems[i]), bw)
+            dram_of[i] = result.dram_writes
+            drain[i] = result.last_write_cycle - (len(per_cycle) - 1)
+        return dram_of, drain
+
+    def _first_fill(self, dram_if: np.ndarray, dram_f: np.ndarray, ab: np.ndarray, fb: np.ndarray,
+                    sr: np.ndarray) -> np.ndarray:
+        """Cycles from SCALE-Sim's first DRAM read of the ifmap/filter buffers to the first compute cycle.
+
+        SCALE-Sim fills the active half in whole sets of ``floor(words / 100)`` words. An operand with at
+        most 50 sets is fetched at the end, timed to finish just before compute (all its sets); a bigger
+        one when its 50th set is first demanded, timed to finish just before its *first demand*: 50 sets,
+        minus the cycles the array runs before it first reads that operand (``rows`` for the streaming
+        operand of ws/is, which waits for the stationary one to load; ``rows - Sr`` for a stationary operand
+        that does not fill the rows, loaded bottom row first). 10 words/cycle in CALC mode (its
+        default backing bandwidth), the interface bandwidth in USER mode.
+        """
+        if self.dram_bandwidth is None:
+            bw_if = bw_f = 10.0
+        else:
+            bw_if, bw_f = self.dram_bandwidth[0], self.dram_bandwidth[1]
+        unmapped = self.rows - np.minimum(self.rows, sr)
+        first_if = {"os": 0, "ws": self.rows, "is": unmapped}[self.dataflow]
+        first_f = {"os": 0, "ws": unmapped, "is": self.rows}[self.dataflow]
+        fills = []
+        for dram, sram_kb, bits, bw, first in ((dram_if, self.ifmap_sram_kb, ab, bw_if, first_if),
+                                               (dram_f, self.filter_sram_kb, fb, bw_f, first_f)):
+            per_set = np.floor(np.floor(sram_kb * 1024 * 8 / bits) / 100)
+            sets = np.ceil(dram * bits / self.word_bits / per_set)
+            big = sets >= 50
+            fills.append(np.ceil(np.minimum(sets, 50) * per_set / bw) - np.where(big, first, 0))
+        return np.maximum(fills[0], fills[1])
+
+    def spills(self, layers: Sequence[Layer]) -> np.ndarray:
+        """Per layer: does an operand outgrow its SRAM's active half (ifmap/filter) or the ofmap buffer's
+        drain threshold, so SCALE-Sim evicts/refetches or drains during compute?"""
+        la = LayerArrays.from_layers(layers)
+        res = self.evaluate_arrays(la)
+        g = la.groups
+        cap_if = self._active_capacity(self.ifmap_sram_kb, la.act_bits)
+        cap_f = self._active_capacity(self.filter_sram_kb, la.filter_bits)
+        cap_of = np.floor(self.ofmap_sram_kb * 1024 * 8 / la.out_bits) / 2
+        return ((la.ifmap_footprint > cap_if) | (la.k * la.n > cap_f)
+                | (res["dram_writes_ofmap"] / g > cap_of))
 
     def _stalls(self, compute: np.ndarray, dram_if: np.ndarray, dram_f: np.ndarray, dram_of: np.ndarray,
                 first_if: np.ndarray, first_f: np.ndarray, ab: np.ndarray, fb: np.ndarray,
@@ -382,6 +454,7 @@ class SystolicArray:
                 stall_cycles=int(res["stall_cycles"][i]),
                 total_cycles=int(total),
                 prefetch_cycles=int(res["prefetch_cycles"][i]),
+                total_cycles_incl_prefetch=int(res["total_cycles_incl_prefetch"][i]),
                 overall_util=float(100 * res["macs"][i] / (total * pes)),
                 mapping_efficiency=float(100 * res["mapped_pe_folds"][i] / (folds * pes)),
                 compute_util=float(100 * res["compute_util_sum"][i] / folds),
@@ -394,6 +467,6 @@ class SystolicArray:
                 energy=float(res["energy"][i]),
                 energy_breakdown={lvl: float(res[f"energy_{lvl}"][i])
                                   for lvl in ("mac", "rf", "array", "sram", "dram")},
-                latency_s=float((total + res["prefetch_cycles"][i]) / (self.clock_mhz * 1e6)),
+                latency_s=float(res["total_cycles_incl_prefetch"][i] / (self.clock_mhz * 1e6)),
             ))
         return out
