@@ -14,6 +14,7 @@ per drain, no element trace.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -116,3 +117,148 @@ def _drained(first: int, n: int, bandwidth: int, partial: dict[int, int]) -> int
     empty slots of the last line."""
     last = first + n - 1
     return n * bandwidth - (bandwidth - partial.get(last, bandwidth))
+
+
+# --------------------------------------------------------------------------------------------------------
+# CALC-mode read buffers: which reads reach DRAM when an operand outgrows the buffer's active half
+
+#: Longest operand stream (SRAM reads of one sub-layer) :func:`calc_dram_reads` emulates; longer ones keep
+#: the closed-form estimate of :class:`~effnn.hw.systolic.SystolicArray` (documented in docs/hardware.md).
+MAX_EMULATED_READS = 1 << 20
+
+
+@dataclass(frozen=True)
+class ConvGeometry:
+    """The addressing of one (sub-)layer's ifmap, as SCALE-Sim lays it out (``(y * W + x) * C + c``).
+
+    ``out_w`` output columns; window index ``k`` = ``(ky * S + kx) * C + c``. A GEMM is ``H = M``,
+    ``W = K``, a ``1 x K`` kernel, ``C = 1`` (SCALE-Sim's own conversion).
+    """
+
+    in_h: int
+    in_w: int
+    channels: int
+    kernel_w: int
+    stride_h: int
+    stride_w: int
+    out_w: int
+
+    def ifmap_address(self, m: np.ndarray, k: np.ndarray) -> np.ndarray:
+        """Address of window element ``k`` of output pixel ``m``; -1 where the window runs off the edge."""
+        oy, ox = np.divmod(m, self.out_w)
+        ky, rest = np.divmod(k, self.kernel_w * self.channels)
+        kx, c = np.divmod(rest, self.channels)
+        y, x = oy * self.stride_h + ky, ox * self.stride_w + kx
+        return np.where((y < self.in_h) & (x < self.in_w), (y * self.in_w + x) * self.channels + c, -1)
+
+
+def _skewed(t: int, used: int) -> tuple[np.ndarray, np.ndarray]:
+    """(time, lane) of a ``t x used`` block in SCALE-Sim's skewed demand order: line ``j`` holds lane
+    ``r`` at time ``j - r``, lanes ascending within a line."""
+    time, lane = np.meshgrid(np.arange(t), np.arange(used), indexing="ij")
+    time, lane = time.ravel(), lane.ravel()
+    order = np.lexsort((lane, time + lane))
+    return time[order], lane[order]
+
+
+def _stationary(used_rows: int, used_cols: int) -> tuple[np.ndarray, np.ndarray]:
+    """(row, col) of a stationary fold in SCALE-Sim's order: bottom row first, columns ascending."""
+    row, col = np.meshgrid(np.arange(used_rows)[::-1], np.arange(used_cols), indexing="ij")
+    return row.ravel(), col.ravel()
+
+
+def operand_streams(dataflow: str, rows: int, cols: int, m: int, n: int, k: int, geometry: ConvGeometry,
+                    want: tuple[bool, bool] = (True, True)) -> tuple[np.ndarray | None, np.ndarray | None]:
+    """(ifmap, filter) addresses in the order SCALE-Sim's array demands them (folds: columns outer,
+    rows inner), without the -1 it never fetches; ``want`` skips either. Filter ``(k, n)`` is address
+    ``k * N + n``. A streamed operand's folds repeat for every column fold, so they are built once."""
+    sr, sc = {"os": (m, n), "ws": (k, n), "is": (k, m)}[dataflow]
+    t = {"os": k, "ws": m, "is": n}[dataflow]
+    row_folds, col_folds = -(-sr // rows), -(-sc // cols)
+    skews: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+
+    def skewed(used: int) -> tuple[np.ndarray, np.ndarray]:
+        if used not in skews:
+            skews[used] = _skewed(t, used)
+        return skews[used]
+
+    def row_pass(address: Callable[[int, int], np.ndarray]) -> np.ndarray:
+        """One pass over the row folds (what each column fold repeats)."""
+        return np.concatenate([address(fr * rows, min(rows, sr - fr * rows)) for fr in range(row_folds)])
+
+    def grid(address: Callable[[int, int, int, int], np.ndarray]) -> np.ndarray:
+        return np.concatenate([address(fc * cols, min(cols, sc - fc * cols), fr * rows,
+                                       min(rows, sr - fr * rows))
+                               for fc in range(col_folds) for fr in range(row_folds)])
+
+    def os_ifmap(r0: int, ru: int) -> np.ndarray:
+        tt, lane = skewed(ru)
+        return geometry.ifmap_address(r0 + lane, tt)
+
+    def os_filter(c0: int, cu: int, r0: int, ru: int) -> np.ndarray:
+        tt, lane = skewed(cu)
+        return tt * n + c0 + lane
+
+    def ws_ifmap(r0: int, ru: int) -> np.ndarray:
+        tt, lane = skewed(ru)
+        return geometry.ifmap_address(tt, r0 + lane)
+
+    def ws_filter(c0: int, cu: int, r0: int, ru: int) -> np.ndarray:
+        row, col = _stationary(ru, cu)
+        return (r0 + row) * n + c0 + col
+
+    def is_ifmap(c0: int, cu: int, r0: int, ru: int) -> np.ndarray:
+        row, col = _stationary(ru, cu)
+        return geometry.ifmap_address(c0 + col, r0 + row)
+
+    def is_filter(r0: int, ru: int) -> np.ndarray:
+        tt, lane = skewed(ru)
+        return (r0 + lane) * n + tt
+
+    ifmap = filt = None
+    if dataflow == "os":
+        if want[0]:
+            ifmap = np.tile(row_pass(os_ifmap), col_folds)
+        if want[1]:
+            filt = grid(os_filter)
+    elif dataflow == "ws":
+        if want[0]:
+            ifmap = np.tile(row_pass(ws_ifmap), col_folds)
+        if want[1]:
+            filt = grid(ws_filter)
+    else:
+        if want[0]:
+            ifmap = grid(is_ifmap)
+        if want[1]:
+            filt = np.tile(row_pass(is_filter), col_folds)
+    return (None if ifmap is None else ifmap[ifmap >= 0]), filt
+
+
+def chunked_misses(stream: np.ndarray, capacity: int) -> int:
+    """DRAM reads of SCALE-Sim's CALC-mode read buffer for an address stream.
+
+    Its active half holds ``capacity`` distinct addresses (50 sets); a read hits if its address came
+    since the buffer last turned over, and the buffer turns over -- forgets everything -- the moment the
+    ``capacity``-th distinct address arrives. So the stream splits greedily into pieces of ``capacity``
+    distinct addresses, each fetched once.
+    """
+    size = len(stream)
+    order = np.argsort(stream, kind="stable")
+    ranked = stream[order]
+    prev = np.full(size, -1, dtype=np.int64)  # previous position of the same address, -1 if none
+    same = ranked[1:] == ranked[:-1]
+    prev[order[1:][same]] = order[:-1][same]
+    start, count = 0, 0
+    while start < size:
+        span = min(size - start, 4 * capacity)
+        while True:
+            new = np.cumsum(prev[start:start + span] < start)
+            if new[-1] >= capacity or start + span == size:
+                break
+            span = min(size - start, 2 * span)
+        if new[-1] < capacity:
+            return count + int(new[-1])
+        end = int(np.searchsorted(new, capacity))
+        count += capacity
+        start += end + 1
+    return count

@@ -29,7 +29,8 @@ import numpy as np
 
 from effnn.hw.energy import EnergyTable, load_energy_table
 from effnn.hw.layers import ConvLayer, GemmLayer, Layer
-from effnn.hw.memory import drain_ofmap, ofmap_writes_per_cycle
+from effnn.hw.memory import (MAX_EMULATED_READS, ConvGeometry, chunked_misses, drain_ofmap, operand_streams,
+                             ofmap_writes_per_cycle)
 
 DATAFLOWS = ("os", "ws", "is")
 
@@ -77,6 +78,9 @@ class LayerArrays:
     act_bits: np.ndarray
     out_bits: np.ndarray
     filter_bits: np.ndarray  # bits per weight in DRAM and the filter SRAM (``stored_weight_bits``)
+    #: per layer (in_h, in_w, channels per group, kernel_w, stride_h, stride_w, out_w, batch): the ifmap
+    #: addressing the read-buffer emulation needs (a GEMM is SCALE-Sim's M x K "image", 1 x K kernel)
+    geometry: np.ndarray | None = None
 
     @classmethod
     def from_layers(cls, layers: Sequence[Layer]) -> LayerArrays:
@@ -107,8 +111,14 @@ class LayerArrays:
             row_elems[conv_idx] = geo[:, 4] * geo[:, 1] * geo[:, 10]
             channels[conv_idx] = geo[:, 10]
         ints = table[:, :4].astype(np.int64)
+        geometry = np.stack([ints[:, 0], ints[:, 2], np.ones_like(ints[:, 0]), ints[:, 2],
+                             np.ones_like(ints[:, 0]), np.ones_like(ints[:, 0]), np.ones_like(ints[:, 0]),
+                             np.ones_like(ints[:, 0])], axis=1)
+        if conv_idx:
+            geometry[conv_idx] = geo[:, [0, 1, 10, 3, 4, 5, 9, 11]]
         return cls(tuple(layer.name for layer in layers), ints[:, 0], ints[:, 1], ints[:, 2], ints[:, 3],
-                   footprint, row_elems, channels, table[:, 5], table[:, 6], table[:, 7], table[:, 10])
+                   footprint, row_elems, channels, table[:, 5], table[:, 6], table[:, 7], table[:, 10],
+                   geometry)
 
 
 @dataclass(frozen=True)
@@ -319,6 +329,10 @@ class SystolicArray:
             dram_f = kn * np.where(kn > cap_f, col_folds, 1)
             dram_of = sram_of
 
+        if self.dram_bandwidth is None and la.geometry is not None:
+            dram_if, dram_f = self._calc_reads(la, np.asarray(dram_if * np.ones_like(m)),
+                                               np.asarray(dram_f * np.ones_like(m)), spills_if,
+                                               kn > cap_f, cap_if, cap_f, sram_if + sram_f)
         # the ofmap buffer's last drain ends ceil(writes / bandwidth) - 1 cycles after the last compute
         # cycle (SCALE-Sim drains one bandwidth-wide line per cycle, from the last demand line's cycle on),
         # unless the ofmap outgrows the buffer and drains during compute (emulated, effnn.hw.memory)
@@ -356,6 +370,31 @@ class SystolicArray:
             "energy_dram": e_dram, "energy": energy,
         }
         return {key: np.asarray(out[key], dtype=np.float64) * np.ones_like(m) for key in METRICS}
+
+    def _calc_reads(self, la: LayerArrays, dram_if: np.ndarray, dram_f: np.ndarray, spill_if: np.ndarray,
+                    spill_f: np.ndarray, cap_if: np.ndarray, cap_f: np.ndarray,
+                    sram_reads: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """CALC-mode DRAM reads per group of the layers with a spilling ifmap/filter, by replaying
+        SCALE-Sim's read buffer on the operand's address stream (:func:`effnn.hw.memory.chunked_misses`);
+        streams longer than :data:`~effnn.hw.memory.MAX_EMULATED_READS`, batched convs and operands wider
+        than a word keep the closed form (a buffer of sub-word elements has no SCALE-Sim counterpart)."""
+        todo = np.flatnonzero((spill_if | spill_f) & (la.geometry[:, 7] == 1)
+                              & (sram_reads <= MAX_EMULATED_READS))
+        if not len(todo):
+            return dram_if, dram_f
+        dram_if, dram_f = dram_if.copy(), dram_f.copy()
+        for i in todo:
+            m, n, k = int(la.m[i]), int(la.n[i]), int(la.k[i])
+            in_h, in_w, ch, kw, sh, sw, out_w, _ = (int(v) for v in la.geometry[i])
+            want = (bool(spill_if[i] and la.act_bits[i] == self.word_bits),
+                    bool(spill_f[i] and la.filter_bits[i] == self.word_bits))
+            ifmap, filt = operand_streams(self.dataflow, self.rows, self.cols, m, n, k,
+                                          ConvGeometry(in_h, in_w, ch, kw, sh, sw, out_w), want)
+            if ifmap is not None:
+                dram_if[i] = chunked_misses(ifmap, int(cap_if[i]))
+            if filt is not None:
+                dram_f[i] = chunked_misses(filt, int(cap_f[i]))
+        return dram_if, dram_f
 
     def _ofmap_drain(self, sr: np.ndarray, sc: np.ndarray, t: np.ndarray, dram_of: np.ndarray,
                      drain: np.ndarray, ob: np.ndarray, of_bw: float) -> tuple[np.ndarray, np.ndarray]:
