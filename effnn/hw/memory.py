@@ -262,3 +262,299 @@ def chunked_misses(stream: np.ndarray, capacity: int) -> int:
         count += capacity
         start += end + 1
     return count
+
+
+# --------------------------------------------------------------------------------------------------------
+# USER bandwidth mode: read buffers that prefetch a fixed order, an ofmap buffer that can stall the array
+
+#: Longest run (demand lines = compute cycles of one sub-layer) :func:`user_mode` emulates; longer ones
+#: keep the closed-form estimate (documented in docs/hardware.md).
+MAX_EMULATED_LINES = 1 << 17
+
+
+def _fold_grid(sr: int, sc: int, rows: int, cols: int) -> list[tuple[int, int, int, int, int]]:
+    """(fold index, c0, cu, r0, ru) of every fold, columns outer, rows inner (SCALE-Sim's order)."""
+    row_folds, col_folds = -(-sr // rows), -(-sc // cols)
+    return [(fc * row_folds + fr, fc * cols, min(cols, sc - fc * cols), fr * rows, min(rows, sr - fr * rows))
+            for fc in range(col_folds) for fr in range(row_folds)]
+
+
+def demand_streams(dataflow: str, rows: int, cols: int, m: int, n: int, k: int, geometry: ConvGeometry
+                   ) -> tuple[tuple[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]]:
+    """((ifmap address, demand line), (filter address, demand line)) in SCALE-Sim's demand order, -1s
+    dropped. A fold lasts ``T + rows + cols - 2`` lines (os) or ``T + 2 rows + cols - 2`` (ws/is); inside
+    it a streamed operand's lane ``r`` reads time step ``t`` at line ``t + r`` (after ``rows`` lines of
+    loading in ws/is), a stationary fold is loaded bottom row first, one row per line."""
+    sr, sc = {"os": (m, n), "ws": (k, n), "is": (k, m)}[dataflow]
+    t = {"os": k, "ws": m, "is": n}[dataflow]
+    length = t + rows + cols - 2 if dataflow == "os" else t + 2 * rows + cols - 2
+    lead = 0 if dataflow == "os" else rows
+    ifm, ifl, flt, fll = [], [], [], []
+    for f, c0, cu, r0, ru in _fold_grid(sr, sc, rows, cols):
+        base = f * length
+        if dataflow == "os":
+            tt, lane = _skewed(t, ru)
+            ifm.append(geometry.ifmap_address(r0 + lane, tt))
+            ifl.append(base + tt + lane)
+            tt, lane = _skewed(t, cu)
+            flt.append(tt * n + c0 + lane)
+            fll.append(base + tt + lane)
+        else:
+            tt, lane = _skewed(t, ru)
+            row, col = _stationary(ru, cu)
+            stream_line, load_line = base + lead + tt + lane, base + rows - 1 - row
+            if dataflow == "ws":
+                ifm.append(geometry.ifmap_address(tt, r0 + lane))
+                ifl.append(stream_line)
+                flt.append((r0 + row) * n + c0 + col)
+                fll.append(load_line)
+            else:
+                ifm.append(geometry.ifmap_address(c0 + col, r0 + row))
+                ifl.append(load_line)
+                flt.append((r0 + lane) * n + tt)
+                fll.append(stream_line)
+    ifmap, if_line = np.concatenate(ifm), np.concatenate(ifl)
+    keep = ifmap >= 0
+    return (ifmap[keep], if_line[keep]), (np.concatenate(flt), np.concatenate(fll))
+
+
+def _antidiagonal(height: int, width: int) -> tuple[np.ndarray, np.ndarray]:
+    """(row, col) of a ``height x width`` matrix read by anti-diagonals, bottom row first in each."""
+    row, col = np.meshgrid(np.arange(height), np.arange(width), indexing="ij")
+    row, col = row.ravel(), col.ravel()
+    order = np.lexsort((-row, row + col))
+    return row[order], col[order]
+
+
+def fetch_streams(dataflow: str, rows: int, cols: int, m: int, n: int, k: int, geometry: ConvGeometry
+                  ) -> tuple[np.ndarray, np.ndarray]:
+    """(ifmap, filter) in the order SCALE-Sim's USER-mode read buffers prefetch them, -1 (nothing)
+    included: each operand's folds stacked once (not per column fold), streamed operands read by
+    anti-diagonals, stationary ones row by row."""
+    sr, sc = {"os": (m, n), "ws": (k, n), "is": (k, m)}[dataflow]
+    t = {"os": k, "ws": m, "is": n}[dataflow]
+    row_folds, col_folds = -(-sr // rows), -(-sc // cols)
+
+    def stacked(blocks: int, height: int, width: int, diagonal: bool) -> tuple[np.ndarray, np.ndarray]:
+        """(block, row in block, col) of ``blocks`` stacked ``height x width`` blocks in fetch order."""
+        if diagonal:
+            row, col = _antidiagonal(blocks * height, width)
+        else:
+            row, col = np.divmod(np.arange(blocks * height * width), width)
+        block, row = np.divmod(row, height)
+        return block, row, col
+
+    if dataflow == "os":
+        fr, tt, lane = stacked(row_folds, t, rows, True)
+        pix = fr * rows + lane
+        ifmap = np.where(pix < m, geometry.ifmap_address(np.minimum(pix, m - 1), tt), -1)
+        fc, tt, lane = stacked(col_folds, t, cols, True)
+        col = fc * cols + lane
+        filt = np.where(col < n, tt * n + np.minimum(col, n - 1), -1)
+    elif dataflow == "ws":
+        fr, tt, lane = stacked(row_folds, t, rows, True)
+        kk = fr * rows + lane
+        ifmap = np.where(kk < k, geometry.ifmap_address(tt, np.minimum(kk, k - 1)), -1)
+        fc, kk, lane = stacked(col_folds, k, cols, False)
+        col = fc * cols + lane
+        filt = np.where(col < n, kk * n + np.minimum(col, n - 1), -1)
+    else:
+        fc, kk, lane = stacked(col_folds, k, cols, False)
+        pix = fc * cols + lane
+        ifmap = np.where(pix < m, geometry.ifmap_address(np.minimum(pix, m - 1), kk), -1)
+        fr, tt, lane = stacked(row_folds, t, rows, True)
+        kk = fr * rows + lane
+        filt = np.where(kk < k, np.minimum(kk, k - 1) * n + tt, -1)
+    return ifmap, filt
+
+
+@dataclass(frozen=True)
+class ReadBufferTrace:
+    """What a USER-mode read buffer did, independent of timing: SCALE-Sim's prefetches run back to back
+    (each starts the cycle after the previous one's last response), whenever the array needs them."""
+
+    first_fill_lines: int  # lines of ``bw`` words of the first fill (before compute)
+    prefetch_lines: int  # lines of every later prefetch
+    prefetches: int  # later prefetches issued
+    miss_lines: np.ndarray  # demand line of each prefetch-triggering read, in order
+    miss_prefetches: np.ndarray  # prefetches that read triggered (the while loop's iterations)
+
+    def dram_reads(self, bandwidth: int) -> int:
+        """SCALE-Sim counts whole lines: every slot of every line fetched."""
+        return (self.first_fill_lines + self.prefetches * self.prefetch_lines) * bandwidth
+
+
+def user_read_buffer(fetch: np.ndarray, demand: np.ndarray, demand_line: np.ndarray, buffer_elems: int,
+                     bandwidth: int) -> ReadBufferTrace:
+    """Replay SCALE-Sim's USER-mode ``read_buffer`` on a demand stream.
+
+    The fetch order is cut into sets of ``ceil(buffer / 100)`` valid entries; the active window is the
+    next ``ceil(active / set)`` sets (a ring), and a read whose address is in none of them moves the
+    window on by ``ceil(prefetch / set)`` sets -- repeatedly, until it hits. Hits are checked per block of
+    reads against the sorted (address, set) pairs, so the work is per window move, not per read.
+    """
+    active = math.ceil(buffer_elems * 0.5)
+    per_set = math.ceil(buffer_elems / 100)
+    valid = fetch[fetch >= 0]
+    num_sets = len(valid) // per_set + 1
+    act_sets = min(math.ceil(active / per_set), num_sets)
+    pf_sets = min(math.ceil((buffer_elems - active) / per_set), num_sets - act_sets)
+    first = min(math.ceil(active / bandwidth), math.ceil(len(fetch) / bandwidth))
+    pf_lines = math.ceil((buffer_elems - active) / bandwidth)
+    keys = np.unique(valid * num_sets + np.arange(len(valid)) // per_set)  # (address, set) pairs, sorted
+    miss_lines: list[int] = []
+    miss_counts: list[int] = []
+    start, moves, pos, size = 0, 0, 0, len(demand)
+    block = max(256, 4 * pf_sets * per_set)
+    while pos < size:
+        chunk = demand[pos:pos + block]
+        hit = _in_window(keys, chunk, start, act_sets, num_sets)
+        if hit.all():
+            pos += len(chunk)
+            continue
+        pos += int(np.argmin(hit))
+        addr = demand[pos:pos + 1]
+        count = 0
+        while True:
+            if pf_sets == 0:
+                raise ValueError("SCALE-Sim read buffer: an address outside the fetch order (internal error)")
+            start = (start + pf_sets) % num_sets
+            count += 1
+            if _in_window(keys, addr, start, act_sets, num_sets)[0]:
+                break
+        moves += count
+        miss_lines.append(int(demand_line[pos]))
+        miss_counts.append(count)
+        pos += 1
+    return ReadBufferTrace(first, pf_lines, moves, np.asarray(miss_lines, dtype=np.int64),
+                           np.asarray(miss_counts, dtype=np.int64))
+
+
+def _in_window(keys: np.ndarray, addr: np.ndarray, start: int, width: int, num_sets: int) -> np.ndarray:
+    """Whether each address is in one of the sets ``start .. start + width - 1`` (mod ``num_sets``)."""
+    if width >= num_sets:
+        return np.ones(len(addr), dtype=bool)
+    base = addr * num_sets
+    end = start + width
+    nxt = np.searchsorted(keys, base + start)
+    found = keys[np.minimum(nxt, len(keys) - 1)]
+    hit = (nxt < len(keys)) & (found < base + min(end, num_sets))
+    if end > num_sets:  # the window wraps around to the first sets
+        first = np.searchsorted(keys, base)
+        found = keys[np.minimum(first, len(keys) - 1)]
+        hit |= (first < len(keys)) & (found < base + (end - num_sets))
+    return hit
+
+
+@dataclass(frozen=True)
+class UserRun:
+    """What SCALE-Sim reports for one (sub-)layer in USER bandwidth mode."""
+
+    total_cycles: int  # its "Total Cycles": the last demand line's cycle, stalls included
+    stall_cycles: int
+    dram_writes: int
+    last_write_cycle: int  # the ofmap buffer's last DRAM write
+    first_read_cycle: int  # the first DRAM read of the ifmap/filter first fills (negative)
+
+
+def _read_stall(trace: ReadBufferTrace, index: int, line: int, cycle: int, done: int) -> tuple[int, int, int]:
+    """(stall of this line, next miss index, prefetches done) for the misses a read buffer has on
+    ``line``. SCALE-Sim's quirk, reproduced: each prefetch moves the read's service time by
+    ``p = ready - (cycle + offset)``, added once when negative and twice when positive."""
+    offset = 1
+    while index < len(trace.miss_lines) and trace.miss_lines[index] == line:
+        for _ in range(int(trace.miss_prefetches[index])):
+            done += 1
+            ready = -1 + done * (trace.prefetch_lines + 1)
+            gap = ready - (cycle + offset)
+            offset += gap + max(gap, 0)
+        index += 1
+    return offset - 1, index, done
+
+
+@dataclass
+class _WriteBuffer:
+    """SCALE-Sim's ofmap ``write_buffer`` state (mutable, local to one :func:`user_mode` run)."""
+
+    size: int
+    bandwidth: int
+    free: int = 0
+    drain_end: int = 0
+    stored: int = 0
+    lines: int = 0
+    seg_start: int = 0
+    next_line: int = 0
+    counted: int = 0
+    last_end: int = 0
+
+    def __post_init__(self) -> None:
+        self.free = self.size
+        self.active = math.ceil(self.size * 0.5)
+        self.chunk = math.ceil((self.size - self.active) / self.bandwidth)
+        self.partial: dict[int, int] = {}
+
+    def drain(self, cycle: int) -> int:
+        """Flush the line being packed and drain one chunk from ``cycle``; returns its last cycle."""
+        self.lines, self.seg_start = _close(self.lines, self.seg_start, self.stored, self.bandwidth, self.partial)
+        n = min(self.chunk, self.lines - self.next_line)
+        data = _drained(self.next_line, n, self.bandwidth, self.partial)
+        self.next_line += n
+        self.counted += data
+        self.free += data
+        self.last_end = max(self.last_end, cycle + n - 1)
+        return cycle + n - 1
+
+    def write(self, count: int, cycle: int) -> int:
+        """Store ``count`` writes issued at ``cycle``; returns the cycle the line is done (stalls included).
+
+        Per write SCALE-Sim stores it, then: while a drain runs, stalls to its end if the buffer is full;
+        otherwise drains as soon as fewer than ``active`` slots are free. Runs of writes between those
+        events are stored at once."""
+        while count > 0:
+            if cycle < self.drain_end:
+                step = count if self.free - count > 0 else max(1, self.free)
+                self._store(step)
+                count -= step
+                if self.free <= 0:
+                    cycle = self.drain_end
+            else:
+                step = max(1, self.free - self.active + 1)
+                if step > count:
+                    self._store(count)
+                    count = 0
+                else:
+                    self._store(step)
+                    count -= step
+                    self.drain_end = self.drain(cycle)
+        return cycle
+
+    def _store(self, count: int) -> None:
+        self.free -= count
+        self.stored += count
+
+    def finish(self, cycle: int) -> None:
+        """SCALE-Sim's ``empty_all_buffers``: drain everything, chunk after chunk, from ``cycle``."""
+        self.lines, self.seg_start = _close(self.lines, self.seg_start, self.stored, self.bandwidth, self.partial)
+        while self.next_line < self.lines:
+            cycle = self.drain(cycle) + 1
+
+
+def user_mode(writes_per_cycle: np.ndarray, ifmap: ReadBufferTrace, filt: ReadBufferTrace,
+              ofmap_elems: int, ofmap_bandwidth: int) -> UserRun:
+    """Replay SCALE-Sim's USER-mode memory system over one (sub-)layer's demand lines: each line waits
+    for the worst of its ifmap, filter and ofmap stalls, and every later line shifts by them."""
+    buffer = _WriteBuffer(ofmap_elems, ofmap_bandwidth)
+    events = np.union1d(np.flatnonzero(writes_per_cycle), np.union1d(ifmap.miss_lines, filt.miss_lines))
+    stall = 0
+    state = [0, 0, 0, 0]  # ifmap miss index, ifmap prefetches done, filter miss index, filter prefetches
+    for line in events.tolist():
+        cycle = line + stall
+        if_stall, state[0], state[1] = _read_stall(ifmap, state[0], line, cycle, state[1])
+        f_stall, state[2], state[3] = _read_stall(filt, state[2], line, cycle, state[3])
+        done = buffer.write(int(writes_per_cycle[line]), cycle)
+        stall += max(if_stall, f_stall, done - cycle)
+    last = len(writes_per_cycle) - 1
+    total = last + stall
+    buffer.finish(total)
+    return UserRun(total, stall, buffer.counted, buffer.last_end,
+                   -max(ifmap.first_fill_lines, filt.first_fill_lines))

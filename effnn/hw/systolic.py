@@ -29,8 +29,9 @@ import numpy as np
 
 from effnn.hw.energy import EnergyTable, load_energy_table
 from effnn.hw.layers import ConvLayer, GemmLayer, Layer
-from effnn.hw.memory import (MAX_EMULATED_READS, ConvGeometry, chunked_misses, drain_ofmap, operand_streams,
-                             ofmap_writes_per_cycle)
+from effnn.hw.memory import (MAX_EMULATED_LINES, MAX_EMULATED_READS, ConvGeometry, chunked_misses,
+                             demand_streams, drain_ofmap, fetch_streams, ofmap_writes_per_cycle,
+                             operand_streams, user_mode, user_read_buffer)
 
 DATAFLOWS = ("os", "ws", "is")
 
@@ -345,6 +346,11 @@ class SystolicArray:
         total = compute + stall
         prefetch = g * self._first_fill(dram_if, dram_f, ab, fb, sr)
         total_incl = total + prefetch + g * drain
+        if self.dram_bandwidth is not None and la.geometry is not None:
+            dram_if, dram_f, dram_of, stall, prefetch, total_incl = self._user_runs(
+                la, sr, sc, t, compute, [np.asarray(a * np.ones_like(m), dtype=np.float64) for a in
+                                         (dram_if, dram_f, dram_of, stall, prefetch, total_incl)])
+            total = compute + stall
 
         # SRAM is read by the array and written by DRAM fills (ifmap/filter); written by the array and read
         # by the DRAM drain (ofmap). Weights stay in stored form (fb bits) up to the array's edge.
@@ -395,6 +401,44 @@ class SystolicArray:
             if filt is not None:
                 dram_f[i] = chunked_misses(filt, int(cap_f[i]))
         return dram_if, dram_f
+
+    def _user_runs(self, la: LayerArrays, sr: np.ndarray, sc: np.ndarray, t: np.ndarray, compute: np.ndarray,
+                   values: list[np.ndarray]) -> list[np.ndarray]:
+        """USER bandwidth mode: (dram_if, dram_f, dram_of per group; stall, prefetch, total incl. prefetch
+        per layer) with every layer SCALE-Sim would run replayed on its memory system
+        (:func:`effnn.hw.memory.user_mode`). Runs longer than
+        :data:`~effnn.hw.memory.MAX_EMULATED_LINES`, batched convs, operands not one word wide and
+        fractional bandwidths keep the closed-form estimate."""
+        bws = [int(b) for b in self.dram_bandwidth]
+        if any(b != v for b, v in zip(bws, self.dram_bandwidth)):
+            return values
+        word = self.word_bits
+        ok = ((la.geometry[:, 7] == 1) & (la.act_bits == word) & (la.filter_bits == word)
+              & (la.out_bits == word) & (compute / la.groups < MAX_EMULATED_LINES))
+        if not ok.any():
+            return values
+        values = [v.copy() for v in values]
+        elems = [int(kb * 1024 * 8 // word) for kb in (self.ifmap_sram_kb, self.filter_sram_kb,
+                                                       self.ofmap_sram_kb)]
+        for i in np.flatnonzero(ok):
+            m, n, k, g = int(la.m[i]), int(la.n[i]), int(la.k[i]), int(la.groups[i])
+            in_h, in_w, ch, kw, sh, sw, out_w, _ = (int(v) for v in la.geometry[i])
+            geometry = ConvGeometry(in_h, in_w, ch, kw, sh, sw, out_w)
+            (if_addr, if_line), (f_addr, f_line) = demand_streams(self.dataflow, self.rows, self.cols, m, n, k,
+                                                                  geometry)
+            if_fetch, f_fetch = fetch_streams(self.dataflow, self.rows, self.cols, m, n, k, geometry)
+            if_trace = user_read_buffer(if_fetch, if_addr, if_line, elems[0], bws[0])
+            f_trace = user_read_buffer(f_fetch, f_addr, f_line, elems[1], bws[1])
+            writes = ofmap_writes_per_cycle(self.dataflow, self.rows, self.cols, int(sr[i]), int(sc[i]),
+                                            int(t[i]))
+            run = user_mode(writes, if_trace, f_trace, elems[2], bws[2])
+            values[0][i] = if_trace.dram_reads(bws[0])
+            values[1][i] = f_trace.dram_reads(bws[1])
+            values[2][i] = run.dram_writes
+            values[3][i] = g * run.stall_cycles
+            values[4][i] = -g * run.first_read_cycle
+            values[5][i] = g * (run.last_write_cycle - run.first_read_cycle)
+        return values
 
     def _ofmap_drain(self, sr: np.ndarray, sc: np.ndarray, t: np.ndarray, dram_of: np.ndarray,
                      drain: np.ndarray, ob: np.ndarray, of_bw: float) -> tuple[np.ndarray, np.ndarray]:
