@@ -21,8 +21,7 @@ from pathlib import Path
 import pytest
 
 from effnn.hw import SystolicArray, read_scalesim_config, read_scalesim_topology
-from effnn.hw.scalesim import (METRIC_PAIRS, reference_regime, scalesim_metrics,
-                               simulate_reference_record)
+from effnn.hw.scalesim import METRIC_PAIRS, reference_regime, scalesim_metrics, simulate_reference_record
 
 DATA = Path(__file__).with_name("data") / "scalesim"
 SHARED = DATA / "shared"

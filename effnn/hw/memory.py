@@ -122,11 +122,6 @@ def _drained(first: int, n: int, bandwidth: int, partial: dict[int, int]) -> int
 # --------------------------------------------------------------------------------------------------------
 # CALC-mode read buffers: which reads reach DRAM when an operand outgrows the buffer's active half
 
-#: Longest operand stream (SRAM reads of one sub-layer) :func:`calc_dram_reads` emulates; longer ones keep
-#: the closed-form estimate of :class:`~effnn.hw.systolic.SystolicArray` (documented in docs/hardware.md).
-MAX_EMULATED_READS = 1 << 20
-
-
 @dataclass(frozen=True)
 class ConvGeometry:
     """The addressing of one (sub-)layer's ifmap, as SCALE-Sim lays it out (``(y * W + x) * C + c``).
@@ -266,11 +261,6 @@ def chunked_misses(stream: np.ndarray, capacity: int) -> int:
 
 # --------------------------------------------------------------------------------------------------------
 # USER bandwidth mode: read buffers that prefetch a fixed order, an ofmap buffer that can stall the array
-
-#: Longest run (demand lines = compute cycles of one sub-layer) :func:`user_mode` emulates; longer ones
-#: keep the closed-form estimate (documented in docs/hardware.md).
-MAX_EMULATED_LINES = 1 << 17
-
 
 def _fold_grid(sr: int, sc: int, rows: int, cols: int) -> list[tuple[int, int, int, int, int]]:
     """(fold index, c0, cu, r0, ru) of every fold, columns outer, rows inner (SCALE-Sim's order)."""

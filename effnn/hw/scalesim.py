@@ -31,10 +31,14 @@ from effnn.hw.layers import ConvLayer, GemmLayer, Layer
 from effnn.hw.systolic import DATAFLOWS, SystolicArray
 
 SCALESIM_WORD_BITS = 8
+#: ``SystolicArray.replay_limit`` of arrays built from SCALE-Sim configs: replay every layer SCALE-Sim
+#: itself could run in reasonable time, so a cross-check gets SCALE-Sim's exact numbers.
+SCALESIM_REPLAY_LIMIT = 1 << 24
 
 
 def read_scalesim_config(path: str | os.PathLike, *, clock_mhz: float = 1000.0,
-                         energy_table: str | EnergyTable = "eyeriss_normalized") -> SystolicArray:
+                         energy_table: str | EnergyTable = "eyeriss_normalized",
+                         replay_limit: int = SCALESIM_REPLAY_LIMIT) -> SystolicArray:
     """A :class:`SystolicArray` equivalent to a SCALE-Sim config (SCALE-Sim has no clock or energy)."""
     path = Path(path)
     if not path.is_file():
@@ -90,7 +94,7 @@ def read_scalesim_config(path: str | os.PathLike, *, clock_mhz: float = 1000.0,
         ifmap_sram_kb=get_int(arch, "IfmapSramSzkB"), filter_sram_kb=get_int(arch, "FilterSramSzkB"),
         ofmap_sram_kb=get_int(arch, "OfmapSramSzkB"), dram_bandwidth=bandwidth, clock_mhz=clock_mhz,
         word_bits=SCALESIM_WORD_BITS, energy_table=energy_table,
-        name=get("general", "run_name", path.stem),
+        name=get("general", "run_name", path.stem), replay_limit=replay_limit,
     )
 
 
@@ -176,7 +180,8 @@ def reference_array(record: dict) -> SystolicArray:
     kb = record["sram_kb"]
     bw = record["bandwidth"]
     return SystolicArray(record["rows"], record["cols"], record["dataflow"], kb, kb, kb,
-                         dram_bandwidth=None if bw == "CALC" else float(bw), word_bits=SCALESIM_WORD_BITS)
+                         dram_bandwidth=None if bw == "CALC" else float(bw), word_bits=SCALESIM_WORD_BITS,
+                         replay_limit=SCALESIM_REPLAY_LIMIT)
 
 
 def reference_layers(record: dict) -> list[Layer]:

@@ -29,9 +29,17 @@ import numpy as np
 
 from effnn.hw.energy import EnergyTable, load_energy_table
 from effnn.hw.layers import ConvLayer, GemmLayer, Layer
-from effnn.hw.memory import (MAX_EMULATED_LINES, MAX_EMULATED_READS, ConvGeometry, chunked_misses,
-                             demand_streams, drain_ofmap, fetch_streams, ofmap_writes_per_cycle,
-                             operand_streams, user_mode, user_read_buffer)
+from effnn.hw.memory import (
+    ConvGeometry,
+    chunked_misses,
+    demand_streams,
+    drain_ofmap,
+    fetch_streams,
+    ofmap_writes_per_cycle,
+    operand_streams,
+    user_mode,
+    user_read_buffer,
+)
 
 DATAFLOWS = ("os", "ws", "is")
 
@@ -192,8 +200,16 @@ class SystolicArray:
     word_bits: int = 8
     energy_table: EnergyTable = field(default_factory=lambda: load_energy_table("eyeriss_normalized"))
     name: str = ""
+    #: sub-layers (one group) with at most this many SRAM reads (ifmap + filter) and compute cycles are
+    #: replayed on SCALE-Sim's memory system (exact, ~0.1-1 us per read); larger ones use the closed-form
+    #: estimate (exact whenever every operand fits, approximate when one spills or in USER mode). 0: closed
+    #: form only. The default keeps a new layer shape under ~20 ms (docs/hardware.md).
+    replay_limit: int = 1 << 16
 
     def __post_init__(self) -> None:
+        if not isinstance(self.replay_limit, int) or isinstance(self.replay_limit, bool) or self.replay_limit < 0:
+            raise ValueError(f"systolic array: replay_limit must be a non-negative integer, got "
+                             f"{self.replay_limit!r}")
         for attr in ("rows", "cols", "word_bits"):
             value = getattr(self, attr)
             if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
@@ -231,7 +247,7 @@ class SystolicArray:
         if unknown:
             raise ValueError(f"systolic array config: unknown keys {sorted(unknown)}; "
                              f"allowed: {sorted(known)}")
-        for key in ("rows", "cols", "word_bits"):
+        for key in ("rows", "cols", "word_bits", "replay_limit"):
             if key in data and isinstance(data[key], float) and data[key].is_integer():
                 data[key] = int(data[key])
         if "energy_table" in data and not isinstance(data["energy_table"], EnergyTable):
@@ -349,7 +365,8 @@ class SystolicArray:
         if self.dram_bandwidth is not None and la.geometry is not None:
             dram_if, dram_f, dram_of, stall, prefetch, total_incl = self._user_runs(
                 la, sr, sc, t, compute, [np.asarray(a * np.ones_like(m), dtype=np.float64) for a in
-                                         (dram_if, dram_f, dram_of, stall, prefetch, total_incl)])
+                                         (dram_if, dram_f, dram_of, stall, prefetch, total_incl)],
+                sram_if + sram_f)
             total = compute + stall
 
         # SRAM is read by the array and written by DRAM fills (ifmap/filter); written by the array and read
@@ -382,18 +399,16 @@ class SystolicArray:
                     sram_reads: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """CALC-mode DRAM reads per group of the layers with a spilling ifmap/filter, by replaying
         SCALE-Sim's read buffer on the operand's address stream (:func:`effnn.hw.memory.chunked_misses`);
-        streams longer than :data:`~effnn.hw.memory.MAX_EMULATED_READS`, batched convs and operands wider
-        than a word keep the closed form (a buffer of sub-word elements has no SCALE-Sim counterpart)."""
-        todo = np.flatnonzero((spill_if | spill_f) & (la.geometry[:, 7] == 1)
-                              & (sram_reads <= MAX_EMULATED_READS))
+        sub-layers with more than ``replay_limit`` SRAM reads and the layers :meth:`_replayable` rejects
+        keep the closed form."""
+        todo = np.flatnonzero((spill_if | spill_f) & self._replayable(la) & (sram_reads <= self.replay_limit))
         if not len(todo):
             return dram_if, dram_f
         dram_if, dram_f = dram_if.copy(), dram_f.copy()
         for i in todo:
             m, n, k = int(la.m[i]), int(la.n[i]), int(la.k[i])
             in_h, in_w, ch, kw, sh, sw, out_w, _ = (int(v) for v in la.geometry[i])
-            want = (bool(spill_if[i] and la.act_bits[i] == self.word_bits),
-                    bool(spill_f[i] and la.filter_bits[i] == self.word_bits))
+            want = (bool(spill_if[i]), bool(spill_f[i]))
             ifmap, filt = operand_streams(self.dataflow, self.rows, self.cols, m, n, k,
                                           ConvGeometry(in_h, in_w, ch, kw, sh, sw, out_w), want)
             if ifmap is not None:
@@ -402,38 +417,39 @@ class SystolicArray:
                 dram_f[i] = chunked_misses(filt, int(cap_f[i]))
         return dram_if, dram_f
 
-    def _user_runs(self, la: LayerArrays, sr: np.ndarray, sc: np.ndarray, t: np.ndarray, compute: np.ndarray,
-                   values: list[np.ndarray]) -> list[np.ndarray]:
-        """USER bandwidth mode: (dram_if, dram_f, dram_of per group; stall, prefetch, total incl. prefetch
-        per layer) with every layer SCALE-Sim would run replayed on its memory system
-        (:func:`effnn.hw.memory.user_mode`). Runs longer than
-        :data:`~effnn.hw.memory.MAX_EMULATED_LINES`, batched convs, operands not one word wide and
-        fractional bandwidths keep the closed-form estimate."""
-        bws = [int(b) for b in self.dram_bandwidth]
-        if any(b != v for b, v in zip(bws, self.dram_bandwidth)):
-            return values
+    def _replayable(self, la: LayerArrays) -> np.ndarray:
+        """Layers SCALE-Sim itself could run: every operand one word wide (its only element size) and
+        one image. Others (e.g. 16-bit layers on a byte-word interface, SmartDeal's fractional storage
+        bits) keep the closed form, so comparisons across bit-widths stay on one model."""
         word = self.word_bits
-        ok = ((la.geometry[:, 7] == 1) & (la.act_bits == word) & (la.filter_bits == word)
-              & (la.out_bits == word) & (compute / la.groups < MAX_EMULATED_LINES))
-        if not ok.any():
+        return ((la.geometry[:, 7] == 1) & (la.act_bits == word) & (la.filter_bits == word)
+                & (la.out_bits == word))
+
+    def _user_runs(self, la: LayerArrays, sr: np.ndarray, sc: np.ndarray, t: np.ndarray, compute: np.ndarray,
+                   values: list[np.ndarray], sram_reads: np.ndarray) -> list[np.ndarray]:
+        """USER bandwidth mode: (dram_if, dram_f, dram_of per group; stall, prefetch, total incl. prefetch
+        per layer) replayed on SCALE-Sim's memory system (:func:`effnn.hw.memory.user_mode`) for the
+        layers :meth:`_replayable` accepts with at most ``replay_limit`` SRAM reads and compute cycles;
+        the others keep the closed-form estimate. Needs whole words per cycle on every interface."""
+        bws = [int(b) for b in self.dram_bandwidth]
+        ok = self._replayable(la) & (compute / la.groups <= self.replay_limit) & (sram_reads <= self.replay_limit)
+        if not ok.any() or any(b != v for b, v in zip(bws, self.dram_bandwidth)):
             return values
         values = [v.copy() for v in values]
-        elems = [int(kb * 1024 * 8 // word) for kb in (self.ifmap_sram_kb, self.filter_sram_kb,
-                                                       self.ofmap_sram_kb)]
+        elems = [int(kb * 1024 * 8 // self.word_bits) for kb in (self.ifmap_sram_kb, self.filter_sram_kb,
+                                                                 self.ofmap_sram_kb)]
         for i in np.flatnonzero(ok):
             m, n, k, g = int(la.m[i]), int(la.n[i]), int(la.k[i]), int(la.groups[i])
             in_h, in_w, ch, kw, sh, sw, out_w, _ = (int(v) for v in la.geometry[i])
             geometry = ConvGeometry(in_h, in_w, ch, kw, sh, sw, out_w)
-            (if_addr, if_line), (f_addr, f_line) = demand_streams(self.dataflow, self.rows, self.cols, m, n, k,
-                                                                  geometry)
-            if_fetch, f_fetch = fetch_streams(self.dataflow, self.rows, self.cols, m, n, k, geometry)
-            if_trace = user_read_buffer(if_fetch, if_addr, if_line, elems[0], bws[0])
-            f_trace = user_read_buffer(f_fetch, f_addr, f_line, elems[1], bws[1])
+            demand = demand_streams(self.dataflow, self.rows, self.cols, m, n, k, geometry)
+            fetch = fetch_streams(self.dataflow, self.rows, self.cols, m, n, k, geometry)
+            traces = [user_read_buffer(fetch[j], *demand[j], elems[j], bws[j]) for j in (0, 1)]
             writes = ofmap_writes_per_cycle(self.dataflow, self.rows, self.cols, int(sr[i]), int(sc[i]),
                                             int(t[i]))
-            run = user_mode(writes, if_trace, f_trace, elems[2], bws[2])
-            values[0][i] = if_trace.dram_reads(bws[0])
-            values[1][i] = f_trace.dram_reads(bws[1])
+            run = user_mode(writes, traces[0], traces[1], elems[2], bws[2])
+            values[0][i] = traces[0].dram_reads(bws[0])
+            values[1][i] = traces[1].dram_reads(bws[1])
             values[2][i] = run.dram_writes
             values[3][i] = g * run.stall_cycles
             values[4][i] = -g * run.first_read_cycle
@@ -480,10 +496,11 @@ class SystolicArray:
         fills = []
         for dram, sram_kb, bits, bw, first in ((dram_if, self.ifmap_sram_kb, ab, bw_if, first_if),
                                                (dram_f, self.filter_sram_kb, fb, bw_f, first_f)):
-            per_set = np.floor(np.floor(sram_kb * 1024 * 8 / bits) / 100)
-            sets = np.ceil(dram * bits / self.word_bits / per_set)
+            per_set = np.floor(np.floor(sram_kb * 1024 * 8 / bits) / 100)  # elements
+            sets = np.ceil(dram / per_set)
             big = sets >= 50
-            fills.append(np.ceil(np.minimum(sets, 50) * per_set / bw) - np.where(big, first, 0))
+            words = np.minimum(sets, 50) * per_set * bits / self.word_bits
+            fills.append(np.ceil(words / bw) - np.where(big, first, 0))
         return np.maximum(fills[0], fills[1])
 
     def spills(self, layers: Sequence[Layer]) -> np.ndarray:

@@ -17,8 +17,7 @@ ROOT = Path(__file__).resolve().parents[2]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from effnn.hw.scalesim import (METRIC_PAIRS, reference_regime, scalesim_metrics,  # noqa: E402
-                               simulate_reference_record)
+from effnn.hw.scalesim import METRIC_PAIRS, reference_regime, scalesim_metrics, simulate_reference_record  # noqa: E402
 
 DEFAULT = ROOT / "tests" / "data" / "scalesim" / "generated.json"
 

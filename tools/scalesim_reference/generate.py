@@ -64,6 +64,12 @@ CONFIGS: tuple[tuple[str, int, int, int, str | int], ...] = (
     ("16x16_1k_bw1", 16, 16, 1, 1),
 )
 
+#: Single runs outside the grid: (layer, config, dataflow). SCALE-Sim's USER mode is not monotone in the
+#: work: with 8 kB buffers at 2 words/cycle, 23 input channels take ~2x the cycles of 26.
+SPOT_RUNS: tuple[tuple[tuple[str, tuple[int, ...], bool], tuple, str], ...] = tuple(
+    ((f"conv3x3_c{c}", (12, 12, 3, 3, c, 8, 1), False), ("8x8_8k_bw2", 8, 8, 8, 2), "is")
+    for c in (20, 23, 26, 29))
+
 CFG_TEMPLATE = """[general]
 run_name = {run_name}
 
@@ -191,6 +197,11 @@ def main() -> None:
                     work.mkdir()
                     records.append(run_case(layer, config, dataflow, work))
                     print(f"{records[-1]['id']}: {records[-1]['wall_seconds']:.2f} s", flush=True)
+        for layer, config, dataflow in SPOT_RUNS if not args.only else ():
+            work = Path(tmp) / f"spot_{config[0]}_{layer[0]}_{dataflow}"
+            work.mkdir()
+            records.append(run_case(layer, config, dataflow, work))
+            print(f"{records[-1]['id']}: {records[-1]['wall_seconds']:.2f} s", flush=True)
     from importlib.metadata import version
     data = {"generator": "tools/scalesim_reference/generate.py",
             "scalesim": version("scalesim"), "numpy": numpy.__version__,
