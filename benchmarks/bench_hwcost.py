@@ -9,7 +9,9 @@ Prints (median of ``--repeats`` runs, one process):
   precomputed layer lists -- warm (after the space's and the model's tables have filled) and cold (fresh
   tables). The load average is printed with them: on a shared machine the rates scale with it;
 * the same cost-model-only rate on a synthetic MobileNetV3-like layer generator (no effnn.nas needed);
-* seconds per layer vs SCALE-Sim 3.0.0's recorded wall time for the shared reference layers.
+* seconds per layer vs SCALE-Sim 3.0.0's recorded wall time: the shared reference layers (8x8, 64 kB,
+  CALC: every operand fits, closed form) and the generated grid (``tests/data/scalesim/generated.json``:
+  spilling SRAMs and USER bandwidth, SCALE-Sim's memory system replayed), median of the per-layer ratios.
 
 Usage: ``python benchmarks/bench_hwcost.py [--archs 5000] [--repeats 5] [--hardware systolic_16x16_os]``
 """
@@ -36,7 +38,8 @@ if str(ROOT) not in sys.path:
 
 from effnn.hw import ConvLayer, SystolicArray, build_cost_model, read_scalesim_topology  # noqa: E402
 
-SHARED = ROOT.parent / "shared" / "reference" / "scalesim"
+SHARED = ROOT / "tests" / "data" / "scalesim" / "shared"
+GENERATED = ROOT / "tests" / "data" / "scalesim" / "generated.json"
 
 
 def median_rate(run: Callable[[], int], repeats: int) -> float:
@@ -163,35 +166,39 @@ def bench_synthetic(hardware: str, n_archs: int, repeats: int) -> list[tuple[str
              f"{per_arch:.0f} layers per net, {model.cache_size} distinct shapes cached")]
 
 
-def bench_vs_scalesim(repeats: int) -> tuple[float, float, float, int] | None:
-    """(our seconds per layer uncached, cached, SCALE-Sim's median seconds per layer, layers)."""
-    path = SHARED / "results_8x8.csv"
-    if not path.is_file():
-        return None
-    with open(path) as f:
+def _time_per_case(run: Callable[[], object], repeats: int) -> float:
+    """Median seconds of one call of ``run`` over ``repeats`` calls."""
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        run()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def bench_vs_scalesim(repeats: int) -> list[tuple[str, int, float, float, float]]:
+    """Per reference set: (what, layers, our median seconds per layer uncached, SCALE-Sim's median seconds
+    per layer, median over layers of SCALE-Sim's time / ours)."""
+    from effnn.hw.scalesim import reference_array, reference_layers
+
+    out = []
+    with open(SHARED / "results_8x8.csv") as f:
         rows = list(csv.DictReader(f))
-    cases = []
-    for row in rows:
-        topology = SHARED / "topologies" / f"{row['layer']}.csv"
-        layer = read_scalesim_topology(topology, gemm=row["kind"] == "gemm")
-        cases.append((SystolicArray(8, 8, row["dataflow"]), layer))
+    cases = [(SystolicArray(8, 8, row["dataflow"]),
+              read_scalesim_topology(SHARED / "topologies" / f"{row['layer']}.csv", gemm=row["kind"] == "gemm"),
+              float(row["wall_seconds"])) for row in rows]
+    import json
 
-    def uncached() -> int:
-        for array, layers in cases:
-            array.simulate(layers)
-        return len(cases)
-
-    models = {df: build_cost_model(SystolicArray(8, 8, df)) for df in ("os", "ws", "is")}
-    for array, layers in cases:
-        models[array.dataflow].score(layers)
-
-    def cached() -> int:
-        for array, layers in cases:
-            models[array.dataflow].score(layers)
-        return len(cases)
-
-    scalesim = statistics.median(float(r["wall_seconds"]) for r in rows)
-    return 1 / median_rate(uncached, repeats), 1 / median_rate(cached, repeats), scalesim, len(rows)
+    records = json.loads(GENERATED.read_text())["records"]
+    grid = [(reference_array(r), reference_layers(r), float(r["wall_seconds"])) for r in records]
+    for what, group in (("shared set: 8x8, 64 kB, CALC (operands fit, closed form)", cases),
+                        ("generated grid: spilling SRAMs, USER bandwidth (replayed)", grid)):
+        ours = [_time_per_case(lambda a=array, x=layers: a.simulate(x), repeats) for array, layers, _ in group]
+        theirs = [wall for _, _, wall in group]
+        ratios = [t / o for t, o in zip(theirs, ours)]
+        out.append((what, len(group), statistics.median(ours), statistics.median(theirs),
+                    statistics.median(ratios)))
+    return out
 
 
 def main() -> None:
@@ -221,16 +228,9 @@ def main() -> None:
     for (what, rate, _), (other, base, _) in zip(rows, rows[1:]):
         if what.endswith("warm, cost(space, arch)") and "old path" in other:
             console.print(f"cost(space, arch) vs the old per-layer path: {rate / base:.2f}x")
-    versus = bench_vs_scalesim(args.repeats)
-    if versus is None:
-        console.print(f"[yellow]no SCALE-Sim reference at {SHARED}; skipping the per-layer comparison[/]")
-        return
-    uncached, cached, scalesim, n = versus
-    console.print(f"per layer over the {n} shared SCALE-Sim reference layers: ours {uncached * 1e6:.1f} us "
-                  f"uncached, {cached * 1e6:.1f} us cached; SCALE-Sim 3.0.0 median {scalesim:.2f} s "
-                  f"recorded -> {scalesim / uncached:,.0f}x (uncached) / {scalesim / cached:,.0f}x (cached) "
-                  f"faster")
-
+    for what, n, ours, theirs, ratio in bench_vs_scalesim(args.repeats):
+        console.print(f"per layer, {what}, {n} layers: ours {ours * 1e6:,.1f} us median uncached, SCALE-Sim "
+                      f"3.0.0 {theirs:.3f} s median recorded -> median {ratio:,.0f}x faster")
 
 if __name__ == "__main__":
     main()

@@ -147,7 +147,7 @@ class ConvGeometry:
         return np.where((y < self.in_h) & (x < self.in_w), (y * self.in_w + x) * self.channels + c, -1)
 
 
-def _skewed(t: int, used: int) -> tuple[np.ndarray, np.ndarray]:
+def _skew_order(t: int, used: int) -> tuple[np.ndarray, np.ndarray]:
     """(time, lane) of a ``t x used`` block in SCALE-Sim's skewed demand order: line ``j`` holds lane
     ``r`` at time ``j - r``, lanes ascending within a line."""
     time, lane = np.meshgrid(np.arange(t), np.arange(used), indexing="ij")
@@ -156,7 +156,7 @@ def _skewed(t: int, used: int) -> tuple[np.ndarray, np.ndarray]:
     return time[order], lane[order]
 
 
-def _stationary(used_rows: int, used_cols: int) -> tuple[np.ndarray, np.ndarray]:
+def _load_order(used_rows: int, used_cols: int) -> tuple[np.ndarray, np.ndarray]:
     """(row, col) of a stationary fold in SCALE-Sim's order: bottom row first, columns ascending."""
     row, col = np.meshgrid(np.arange(used_rows)[::-1], np.arange(used_cols), indexing="ij")
     return row.ravel(), col.ravel()
@@ -174,7 +174,7 @@ def operand_streams(dataflow: str, rows: int, cols: int, m: int, n: int, k: int,
 
     def skewed(used: int) -> tuple[np.ndarray, np.ndarray]:
         if used not in skews:
-            skews[used] = _skewed(t, used)
+            skews[used] = _skew_order(t, used)
         return skews[used]
 
     def row_pass(address: Callable[[int, int], np.ndarray]) -> np.ndarray:
@@ -199,11 +199,11 @@ def operand_streams(dataflow: str, rows: int, cols: int, m: int, n: int, k: int,
         return geometry.ifmap_address(tt, r0 + lane)
 
     def ws_filter(c0: int, cu: int, r0: int, ru: int) -> np.ndarray:
-        row, col = _stationary(ru, cu)
+        row, col = _load_order(ru, cu)
         return (r0 + row) * n + c0 + col
 
     def is_ifmap(c0: int, cu: int, r0: int, ru: int) -> np.ndarray:
-        row, col = _stationary(ru, cu)
+        row, col = _load_order(ru, cu)
         return geometry.ifmap_address(c0 + col, r0 + row)
 
     def is_filter(r0: int, ru: int) -> np.ndarray:
@@ -280,18 +280,31 @@ def demand_streams(dataflow: str, rows: int, cols: int, m: int, n: int, k: int, 
     length = t + rows + cols - 2 if dataflow == "os" else t + 2 * rows + cols - 2
     lead = 0 if dataflow == "os" else rows
     ifm, ifl, flt, fll = [], [], [], []
+    skews: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+    loads: dict[tuple[int, int], tuple[np.ndarray, np.ndarray]] = {}
+
+    def skewed(used: int) -> tuple[np.ndarray, np.ndarray]:
+        if used not in skews:
+            skews[used] = _skew_order(t, used)
+        return skews[used]
+
+    def stationary(used_rows: int, used_cols: int) -> tuple[np.ndarray, np.ndarray]:
+        if (used_rows, used_cols) not in loads:
+            loads[used_rows, used_cols] = _load_order(used_rows, used_cols)
+        return loads[used_rows, used_cols]
+
     for f, c0, cu, r0, ru in _fold_grid(sr, sc, rows, cols):
         base = f * length
         if dataflow == "os":
-            tt, lane = _skewed(t, ru)
+            tt, lane = skewed(ru)
             ifm.append(geometry.ifmap_address(r0 + lane, tt))
             ifl.append(base + tt + lane)
-            tt, lane = _skewed(t, cu)
+            tt, lane = skewed(cu)
             flt.append(tt * n + c0 + lane)
             fll.append(base + tt + lane)
         else:
-            tt, lane = _skewed(t, ru)
-            row, col = _stationary(ru, cu)
+            tt, lane = skewed(ru)
+            row, col = stationary(ru, cu)
             stream_line, load_line = base + lead + tt + lane, base + rows - 1 - row
             if dataflow == "ws":
                 ifm.append(geometry.ifmap_address(tt, r0 + lane))
@@ -500,6 +513,13 @@ class _WriteBuffer:
         Per write SCALE-Sim stores it, then: while a drain runs, stalls to its end if the buffer is full;
         otherwise drains as soon as fewer than ``active`` slots are free. Runs of writes between those
         events are stored at once."""
+        if cycle < self.drain_end:
+            if self.free - count > 0:
+                self._store(count)
+                return cycle
+        elif self.free - count >= self.active:
+            self._store(count)
+            return cycle
         while count > 0:
             if cycle < self.drain_end:
                 step = count if self.free - count > 0 else max(1, self.free)
@@ -535,14 +555,21 @@ def user_mode(writes_per_cycle: np.ndarray, ifmap: ReadBufferTrace, filt: ReadBu
     for the worst of its ifmap, filter and ofmap stalls, and every later line shifts by them."""
     buffer = _WriteBuffer(ofmap_elems, ofmap_bandwidth)
     events = np.union1d(np.flatnonzero(writes_per_cycle), np.union1d(ifmap.miss_lines, filt.miss_lines))
+    counts = writes_per_cycle[events].tolist()
+    if_lines, f_lines = ifmap.miss_lines.tolist() + [-1], filt.miss_lines.tolist() + [-1]
     stall = 0
     state = [0, 0, 0, 0]  # ifmap miss index, ifmap prefetches done, filter miss index, filter prefetches
-    for line in events.tolist():
+    for line, count in zip(events.tolist(), counts):
         cycle = line + stall
-        if_stall, state[0], state[1] = _read_stall(ifmap, state[0], line, cycle, state[1])
-        f_stall, state[2], state[3] = _read_stall(filt, state[2], line, cycle, state[3])
-        done = buffer.write(int(writes_per_cycle[line]), cycle)
-        stall += max(if_stall, f_stall, done - cycle)
+        worst = 0
+        if if_lines[state[0]] == line:
+            if_stall, state[0], state[1] = _read_stall(ifmap, state[0], line, cycle, state[1])
+            worst = if_stall
+        if f_lines[state[2]] == line:
+            f_stall, state[2], state[3] = _read_stall(filt, state[2], line, cycle, state[3])
+            worst = max(worst, f_stall)
+        done = buffer.write(count, cycle) if count else cycle
+        stall += max(worst, done - cycle)
     last = len(writes_per_cycle) - 1
     total = last + stall
     buffer.finish(total)
