@@ -355,8 +355,8 @@ class SystolicArray:
         # unless the ofmap outgrows the buffer and drains during compute (emulated, effnn.hw.memory)
         of_bw = self.cols if self.dram_bandwidth is None else self.dram_bandwidth[2]
         drain = np.ceil(dram_of * ob / (self.word_bits * of_bw)) - 1
-        dram_of, drain = self._ofmap_drain(sr, sc, t, np.asarray(dram_of * np.ones_like(m)),
-                                           drain * np.ones_like(m), ob, of_bw)
+        dram_of, drain = self._ofmap_drain(la, sr, sc, t, np.asarray(dram_of * np.ones_like(m)),
+                                           drain * np.ones_like(m), ob, of_bw, compute)
         stall, _ = self._stalls(compute, g * dram_if, g * dram_f, g * dram_of,
                                 g * np.minimum(fp_if, cap_if), g * np.minimum(kn, cap_f), ab, fb, ob)
         total = compute + stall
@@ -456,12 +456,15 @@ class SystolicArray:
             values[5][i] = g * (run.last_write_cycle - run.first_read_cycle)
         return values
 
-    def _ofmap_drain(self, sr: np.ndarray, sc: np.ndarray, t: np.ndarray, dram_of: np.ndarray,
-                     drain: np.ndarray, ob: np.ndarray, of_bw: float) -> tuple[np.ndarray, np.ndarray]:
+    def _ofmap_drain(self, la: LayerArrays, sr: np.ndarray, sc: np.ndarray, t: np.ndarray, dram_of: np.ndarray,
+                     drain: np.ndarray, ob: np.ndarray, of_bw: float,
+                     compute: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(DRAM ofmap writes, cycles from the last compute cycle to the last DRAM write) per group, with
-        the layers whose ofmap outgrows the buffer's drain threshold emulated (:mod:`effnn.hw.memory`)."""
+        the :meth:`_replayable` layers whose ofmap outgrows the buffer's drain threshold replayed
+        (:func:`effnn.hw.memory.drain_ofmap`, at most ``replay_limit`` compute cycles per group)."""
         elems = np.floor(self.ofmap_sram_kb * 1024 * 8 / ob)
-        spill = dram_of > elems - np.ceil(elems * 0.5)
+        spill = ((dram_of > elems - np.ceil(elems * 0.5)) & self._replayable(la)
+                 & (compute / la.groups <= self.replay_limit))
         if not spill.any():
             return dram_of, drain
         dram_of, drain = dram_of.copy(), drain.copy()
