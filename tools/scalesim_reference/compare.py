@@ -49,7 +49,7 @@ def main() -> None:
     table = compare(records)
     regimes = sorted(table)
     if args.markdown:
-        print("| metric | " + " | ".join(f"{r} ({len(table[r]['compute_cycles'])})" for r in regimes) + " |")
+        print("| metric | " + " | ".join(f"{r} ({len(table[r]['total_cycles'])})" for r in regimes) + " |")
         print("|---|" + "---|" * len(regimes))
     for metric in METRIC_PAIRS:
         cells = []
