@@ -13,7 +13,13 @@ Prints (median of ``--repeats`` runs, one process):
   CALC: every operand fits, closed form) and the generated grid (``tests/data/scalesim/generated.json``:
   spilling SRAMs and USER bandwidth, SCALE-Sim's memory system replayed), median of the per-layer ratios.
 
-Usage: ``python benchmarks/bench_hwcost.py [--archs 5000] [--repeats 5] [--hardware systolic_16x16_os]``
+With ``--baseline DIR`` (a checkout of another revision, e.g. ``git worktree add /tmp/base main``) it also
+times warm ``cost(space, arch)`` of this checkout and of ``DIR`` in alternating subprocesses (``--rounds``
+each) and prints both rates and the median per-round ratio, so a change is compared with the previous
+code on the same machine at the same load.
+
+Usage: ``python benchmarks/bench_hwcost.py [--archs 5000] [--repeats 5] [--hardware systolic_16x16_os]
+[--baseline DIR --rounds 5]``
 """
 
 from __future__ import annotations
@@ -23,6 +29,7 @@ import csv
 import os
 import random
 import statistics
+import subprocess
 import sys
 import time
 from collections.abc import Callable
@@ -40,6 +47,45 @@ from effnn.hw import ConvLayer, SystolicArray, build_cost_model, read_scalesim_t
 
 SHARED = ROOT / "tests" / "data" / "scalesim" / "shared"
 GENERATED = ROOT / "tests" / "data" / "scalesim" / "generated.json"
+
+
+#: Warm ``cost(space, arch)`` rate, run in a subprocess against whichever ``effnn`` is on its path.
+WARM_SNIPPET = """
+import json, random, statistics, sys, time
+from effnn.hw import build_cost_model
+from effnn.nas import get_space
+n, repeats, hardware = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3]
+space, rng = get_space("attentivenas"), random.Random(0)
+model = build_cost_model(hardware)
+for arch in [space.sample(rng) for _ in range(n)]:
+    model(space, arch)
+fresh = [space.sample(rng) for _ in range(n)]
+rates = []
+for _ in range(repeats):
+    start = time.perf_counter()
+    for arch in fresh:
+        model(space, arch)
+    rates.append(n / (time.perf_counter() - start))
+print(json.dumps(statistics.median(rates)))
+"""
+
+
+def bench_against(baseline: Path, hardware: str, n_archs: int, repeats: int, rounds: int
+                  ) -> tuple[float, float, float]:
+    """(this checkout's median warm rate, the baseline's, median over rounds of their ratio), measured in
+    alternating subprocesses so both see the same machine load."""
+    if not (baseline / "effnn" / "hw" / "cost.py").is_file():
+        raise SystemExit(f"--baseline {baseline}: not an effnn checkout (no effnn/hw/cost.py); make one with "
+                         f"`git worktree add {baseline} main`")
+    ours, theirs = [], []
+    for _ in range(rounds):
+        for root, out in ((ROOT, ours), (baseline, theirs)):
+            env = {**os.environ, "PYTHONPATH": str(root), "OMP_NUM_THREADS": "1"}
+            proc = subprocess.run([sys.executable, "-c", WARM_SNIPPET, str(n_archs), str(repeats), hardware],
+                                  cwd=root, env=env, capture_output=True, text=True, check=True)
+            out.append(float(proc.stdout.strip().splitlines()[-1]))
+    ratios = [a / b for a, b in zip(ours, theirs)]
+    return statistics.median(ours), statistics.median(theirs), statistics.median(ratios)
 
 
 def median_rate(run: Callable[[], int], repeats: int) -> float:
@@ -206,6 +252,9 @@ def main() -> None:
     parser.add_argument("--archs", type=int, default=5000, help="random archs per timed run (default 5000)")
     parser.add_argument("--repeats", type=int, default=5, help="timed runs; the median is reported")
     parser.add_argument("--hardware", default="systolic_16x16_os", help="hardware preset (conf/hardware)")
+    parser.add_argument("--baseline", type=Path, default=None,
+                        help="another effnn checkout to time warm cost(space, arch) against")
+    parser.add_argument("--rounds", type=int, default=5, help="alternating subprocess rounds for --baseline")
     args = parser.parse_args()
     console = Console()
     console.width = max(console.width, 140)
@@ -228,6 +277,11 @@ def main() -> None:
     for (what, rate, _), (other, base, _) in zip(rows, rows[1:]):
         if what.endswith("warm, cost(space, arch)") and "old path" in other:
             console.print(f"cost(space, arch) vs the old per-layer path: {rate / base:.2f}x")
+    if args.baseline is not None:
+        ours, theirs, ratio = bench_against(args.baseline.resolve(), args.hardware, min(args.archs, 2000),
+                                            args.repeats, args.rounds)
+        console.print(f"warm cost(space, arch), {args.rounds} alternating rounds: this checkout {ours:,.0f}/s, "
+                      f"{args.baseline} {theirs:,.0f}/s -> median ratio {ratio:.2f}x")
     for what, n, ours, theirs, ratio in bench_vs_scalesim(args.repeats):
         console.print(f"per layer, {what}, {n} layers: ours {ours * 1e6:,.1f} us median uncached, SCALE-Sim "
                       f"3.0.0 {theirs:.3f} s median recorded -> median {ratio:,.0f}x faster")

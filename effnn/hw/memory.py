@@ -1,14 +1,18 @@
-"""SCALE-Sim 3.0.0's ofmap write buffer, emulated per demand line (one line = one cycle), not per element.
+"""SCALE-Sim 3.0.0's memory system, replayed at the granularity of its own events, not per element.
 
-SCALE-Sim collects the array's ofmap writes in a buffer of ``S`` elements and, whenever more than
-``D = S - ceil(S / 2)`` are held and the previous drain has finished, drains ``ceil(D / bw)`` lines of
-``bw`` elements to DRAM (``bw``: the interface bandwidth; the array width in CALC mode). Before a drain
-it flushes the partly filled line it is packing, and it counts every slot of a drained line as a DRAM
-write except the empty slots of the *last* line of each drain -- so a flushed partial line in the middle
-of a drain is counted as full ("drain padding"). After the last compute cycle the rest is drained in the
-same chunks. This module reproduces that exactly from the number of writes each cycle, which is a
-closed-form trapezoid per fold (:func:`ofmap_writes_per_cycle`): a handful of ``searchsorted`` calls
-per drain, no element trace.
+SCALE-Sim double-buffers an ifmap and a filter read buffer and an ofmap write buffer in front of DRAM and
+simulates them read by read. The array's demand order is a closed form per fold, so this module builds
+each operand's address stream with numpy (:func:`operand_streams`, :func:`demand_streams`,
+:func:`fetch_streams`) and applies SCALE-Sim's buffer rules to it in vectorised blocks:
+
+* CALC-mode read buffers (:func:`chunked_misses`): a reset every 50 sets -- one ``searchsorted`` per reset;
+* USER-mode read buffers (:func:`user_read_buffer`): a ring window over a fixed prefetch order -- one
+  block test per window move;
+* the ofmap write buffer (:func:`drain_ofmap`, :class:`_WriteBuffer`): from the number of writes each
+  cycle, a closed-form trapezoid per fold (:func:`ofmap_writes_per_cycle`) -- a few operations per drain;
+* the USER-mode stall loop (:func:`user_mode`): once per demand line that writes or misses.
+
+Every rule, and the SCALE-Sim quirk behind it, is listed in ``docs/hardware.md`` (quirks 10-15).
 """
 
 from __future__ import annotations
@@ -23,30 +27,30 @@ import numpy as np
 def ofmap_writes_per_cycle(dataflow: str, rows: int, cols: int, sr: int, sc: int, t: int) -> np.ndarray:
     """Valid ofmap writes SCALE-Sim issues in each compute cycle of one (sub-)layer.
 
+    The ofmap buffer collects them and, whenever more than its drain half ``D = S - ceil(S / 2)`` is held
+    and the previous drain has finished, drains ``ceil(D / bw)`` lines of ``bw`` (quirk 13 in the docs).
+
     Per fold (column folds outer, row folds inner) its demand matrix is ``P`` empty lines, then ``B``
     body lines of which rows ``[b0, B)`` hold ``cu`` valid writes (``cu``: the columns the fold maps),
     skewed by one line per column: os has ``P = T - 1`` and the fold's ``rows`` outputs flipped (the
     unmapped rows first), ws/is have ``P = 2 rows - 1`` and ``T`` rows of partial sums.
     """
     row_folds, col_folds = -(-sr // rows), -(-sc // cols)
+    prefix, body = (t - 1, rows) if dataflow == "os" else (2 * rows - 1, t)
+    folds: dict[tuple[int, int], np.ndarray] = {}  # (mapped columns, first valid body row) -> its lines
     pieces = []
     for fc in range(col_folds):
         cu = min(cols, sc - fc * cols)
-        shapes = []
-        if dataflow == "os":
-            prefix, body = t - 1, rows
-            for fr in range(row_folds):
-                shapes.append(rows - min(rows, sr - fr * rows))
-        else:
-            prefix, body = 2 * rows - 1, t
-            shapes = [0] * row_folds
-        for b0 in shapes:
-            line = np.zeros(prefix + body + cols - 1, dtype=np.int64)
-            # count(j) = #{c < cu : b0 <= j - prefix - c < body}: a box convolved with a box
-            valid = np.zeros(body, dtype=np.int64)
-            valid[b0:] = 1
-            line[prefix:prefix + body + cu - 1] = np.convolve(valid, np.ones(cu, dtype=np.int64))
-            pieces.append(line)
+        for fr in range(row_folds):
+            b0 = rows - min(rows, sr - fr * rows) if dataflow == "os" else 0
+            if (cu, b0) not in folds:
+                line = np.zeros(prefix + body + cols - 1, dtype=np.int64)
+                # count(j) = #{c < cu : b0 <= j - prefix - c < body}: a box convolved with a box
+                valid = np.zeros(body, dtype=np.int64)
+                valid[b0:] = 1
+                line[prefix:prefix + body + cu - 1] = np.convolve(valid, np.ones(cu, dtype=np.int64))
+                folds[cu, b0] = line
+            pieces.append(folds[cu, b0])
     return np.concatenate(pieces)
 
 
