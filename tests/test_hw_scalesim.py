@@ -260,3 +260,15 @@ def test_replay_limit_zero_keeps_the_closed_form_and_agrees_where_operands_fit()
         assert exact == closed
     with pytest.raises(ValueError, match="replay_limit must be a non-negative integer"):
         SystolicArray(8, 8, replay_limit=-1)
+
+
+def test_replay_of_padded_pytorch_conv_never_fetches_padding() -> None:
+    """A PyTorch conv's zero padding is not in memory: the replay, like the closed form, reads each real
+    ifmap element at least once and never more often than the array reads the SRAM."""
+    from effnn.hw import ConvLayer
+
+    layer = ConvLayer("c", 16, 16, 14, 14, 3, 3, 1, 1, 1, 1, weight_bits=8, act_bits=8, out_bits=8)
+    for dataflow in ("os", "ws", "is"):
+        replayed = SystolicArray(8, 8, dataflow, 1, 1, 1, word_bits=8).simulate([layer])[0]
+        assert 14 * 14 * 16 <= replayed.dram_reads_ifmap <= replayed.sram_reads_ifmap
+        assert 16 * 16 * 9 <= replayed.dram_reads_filter <= replayed.sram_reads_filter

@@ -131,7 +131,9 @@ class ConvGeometry:
     """The addressing of one (sub-)layer's ifmap, as SCALE-Sim lays it out (``(y * W + x) * C + c``).
 
     ``out_w`` output columns; window index ``k`` = ``(ky * S + kx) * C + c``. A GEMM is ``H = M``,
-    ``W = K``, a ``1 x K`` kernel, ``C = 1`` (SCALE-Sim's own conversion).
+    ``W = K``, a ``1 x K`` kernel, ``C = 1`` (SCALE-Sim's own conversion). ``pad_h``/``pad_w`` (top/left
+    padding of a PyTorch conv; SCALE-Sim topologies are pre-padded, 0) are never fetched, like the
+    bottom/right overhang SCALE-Sim marks -1.
     """
 
     in_h: int
@@ -141,14 +143,17 @@ class ConvGeometry:
     stride_h: int
     stride_w: int
     out_w: int
+    pad_h: int = 0
+    pad_w: int = 0
 
     def ifmap_address(self, m: np.ndarray, k: np.ndarray) -> np.ndarray:
         """Address of window element ``k`` of output pixel ``m``; -1 where the window runs off the edge."""
         oy, ox = np.divmod(m, self.out_w)
         ky, rest = np.divmod(k, self.kernel_w * self.channels)
         kx, c = np.divmod(rest, self.channels)
-        y, x = oy * self.stride_h + ky, ox * self.stride_w + kx
-        return np.where((y < self.in_h) & (x < self.in_w), (y * self.in_w + x) * self.channels + c, -1)
+        y, x = oy * self.stride_h + ky - self.pad_h, ox * self.stride_w + kx - self.pad_w
+        inside = (y >= 0) & (y < self.in_h) & (x >= 0) & (x < self.in_w)
+        return np.where(inside, (y * self.in_w + x) * self.channels + c, -1)
 
 
 def _skew_order(t: int, used: int) -> tuple[np.ndarray, np.ndarray]:

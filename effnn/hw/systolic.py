@@ -71,6 +71,12 @@ def _touched(size: np.ndarray, kernel: np.ndarray, stride: np.ndarray, pad: np.n
     return result
 
 
+def _geometry(row: np.ndarray) -> ConvGeometry:
+    """A :class:`LayerArrays.geometry` row as the replay's :class:`~effnn.hw.memory.ConvGeometry`."""
+    in_h, in_w, ch, kw, sh, sw, out_w, _, pad_h, pad_w = (int(v) for v in row)
+    return ConvGeometry(in_h, in_w, ch, kw, sh, sw, out_w, pad_h, pad_w)
+
+
 @dataclass(frozen=True)
 class LayerArrays:
     """A batch of layers as parallel integer/float arrays: the input of the vectorised model."""
@@ -87,7 +93,8 @@ class LayerArrays:
     act_bits: np.ndarray
     out_bits: np.ndarray
     filter_bits: np.ndarray  # bits per weight in DRAM and the filter SRAM (``stored_weight_bits``)
-    #: per layer (in_h, in_w, channels per group, kernel_w, stride_h, stride_w, out_w, batch): the ifmap
+    #: per layer (in_h, in_w, channels per group, kernel_w, stride_h, stride_w, out_w, batch, pad_h, pad_w):
+    #: the ifmap
     #: addressing the read-buffer emulation needs (a GEMM is SCALE-Sim's M x K "image", 1 x K kernel)
     geometry: np.ndarray | None = None
 
@@ -120,11 +127,10 @@ class LayerArrays:
             row_elems[conv_idx] = geo[:, 4] * geo[:, 1] * geo[:, 10]
             channels[conv_idx] = geo[:, 10]
         ints = table[:, :4].astype(np.int64)
-        geometry = np.stack([ints[:, 0], ints[:, 2], np.ones_like(ints[:, 0]), ints[:, 2],
-                             np.ones_like(ints[:, 0]), np.ones_like(ints[:, 0]), np.ones_like(ints[:, 0]),
-                             np.ones_like(ints[:, 0])], axis=1)
+        one, zero = np.ones_like(ints[:, 0]), np.zeros_like(ints[:, 0])
+        geometry = np.stack([ints[:, 0], ints[:, 2], one, ints[:, 2], one, one, one, one, zero, zero], axis=1)
         if conv_idx:
-            geometry[conv_idx] = geo[:, [0, 1, 10, 3, 4, 5, 9, 11]]
+            geometry[conv_idx] = geo[:, [0, 1, 10, 3, 4, 5, 9, 11, 6, 7]]
         return cls(tuple(layer.name for layer in layers), ints[:, 0], ints[:, 1], ints[:, 2], ints[:, 3],
                    footprint, row_elems, channels, table[:, 5], table[:, 6], table[:, 7], table[:, 10],
                    geometry)
@@ -407,10 +413,9 @@ class SystolicArray:
         dram_if, dram_f = dram_if.copy(), dram_f.copy()
         for i in todo:
             m, n, k = int(la.m[i]), int(la.n[i]), int(la.k[i])
-            in_h, in_w, ch, kw, sh, sw, out_w, _ = (int(v) for v in la.geometry[i])
             want = (bool(spill_if[i]), bool(spill_f[i]))
             ifmap, filt = operand_streams(self.dataflow, self.rows, self.cols, m, n, k,
-                                          ConvGeometry(in_h, in_w, ch, kw, sh, sw, out_w), want)
+                                          _geometry(la.geometry[i]), want)
             if ifmap is not None:
                 dram_if[i] = chunked_misses(ifmap, int(cap_if[i]))
             if filt is not None:
@@ -440,8 +445,7 @@ class SystolicArray:
                                                                  self.ofmap_sram_kb)]
         for i in np.flatnonzero(ok):
             m, n, k, g = int(la.m[i]), int(la.n[i]), int(la.k[i]), int(la.groups[i])
-            in_h, in_w, ch, kw, sh, sw, out_w, _ = (int(v) for v in la.geometry[i])
-            geometry = ConvGeometry(in_h, in_w, ch, kw, sh, sw, out_w)
+            geometry = _geometry(la.geometry[i])
             demand = demand_streams(self.dataflow, self.rows, self.cols, m, n, k, geometry)
             fetch = fetch_streams(self.dataflow, self.rows, self.cols, m, n, k, geometry)
             traces = [user_read_buffer(fetch[j], *demand[j], elems[j], bws[j]) for j in (0, 1)]
