@@ -85,6 +85,8 @@ def bench_against(baseline: Path, hardware: str, n_archs: int, repeats: int, rou
                                   cwd=root, env=env, capture_output=True, text=True, check=True)
             out.append(float(proc.stdout.strip().splitlines()[-1]))
     ratios = [a / b for a, b in zip(ours, theirs)]
+    print("rounds (this checkout / baseline, subnets/s): "
+          + ", ".join(f"{a:,.0f}/{b:,.0f}" for a, b in zip(ours, theirs)))
     return statistics.median(ours), statistics.median(theirs), statistics.median(ratios)
 
 

@@ -207,9 +207,9 @@ class SystolicArray:
     energy_table: EnergyTable = field(default_factory=lambda: load_energy_table("eyeriss_normalized"))
     name: str = ""
     #: sub-layers (one group) with at most this many SRAM reads (ifmap + filter) and compute cycles are
-    #: replayed on SCALE-Sim's memory system (exact, ~0.1-1 us per read); larger ones use the closed-form
+    #: replayed on SCALE-Sim's memory system (exact); larger ones use the closed-form
     #: estimate (exact whenever every operand fits, approximate when one spills or in USER mode). 0: closed
-    #: form only. The default keeps a new layer shape under ~20 ms (docs/hardware.md).
+    #: form only. At the default a new replayed shape costs ~1-150 ms (docs/hardware.md, *Speed*).
     replay_limit: int = 1 << 16
 
     def __post_init__(self) -> None:
