@@ -272,3 +272,16 @@ def test_replay_of_padded_pytorch_conv_never_fetches_padding() -> None:
         replayed = SystolicArray(8, 8, dataflow, 1, 1, 1, word_bits=8).simulate([layer])[0]
         assert 14 * 14 * 16 <= replayed.dram_reads_ifmap <= replayed.sram_reads_ifmap
         assert 16 * 16 * 9 <= replayed.dram_reads_filter <= replayed.sram_reads_filter
+
+
+def test_user_read_buffer_rejects_an_address_it_never_fetches() -> None:
+    """A demand outside the prefetch order would spin SCALE-Sim's window forever; the replay stops."""
+    import numpy as np
+
+    from effnn.hw.memory import user_read_buffer
+
+    fetch = np.arange(2000)
+    with pytest.raises(ValueError, match="not in the fetch order"):
+        user_read_buffer(fetch, np.array([5, 99999]), np.array([0, 1]), 1024, 4)
+    trace = user_read_buffer(fetch, fetch, np.arange(2000), 1024, 4)  # one pass in fetch order
+    assert trace.prefetches > 0 and trace.dram_reads(4) >= 2000

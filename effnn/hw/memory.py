@@ -428,8 +428,9 @@ def user_read_buffer(fetch: np.ndarray, demand: np.ndarray, demand_line: np.ndar
         addr = demand[pos:pos + 1]
         count = 0
         while True:
-            if pf_sets == 0:
-                raise ValueError("SCALE-Sim read buffer: an address outside the fetch order (internal error)")
+            if pf_sets == 0 or count * pf_sets > num_sets + pf_sets:  # a full turn of the ring: not there
+                raise ValueError(f"SCALE-Sim read buffer replay: address {int(addr[0])} is not in the fetch "
+                                 f"order (internal error; please report the layer)")
             start = (start + pf_sets) % num_sets
             count += 1
             if _in_window(keys, addr, start, act_sets, num_sets)[0]:
