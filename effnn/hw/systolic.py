@@ -11,11 +11,13 @@ ws        K          N          M          T + 2 rows + cols - 2  filters
 is        K          M          N          T + 2 rows + cols - 2  ifmap
 ========  =========  =========  =========  =====================  ============================
 
-with ``ceil(Sr/rows) * ceil(Sc/cols)`` folds run back to back. Compute cycles and SRAM counts reproduce
-SCALE-Sim 3.0.0 exactly (its quirks are listed in ``docs/hardware.md`` and next to the code below); DRAM
-counts follow its double-buffered scratchpad: an operand whose footprint fits in the active half of its
-SRAM is read once, one that does not is re-read once per pass of the outer fold loop. All arithmetic is
-closed-form numpy over a batch of layers, so a whole network costs microseconds.
+with ``ceil(Sr/rows) * ceil(Sc/cols)`` folds run back to back. Compute cycles and SRAM counts are closed
+forms that reproduce SCALE-Sim 3.0.0 exactly (its quirks are listed in ``docs/hardware.md`` and next to
+the code below). DRAM counts, stalls and SCALE-Sim's "total cycles incl. prefetch" are closed forms too
+where every operand fits its buffer; where one spills or the bandwidth is finite, layers SCALE-Sim itself
+could run (word-wide operands, up to ``replay_limit``) are replayed on its memory system
+(:mod:`effnn.hw.memory`), the rest use a closed-form estimate. All closed-form arithmetic is numpy over a
+batch of layers, so a whole network costs microseconds.
 """
 
 from __future__ import annotations
