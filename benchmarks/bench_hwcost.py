@@ -9,9 +9,17 @@ Prints (median of ``--repeats`` runs, one process):
   precomputed layer lists -- warm (after the space's and the model's tables have filled) and cold (fresh
   tables). The load average is printed with them: on a shared machine the rates scale with it;
 * the same cost-model-only rate on a synthetic MobileNetV3-like layer generator (no effnn.nas needed);
-* seconds per layer vs SCALE-Sim 3.0.0's recorded wall time for the shared reference layers.
+* seconds per layer vs SCALE-Sim 3.0.0's recorded wall time: the shared reference layers (8x8, 64 kB,
+  CALC: every operand fits, closed form) and the generated grid (``tests/data/scalesim/generated.json``:
+  spilling SRAMs and USER bandwidth, SCALE-Sim's memory system replayed), median of the per-layer ratios.
 
-Usage: ``python benchmarks/bench_hwcost.py [--archs 5000] [--repeats 5] [--hardware systolic_16x16_os]``
+With ``--baseline DIR`` (a checkout of another revision, e.g. ``git worktree add /tmp/base main``) it also
+times warm ``cost(space, arch)`` of this checkout and of ``DIR`` in alternating subprocesses (``--rounds``
+each) and prints both rates and the median per-round ratio, so a change is compared with the previous
+code on the same machine at the same load.
+
+Usage: ``python benchmarks/bench_hwcost.py [--archs 5000] [--repeats 5] [--hardware systolic_16x16_os]
+[--baseline DIR --rounds 5]``
 """
 
 from __future__ import annotations
@@ -21,6 +29,7 @@ import csv
 import os
 import random
 import statistics
+import subprocess
 import sys
 import time
 from collections.abc import Callable
@@ -36,7 +45,49 @@ if str(ROOT) not in sys.path:
 
 from effnn.hw import ConvLayer, SystolicArray, build_cost_model, read_scalesim_topology  # noqa: E402
 
-SHARED = ROOT.parent / "shared" / "reference" / "scalesim"
+SHARED = ROOT / "tests" / "data" / "scalesim" / "shared"
+GENERATED = ROOT / "tests" / "data" / "scalesim" / "generated.json"
+
+
+#: Warm ``cost(space, arch)`` rate, run in a subprocess against whichever ``effnn`` is on its path.
+WARM_SNIPPET = """
+import json, random, statistics, sys, time
+from effnn.hw import build_cost_model
+from effnn.nas import get_space
+n, repeats, hardware = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3]
+space, rng = get_space("attentivenas"), random.Random(0)
+model = build_cost_model(hardware)
+for arch in [space.sample(rng) for _ in range(n)]:
+    model(space, arch)
+fresh = [space.sample(rng) for _ in range(n)]
+rates = []
+for _ in range(repeats):
+    start = time.perf_counter()
+    for arch in fresh:
+        model(space, arch)
+    rates.append(n / (time.perf_counter() - start))
+print(json.dumps(statistics.median(rates)))
+"""
+
+
+def bench_against(baseline: Path, hardware: str, n_archs: int, repeats: int, rounds: int
+                  ) -> tuple[float, float, float]:
+    """(this checkout's median warm rate, the baseline's, median over rounds of their ratio), measured in
+    alternating subprocesses so both see the same machine load."""
+    if not (baseline / "effnn" / "hw" / "cost.py").is_file():
+        raise SystemExit(f"--baseline {baseline}: not an effnn checkout (no effnn/hw/cost.py); make one with "
+                         f"`git worktree add {baseline} main`")
+    ours, theirs = [], []
+    for _ in range(rounds):
+        for root, out in ((ROOT, ours), (baseline, theirs)):
+            env = {**os.environ, "PYTHONPATH": str(root), "OMP_NUM_THREADS": "1"}
+            proc = subprocess.run([sys.executable, "-c", WARM_SNIPPET, str(n_archs), str(repeats), hardware],
+                                  cwd=root, env=env, capture_output=True, text=True, check=True)
+            out.append(float(proc.stdout.strip().splitlines()[-1]))
+    ratios = [a / b for a, b in zip(ours, theirs)]
+    print("rounds (this checkout / baseline, subnets/s): "
+          + ", ".join(f"{a:,.0f}/{b:,.0f}" for a, b in zip(ours, theirs)))
+    return statistics.median(ours), statistics.median(theirs), statistics.median(ratios)
 
 
 def median_rate(run: Callable[[], int], repeats: int) -> float:
@@ -163,35 +214,39 @@ def bench_synthetic(hardware: str, n_archs: int, repeats: int) -> list[tuple[str
              f"{per_arch:.0f} layers per net, {model.cache_size} distinct shapes cached")]
 
 
-def bench_vs_scalesim(repeats: int) -> tuple[float, float, float, int] | None:
-    """(our seconds per layer uncached, cached, SCALE-Sim's median seconds per layer, layers)."""
-    path = SHARED / "results_8x8.csv"
-    if not path.is_file():
-        return None
-    with open(path) as f:
+def _time_per_case(run: Callable[[], object], repeats: int) -> float:
+    """Median seconds of one call of ``run`` over ``repeats`` calls."""
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        run()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def bench_vs_scalesim(repeats: int) -> list[tuple[str, int, float, float, float]]:
+    """Per reference set: (what, layers, our median seconds per layer uncached, SCALE-Sim's median seconds
+    per layer, median over layers of SCALE-Sim's time / ours)."""
+    from effnn.hw.scalesim import reference_array, reference_layers
+
+    out = []
+    with open(SHARED / "results_8x8.csv") as f:
         rows = list(csv.DictReader(f))
-    cases = []
-    for row in rows:
-        topology = SHARED / "topologies" / f"{row['layer']}.csv"
-        layer = read_scalesim_topology(topology, gemm=row["kind"] == "gemm")
-        cases.append((SystolicArray(8, 8, row["dataflow"]), layer))
+    cases = [(SystolicArray(8, 8, row["dataflow"]),
+              read_scalesim_topology(SHARED / "topologies" / f"{row['layer']}.csv", gemm=row["kind"] == "gemm"),
+              float(row["wall_seconds"])) for row in rows]
+    import json
 
-    def uncached() -> int:
-        for array, layers in cases:
-            array.simulate(layers)
-        return len(cases)
-
-    models = {df: build_cost_model(SystolicArray(8, 8, df)) for df in ("os", "ws", "is")}
-    for array, layers in cases:
-        models[array.dataflow].score(layers)
-
-    def cached() -> int:
-        for array, layers in cases:
-            models[array.dataflow].score(layers)
-        return len(cases)
-
-    scalesim = statistics.median(float(r["wall_seconds"]) for r in rows)
-    return 1 / median_rate(uncached, repeats), 1 / median_rate(cached, repeats), scalesim, len(rows)
+    records = json.loads(GENERATED.read_text())["records"]
+    grid = [(reference_array(r), reference_layers(r), float(r["wall_seconds"])) for r in records]
+    for what, group in (("shared set: 8x8, 64 kB, CALC (operands fit, closed form)", cases),
+                        ("generated grid: spilling SRAMs, USER bandwidth (replayed)", grid)):
+        ours = [_time_per_case(lambda a=array, x=layers: a.simulate(x), repeats) for array, layers, _ in group]
+        theirs = [wall for _, _, wall in group]
+        ratios = [t / o for t, o in zip(theirs, ours)]
+        out.append((what, len(group), statistics.median(ours), statistics.median(theirs),
+                    statistics.median(ratios)))
+    return out
 
 
 def main() -> None:
@@ -199,6 +254,9 @@ def main() -> None:
     parser.add_argument("--archs", type=int, default=5000, help="random archs per timed run (default 5000)")
     parser.add_argument("--repeats", type=int, default=5, help="timed runs; the median is reported")
     parser.add_argument("--hardware", default="systolic_16x16_os", help="hardware preset (conf/hardware)")
+    parser.add_argument("--baseline", type=Path, default=None,
+                        help="another effnn checkout to time warm cost(space, arch) against")
+    parser.add_argument("--rounds", type=int, default=5, help="alternating subprocess rounds for --baseline")
     args = parser.parse_args()
     console = Console()
     console.width = max(console.width, 140)
@@ -221,16 +279,14 @@ def main() -> None:
     for (what, rate, _), (other, base, _) in zip(rows, rows[1:]):
         if what.endswith("warm, cost(space, arch)") and "old path" in other:
             console.print(f"cost(space, arch) vs the old per-layer path: {rate / base:.2f}x")
-    versus = bench_vs_scalesim(args.repeats)
-    if versus is None:
-        console.print(f"[yellow]no SCALE-Sim reference at {SHARED}; skipping the per-layer comparison[/]")
-        return
-    uncached, cached, scalesim, n = versus
-    console.print(f"per layer over the {n} shared SCALE-Sim reference layers: ours {uncached * 1e6:.1f} us "
-                  f"uncached, {cached * 1e6:.1f} us cached; SCALE-Sim 3.0.0 median {scalesim:.2f} s "
-                  f"recorded -> {scalesim / uncached:,.0f}x (uncached) / {scalesim / cached:,.0f}x (cached) "
-                  f"faster")
-
+    if args.baseline is not None:
+        ours, theirs, ratio = bench_against(args.baseline.resolve(), args.hardware, min(args.archs, 2000),
+                                            args.repeats, args.rounds)
+        console.print(f"warm cost(space, arch), {args.rounds} alternating rounds: this checkout {ours:,.0f}/s, "
+                      f"{args.baseline} {theirs:,.0f}/s -> median ratio {ratio:.2f}x")
+    for what, n, ours, theirs, ratio in bench_vs_scalesim(args.repeats):
+        console.print(f"per layer, {what}, {n} layers: ours {ours * 1e6:,.1f} us median uncached, SCALE-Sim "
+                      f"3.0.0 {theirs:.3f} s median recorded -> median {ratio:,.0f}x faster")
 
 if __name__ == "__main__":
     main()

@@ -37,18 +37,28 @@ def test_bounds(array: SystolicArray) -> None:
         # a MAC needs one PE for one cycle: cycles x PEs bound the work from above
         assert cost.macs <= cost.compute_cycles * array.num_pes
         assert cost.stall_cycles >= 0 and cost.total_cycles == cost.compute_cycles + cost.stall_cycles
-        # DRAM traffic is at least one read of every operand element, at most re-read per SRAM access
-        assert 1 <= cost.dram_reads_filter <= cost.sram_reads_filter
-        assert cost.energy == pytest.approx(sum(cost.energy_breakdown.values()))
+        # DRAM traffic is at least one read of every operand element; in CALC mode at most one per SRAM
+        # access (in USER mode SCALE-Sim counts whole prefetch lines and re-prefetches its ring window,
+        # so it reports more DRAM than SRAM reads in 101 of the 264 USER reference runs)
+        assert 1 <= cost.dram_reads_filter
         if array.dram_bandwidth is None:
-            assert cost.stall_cycles == 0 and cost.prefetch_cycles == 0
+            assert cost.dram_reads_filter <= cost.sram_reads_filter
+        assert cost.energy == pytest.approx(sum(cost.energy_breakdown.values()))
+        # SCALE-Sim's total incl. prefetch: the first fill, compute and stalls, the ofmap's final drain
+        assert cost.total_cycles_incl_prefetch >= cost.total_cycles + cost.prefetch_cycles > cost.total_cycles
+        assert cost.latency_s == pytest.approx(cost.total_cycles_incl_prefetch / (array.clock_mhz * 1e6))
+        if array.dram_bandwidth is None:
+            assert cost.stall_cycles == 0
 
 
 @pytest.mark.parametrize("dataflow", ["os", "ws", "is"])
 @pytest.mark.parametrize("field", ["out_ch", "in_ch", "in_h", "batch"])
-def test_cycles_monotone_in_work(dataflow: str, field: str) -> None:
-    """More filters, channels, pixels or images never take fewer cycles, less traffic or less energy."""
-    array = SystolicArray(8, 8, dataflow, 16, 16, 16, dram_bandwidth=4)
+@pytest.mark.parametrize("bandwidth", [None, 4])
+def test_cycles_monotone_in_work(dataflow: str, field: str, bandwidth: float | None) -> None:
+    """More filters, channels, pixels or images never take fewer compute cycles or SRAM reads; in CALC mode
+    (no stalls) never fewer compute-plus-stall cycles or less energy either. SCALE-Sim's USER mode is not monotone in
+    the work (see ``test_user_mode_is_not_monotone`` in test_hw_scalesim.py), so neither is the model."""
+    array = SystolicArray(8, 8, dataflow, 16, 16, 16, dram_bandwidth=bandwidth)
     base = {"name": "x", "in_ch": 8, "out_ch": 8, "in_h": 12, "in_w": 12, "kernel_h": 3, "kernel_w": 3,
             "batch": 1}
     previous = None
@@ -56,10 +66,13 @@ def test_cycles_monotone_in_work(dataflow: str, field: str) -> None:
         cost = array.simulate([ConvLayer(**{**base, field: value})])[0]
         if previous is not None:
             assert cost.compute_cycles >= previous.compute_cycles
-            assert cost.total_cycles >= previous.total_cycles
             reads = cost.sram_reads_ifmap + cost.sram_reads_filter
             assert reads >= previous.sram_reads_ifmap + previous.sram_reads_filter
-            assert cost.energy > previous.energy
+            if bandwidth is None:
+                # (not total_cycles_incl_prefetch: its ofmap drain tail depends on when the last drain
+                # during compute fired, which SCALE-Sim ties to the buffer's fill level)
+                assert cost.total_cycles >= previous.total_cycles
+                assert cost.energy > previous.energy
         previous = cost
 
 

@@ -132,6 +132,7 @@ class AnalyticCostModel(CostModel):
 #: Per-layer counts the cost model keeps and sums. All are whole numbers, so their float64 sums are exact
 #: (below 2**53) and do not depend on the order or grouping of the layers.
 _COUNTS = ("macs", "compute_cycles", "stall_cycles", "total_cycles", "prefetch_cycles",
+           "total_cycles_incl_prefetch",
            "sram_reads_ifmap", "sram_reads_filter", "sram_writes_ofmap",
            "dram_reads_ifmap", "dram_reads_filter", "dram_writes_ofmap",
            "sram_accesses_ifmap", "sram_accesses_filter", "sram_accesses_ofmap", "params")
@@ -277,8 +278,9 @@ class SystolicCostModel(CostModel):
         mac, rf, array, sram, dram = levels
         energy = mac + rf + array + sram + dram if len(per_group) == 1 else math.fsum(sum(e) for e in per_group)
         t = dict(zip(_COUNTS, counts))
-        # latency counts each layer's initial buffer fill too (zero in CALC mode)
-        cycles = t["total_cycles"] + t["prefetch_cycles"]
+        # latency is SCALE-Sim's "total cycles incl. prefetch" per layer: first fill, compute with stalls,
+        # the ofmap's final drain
+        cycles = t["total_cycles_incl_prefetch"]
         latency_ms = cycles * self._cycle_scale
         macs = t["macs"]
         return {

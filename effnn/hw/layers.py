@@ -49,9 +49,18 @@ class ConvLayer:
     act_bits: float = 16.0
     out_bits: float = 16.0
     weight_storage_bits: float | None = None
+    #: bottom/right padding when it differs from the top/left one (default: ``pad_h``/``pad_w``, PyTorch's
+    #: symmetric padding). SCALE-Sim topology files need it: their ``ceil((H - R + s) / s)`` output size is
+    #: a conv whose last window runs off the bottom/right edge (see ``read_scalesim_topology``).
+    pad_h_end: int | None = None
+    pad_w_end: int | None = None
 
     def __post_init__(self) -> None:
         _check_bits(self)
+        for field in ("pad_h", "pad_w", "pad_h_end", "pad_w_end"):
+            value = getattr(self, field)
+            if value is not None and value < 0:
+                raise ValueError(f"layer {self.name!r}: {field} must be >= 0, got {value}")
         for field in ("in_ch", "out_ch", "in_h", "in_w", "kernel_h", "kernel_w", "stride_h", "stride_w",
                       "groups", "batch"):
             if getattr(self, field) <= 0:
@@ -65,11 +74,13 @@ class ConvLayer:
 
     @property
     def out_h(self) -> int:
-        return _conv_out(self.in_h, self.kernel_h, self.stride_h, self.pad_h)
+        end = self.pad_h if self.pad_h_end is None else self.pad_h_end
+        return _conv_out(self.in_h + end - self.pad_h, self.kernel_h, self.stride_h, self.pad_h)
 
     @property
     def out_w(self) -> int:
-        return _conv_out(self.in_w, self.kernel_w, self.stride_w, self.pad_w)
+        end = self.pad_w if self.pad_w_end is None else self.pad_w_end
+        return _conv_out(self.in_w + end - self.pad_w, self.kernel_w, self.stride_w, self.pad_w)
 
     @property
     def depthwise(self) -> bool:

@@ -11,7 +11,8 @@ from rich.table import Table
 from effnn.hw.layers import Layer
 from effnn.hw.systolic import LayerCost, SystolicArray
 
-_COUNTS = ("macs", "compute_cycles", "stall_cycles", "total_cycles", "prefetch_cycles", "sram_reads_ifmap",
+_COUNTS = ("macs", "compute_cycles", "stall_cycles", "total_cycles", "prefetch_cycles", "total_cycles_incl_prefetch",
+           "sram_reads_ifmap",
            "sram_reads_filter", "sram_writes_ofmap", "dram_reads_ifmap", "dram_reads_filter",
            "dram_writes_ofmap")
 

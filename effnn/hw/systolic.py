@@ -11,11 +11,13 @@ ws        K          N          M          T + 2 rows + cols - 2  filters
 is        K          M          N          T + 2 rows + cols - 2  ifmap
 ========  =========  =========  =========  =====================  ============================
 
-with ``ceil(Sr/rows) * ceil(Sc/cols)`` folds run back to back. Compute cycles and SRAM counts reproduce
-SCALE-Sim 3.0.0 exactly (its quirks are listed in ``docs/hardware.md`` and next to the code below); DRAM
-counts follow its double-buffered scratchpad: an operand whose footprint fits in the active half of its
-SRAM is read once, one that does not is re-read once per pass of the outer fold loop. All arithmetic is
-closed-form numpy over a batch of layers, so a whole network costs microseconds.
+with ``ceil(Sr/rows) * ceil(Sc/cols)`` folds run back to back. Compute cycles and SRAM counts are closed
+forms that reproduce SCALE-Sim 3.0.0 exactly (its quirks are listed in ``docs/hardware.md`` and next to
+the code below). DRAM counts, stalls and SCALE-Sim's "total cycles incl. prefetch" are closed forms too
+where every operand fits its buffer; where one spills or the bandwidth is finite, layers SCALE-Sim itself
+could run (word-wide operands, up to ``replay_limit``) are replayed on its memory system
+(:mod:`effnn.hw.memory`), the rest use a closed-form estimate. All closed-form arithmetic is numpy over a
+batch of layers, so a whole network costs microseconds.
 """
 
 from __future__ import annotations
@@ -29,12 +31,23 @@ import numpy as np
 
 from effnn.hw.energy import EnergyTable, load_energy_table
 from effnn.hw.layers import ConvLayer, GemmLayer, Layer
+from effnn.hw.memory import (
+    ConvGeometry,
+    chunked_misses,
+    demand_streams,
+    drain_ofmap,
+    fetch_streams,
+    ofmap_writes_per_cycle,
+    operand_streams,
+    user_mode,
+    user_read_buffer,
+)
 
 DATAFLOWS = ("os", "ws", "is")
 
 #: Per-layer quantities computed by :meth:`SystolicArray.evaluate_arrays`, in this order.
 METRICS = (
-    "macs", "compute_cycles", "stall_cycles", "total_cycles", "prefetch_cycles",
+    "macs", "compute_cycles", "stall_cycles", "total_cycles", "prefetch_cycles", "total_cycles_incl_prefetch",
     "sram_reads_ifmap", "sram_reads_filter", "sram_writes_ofmap",
     "dram_reads_ifmap", "dram_reads_filter", "dram_writes_ofmap",
     # every access of each SRAM, what its energy counts: the array's (real, see below) plus DRAM fills/drain
@@ -60,6 +73,12 @@ def _touched(size: np.ndarray, kernel: np.ndarray, stride: np.ndarray, pad: np.n
     return result
 
 
+def _geometry(row: np.ndarray) -> ConvGeometry:
+    """A :class:`LayerArrays.geometry` row as the replay's :class:`~effnn.hw.memory.ConvGeometry`."""
+    in_h, in_w, ch, kw, sh, sw, out_w, _, pad_h, pad_w = (int(v) for v in row)
+    return ConvGeometry(in_h, in_w, ch, kw, sh, sw, out_w, pad_h, pad_w)
+
+
 @dataclass(frozen=True)
 class LayerArrays:
     """A batch of layers as parallel integer/float arrays: the input of the vectorised model."""
@@ -76,6 +95,10 @@ class LayerArrays:
     act_bits: np.ndarray
     out_bits: np.ndarray
     filter_bits: np.ndarray  # bits per weight in DRAM and the filter SRAM (``stored_weight_bits``)
+    #: per layer (in_h, in_w, channels per group, kernel_w, stride_h, stride_w, out_w, batch, pad_h, pad_w):
+    #: the ifmap
+    #: addressing the read-buffer emulation needs (a GEMM is SCALE-Sim's M x K "image", 1 x K kernel)
+    geometry: np.ndarray | None = None
 
     @classmethod
     def from_layers(cls, layers: Sequence[Layer]) -> LayerArrays:
@@ -106,8 +129,13 @@ class LayerArrays:
             row_elems[conv_idx] = geo[:, 4] * geo[:, 1] * geo[:, 10]
             channels[conv_idx] = geo[:, 10]
         ints = table[:, :4].astype(np.int64)
+        one, zero = np.ones_like(ints[:, 0]), np.zeros_like(ints[:, 0])
+        geometry = np.stack([ints[:, 0], ints[:, 2], one, ints[:, 2], one, one, one, one, zero, zero], axis=1)
+        if conv_idx:
+            geometry[conv_idx] = geo[:, [0, 1, 10, 3, 4, 5, 9, 11, 6, 7]]
         return cls(tuple(layer.name for layer in layers), ints[:, 0], ints[:, 1], ints[:, 2], ints[:, 3],
-                   footprint, row_elems, channels, table[:, 5], table[:, 6], table[:, 7], table[:, 10])
+                   footprint, row_elems, channels, table[:, 5], table[:, 6], table[:, 7], table[:, 10],
+                   geometry)
 
 
 @dataclass(frozen=True)
@@ -119,7 +147,10 @@ class LayerCost:
     compute_cycles: int
     stall_cycles: int
     total_cycles: int
-    prefetch_cycles: int
+    prefetch_cycles: int  # cycles the first DRAM fill of the ifmap/filter buffers runs before compute
+    #: SCALE-Sim's "Total Cycles (incl. prefetch)": from the first DRAM read to the last ofmap DRAM write
+    #: (the first fill, compute with its stalls, the final drain of the ofmap buffer); ``latency_s`` uses it
+    total_cycles_incl_prefetch: int
     overall_util: float  # percent of PE-cycles doing a MAC, over total_cycles (SCALE-Sim's "Overall Util %")
     mapping_efficiency: float  # percent of PEs mapped, averaged over folds
     compute_util: float  # percent, SCALE-Sim's "Compute Util %" (per-fold utilisation incl. fill/drain)
@@ -138,7 +169,8 @@ class LayerCost:
         return {
             "name": self.name, "macs": self.macs, "compute_cycles": self.compute_cycles,
             "stall_cycles": self.stall_cycles, "total_cycles": self.total_cycles,
-            "prefetch_cycles": self.prefetch_cycles, "overall_util": self.overall_util,
+            "prefetch_cycles": self.prefetch_cycles,
+            "total_cycles_incl_prefetch": self.total_cycles_incl_prefetch, "overall_util": self.overall_util,
             "mapping_efficiency": self.mapping_efficiency, "compute_util": self.compute_util,
             "sram_reads": {"ifmap": self.sram_reads_ifmap, "filter": self.sram_reads_filter},
             "sram_writes": {"ofmap": self.sram_writes_ofmap},
@@ -176,8 +208,16 @@ class SystolicArray:
     word_bits: int = 8
     energy_table: EnergyTable = field(default_factory=lambda: load_energy_table("eyeriss_normalized"))
     name: str = ""
+    #: sub-layers (one group) with at most this many SRAM reads (ifmap + filter) and compute cycles are
+    #: replayed on SCALE-Sim's memory system (exact); larger ones use the closed-form
+    #: estimate (exact whenever every operand fits, approximate when one spills or in USER mode). 0: closed
+    #: form only. At the default a new replayed shape costs ~1-150 ms (docs/hardware.md, *Speed*).
+    replay_limit: int = 1 << 16
 
     def __post_init__(self) -> None:
+        if not isinstance(self.replay_limit, int) or isinstance(self.replay_limit, bool) or self.replay_limit < 0:
+            raise ValueError(f"systolic array: replay_limit must be a non-negative integer, got "
+                             f"{self.replay_limit!r}")
         for attr in ("rows", "cols", "word_bits"):
             value = getattr(self, attr)
             if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
@@ -215,7 +255,7 @@ class SystolicArray:
         if unknown:
             raise ValueError(f"systolic array config: unknown keys {sorted(unknown)}; "
                              f"allowed: {sorted(known)}")
-        for key in ("rows", "cols", "word_bits"):
+        for key in ("rows", "cols", "word_bits", "replay_limit"):
             if key in data and isinstance(data[key], float) and data[key].is_integer():
                 data[key] = int(data[key])
         if "energy_table" in data and not isinstance(data["energy_table"], EnergyTable):
@@ -314,9 +354,28 @@ class SystolicArray:
             dram_f = kn * np.where(kn > cap_f, col_folds, 1)
             dram_of = sram_of
 
-        stall, prefetch = self._stalls(compute, g * dram_if, g * dram_f, g * dram_of,
-                                       g * np.minimum(fp_if, cap_if), g * np.minimum(kn, cap_f), ab, fb, ob)
+        if self.dram_bandwidth is None and la.geometry is not None:
+            dram_if, dram_f = self._calc_reads(la, np.asarray(dram_if * np.ones_like(m)),
+                                               np.asarray(dram_f * np.ones_like(m)), spills_if,
+                                               kn > cap_f, cap_if, cap_f, sram_if + sram_f)
+        # the ofmap buffer's last drain ends ceil(writes / bandwidth) - 1 cycles after the last compute
+        # cycle (SCALE-Sim drains one bandwidth-wide line per cycle, from the last demand line's cycle on),
+        # unless the ofmap outgrows the buffer and drains during compute (emulated, effnn.hw.memory)
+        of_bw = self.cols if self.dram_bandwidth is None else self.dram_bandwidth[2]
+        drain = np.ceil(dram_of * ob / (self.word_bits * of_bw)) - 1
+        dram_of, drain = self._ofmap_drain(la, sr, sc, t, np.asarray(dram_of * np.ones_like(m)),
+                                           drain * np.ones_like(m), ob, of_bw, compute)
+        stall, _ = self._stalls(compute, g * dram_if, g * dram_f, g * dram_of,
+                                g * np.minimum(fp_if, cap_if), g * np.minimum(kn, cap_f), ab, fb, ob)
         total = compute + stall
+        prefetch = g * self._first_fill(dram_if, dram_f, ab, fb, sr)
+        total_incl = total + prefetch + g * drain
+        if self.dram_bandwidth is not None and la.geometry is not None:
+            dram_if, dram_f, dram_of, stall, prefetch, total_incl = self._user_runs(
+                la, sr, sc, t, compute, [np.asarray(a * np.ones_like(m), dtype=np.float64) for a in
+                                         (dram_if, dram_f, dram_of, stall, prefetch, total_incl)],
+                sram_if + sram_f)
+            total = compute + stall
 
         # SRAM is read by the array and written by DRAM fills (ifmap/filter); written by the array and read
         # by the DRAM drain (ofmap). Weights stay in stored form (fb bits) up to the array's edge.
@@ -330,7 +389,7 @@ class SystolicArray:
         util_sum = mapped * t / (R * C * util_fold_cycles)
         out = {
             "macs": macs, "compute_cycles": compute, "stall_cycles": stall, "total_cycles": total,
-            "prefetch_cycles": prefetch,
+            "prefetch_cycles": prefetch, "total_cycles_incl_prefetch": total_incl,
             "sram_reads_ifmap": g * sram_if, "sram_reads_filter": g * sram_f,
             "sram_writes_ofmap": g * sram_of,
             "dram_reads_ifmap": g * dram_if, "dram_reads_filter": g * dram_f,
@@ -342,6 +401,128 @@ class SystolicArray:
             "energy_dram": e_dram, "energy": energy,
         }
         return {key: np.asarray(out[key], dtype=np.float64) * np.ones_like(m) for key in METRICS}
+
+    def _calc_reads(self, la: LayerArrays, dram_if: np.ndarray, dram_f: np.ndarray, spill_if: np.ndarray,
+                    spill_f: np.ndarray, cap_if: np.ndarray, cap_f: np.ndarray,
+                    sram_reads: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """CALC-mode DRAM reads per group of the layers with a spilling ifmap/filter, by replaying
+        SCALE-Sim's read buffer on the operand's address stream (:func:`effnn.hw.memory.chunked_misses`);
+        sub-layers with more than ``replay_limit`` SRAM reads and the layers :meth:`_replayable` rejects
+        keep the closed form."""
+        todo = np.flatnonzero((spill_if | spill_f) & self._replayable(la) & (sram_reads <= self.replay_limit))
+        if not len(todo):
+            return dram_if, dram_f
+        dram_if, dram_f = dram_if.copy(), dram_f.copy()
+        for i in todo:
+            m, n, k = int(la.m[i]), int(la.n[i]), int(la.k[i])
+            want = (bool(spill_if[i]), bool(spill_f[i]))
+            ifmap, filt = operand_streams(self.dataflow, self.rows, self.cols, m, n, k,
+                                          _geometry(la.geometry[i]), want)
+            if ifmap is not None:
+                dram_if[i] = chunked_misses(ifmap, int(cap_if[i]))
+            if filt is not None:
+                dram_f[i] = chunked_misses(filt, int(cap_f[i]))
+        return dram_if, dram_f
+
+    def _replayable(self, la: LayerArrays) -> np.ndarray:
+        """Layers SCALE-Sim itself could run: every operand one word wide (its only element size) and
+        one image. Others (e.g. 16-bit layers on a byte-word interface, SmartDeal's fractional storage
+        bits) keep the closed form, so comparisons across bit-widths stay on one model."""
+        word = self.word_bits
+        return ((la.geometry[:, 7] == 1) & (la.act_bits == word) & (la.filter_bits == word)
+                & (la.out_bits == word))
+
+    def _user_runs(self, la: LayerArrays, sr: np.ndarray, sc: np.ndarray, t: np.ndarray, compute: np.ndarray,
+                   values: list[np.ndarray], sram_reads: np.ndarray) -> list[np.ndarray]:
+        """USER bandwidth mode: (dram_if, dram_f, dram_of per group; stall, prefetch, total incl. prefetch
+        per layer) replayed on SCALE-Sim's memory system (:func:`effnn.hw.memory.user_mode`) for the
+        layers :meth:`_replayable` accepts with at most ``replay_limit`` SRAM reads and compute cycles;
+        the others keep the closed-form estimate. Needs whole words per cycle on every interface."""
+        bws = [int(b) for b in self.dram_bandwidth]
+        ok = self._replayable(la) & (compute / la.groups <= self.replay_limit) & (sram_reads <= self.replay_limit)
+        if not ok.any() or any(b != v for b, v in zip(bws, self.dram_bandwidth)):
+            return values
+        values = [v.copy() for v in values]
+        elems = [int(kb * 1024 * 8 // self.word_bits) for kb in (self.ifmap_sram_kb, self.filter_sram_kb,
+                                                                 self.ofmap_sram_kb)]
+        for i in np.flatnonzero(ok):
+            m, n, k, g = int(la.m[i]), int(la.n[i]), int(la.k[i]), int(la.groups[i])
+            geometry = _geometry(la.geometry[i])
+            demand = demand_streams(self.dataflow, self.rows, self.cols, m, n, k, geometry)
+            fetch = fetch_streams(self.dataflow, self.rows, self.cols, m, n, k, geometry)
+            traces = [user_read_buffer(fetch[j], *demand[j], elems[j], bws[j]) for j in (0, 1)]
+            writes = ofmap_writes_per_cycle(self.dataflow, self.rows, self.cols, int(sr[i]), int(sc[i]),
+                                            int(t[i]))
+            run = user_mode(writes, traces[0], traces[1], elems[2], bws[2])
+            values[0][i] = traces[0].dram_reads(bws[0])
+            values[1][i] = traces[1].dram_reads(bws[1])
+            values[2][i] = run.dram_writes
+            values[3][i] = g * run.stall_cycles
+            values[4][i] = -g * run.first_read_cycle
+            values[5][i] = g * (run.last_write_cycle - run.first_read_cycle)
+        return values
+
+    def _ofmap_drain(self, la: LayerArrays, sr: np.ndarray, sc: np.ndarray, t: np.ndarray, dram_of: np.ndarray,
+                     drain: np.ndarray, ob: np.ndarray, of_bw: float,
+                     compute: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(DRAM ofmap writes, cycles from the last compute cycle to the last DRAM write) per group, with
+        the :meth:`_replayable` layers whose ofmap outgrows the buffer's drain threshold replayed
+        (:func:`effnn.hw.memory.drain_ofmap`, at most ``replay_limit`` compute cycles per group)."""
+        elems = np.floor(self.ofmap_sram_kb * 1024 * 8 / ob)
+        spill = ((dram_of > elems - np.ceil(elems * 0.5)) & self._replayable(la)
+                 & (compute / la.groups <= self.replay_limit))
+        if not spill.any():
+            return dram_of, drain
+        dram_of, drain = dram_of.copy(), drain.copy()
+        for i in np.flatnonzero(spill):
+            bw = max(1, int(of_bw * self.word_bits // ob[i]))
+            per_cycle = ofmap_writes_per_cycle(self.dataflow, self.rows, self.cols, int(sr[i]), int(sc[i]),
+                                               int(t[i]))
+            result = drain_ofmap(per_cycle, int(elems[i]), bw)
+            dram_of[i] = result.dram_writes
+            drain[i] = result.last_write_cycle - (len(per_cycle) - 1)
+        return dram_of, drain
+
+    def _first_fill(self, dram_if: np.ndarray, dram_f: np.ndarray, ab: np.ndarray, fb: np.ndarray,
+                    sr: np.ndarray) -> np.ndarray:
+        """Cycles from SCALE-Sim's first DRAM read of the ifmap/filter buffers to the first compute cycle.
+
+        SCALE-Sim fills the active half in whole sets of ``floor(words / 100)`` words. An operand with at
+        most 50 sets is fetched at the end, timed to finish just before compute (all its sets); a bigger
+        one when its 50th set is first demanded, timed to finish just before its *first demand*: 50 sets,
+        minus the cycles the array runs before it first reads that operand (``rows`` for the streaming
+        operand of ws/is, which waits for the stationary one to load; ``rows - Sr`` for a stationary operand
+        that does not fill the rows, loaded bottom row first). 10 words/cycle in CALC mode (its
+        default backing bandwidth), the interface bandwidth in USER mode.
+        """
+        if self.dram_bandwidth is None:
+            bw_if = bw_f = 10.0
+        else:
+            bw_if, bw_f = self.dram_bandwidth[0], self.dram_bandwidth[1]
+        unmapped = self.rows - np.minimum(self.rows, sr)
+        first_if = {"os": 0, "ws": self.rows, "is": unmapped}[self.dataflow]
+        first_f = {"os": 0, "ws": unmapped, "is": self.rows}[self.dataflow]
+        fills = []
+        for dram, sram_kb, bits, bw, first in ((dram_if, self.ifmap_sram_kb, ab, bw_if, first_if),
+                                               (dram_f, self.filter_sram_kb, fb, bw_f, first_f)):
+            per_set = np.floor(np.floor(sram_kb * 1024 * 8 / bits) / 100)  # elements
+            sets = np.ceil(dram / per_set)
+            big = sets >= 50
+            words = np.minimum(sets, 50) * per_set * bits / self.word_bits
+            fills.append(np.ceil(words / bw) - np.where(big, first, 0))
+        return np.maximum(fills[0], fills[1])
+
+    def spills(self, layers: Sequence[Layer]) -> np.ndarray:
+        """Per layer: does an operand outgrow its SRAM's active half (ifmap/filter) or the ofmap buffer's
+        drain threshold, so SCALE-Sim evicts/refetches or drains during compute?"""
+        la = LayerArrays.from_layers(layers)
+        res = self.evaluate_arrays(la)
+        g = la.groups
+        cap_if = self._active_capacity(self.ifmap_sram_kb, la.act_bits)
+        cap_f = self._active_capacity(self.filter_sram_kb, la.filter_bits)
+        cap_of = np.floor(self.ofmap_sram_kb * 1024 * 8 / la.out_bits) / 2
+        return ((la.ifmap_footprint > cap_if) | (la.k * la.n > cap_f)
+                | (res["dram_writes_ofmap"] / g > cap_of))
 
     def _stalls(self, compute: np.ndarray, dram_if: np.ndarray, dram_f: np.ndarray, dram_of: np.ndarray,
                 first_if: np.ndarray, first_f: np.ndarray, ab: np.ndarray, fb: np.ndarray,
@@ -382,6 +563,7 @@ class SystolicArray:
                 stall_cycles=int(res["stall_cycles"][i]),
                 total_cycles=int(total),
                 prefetch_cycles=int(res["prefetch_cycles"][i]),
+                total_cycles_incl_prefetch=int(res["total_cycles_incl_prefetch"][i]),
                 overall_util=float(100 * res["macs"][i] / (total * pes)),
                 mapping_efficiency=float(100 * res["mapped_pe_folds"][i] / (folds * pes)),
                 compute_util=float(100 * res["compute_util_sum"][i] / folds),
@@ -394,6 +576,6 @@ class SystolicArray:
                 energy=float(res["energy"][i]),
                 energy_breakdown={lvl: float(res[f"energy_{lvl}"][i])
                                   for lvl in ("mac", "rf", "array", "sram", "dram")},
-                latency_s=float((total + res["prefetch_cycles"][i]) / (self.clock_mhz * 1e6)),
+                latency_s=float(res["total_cycles_incl_prefetch"][i] / (self.clock_mhz * 1e6)),
             ))
         return out

@@ -1,0 +1,587 @@
+"""SCALE-Sim 3.0.0's memory system, replayed at the granularity of its own events, not per element.
+
+SCALE-Sim double-buffers an ifmap and a filter read buffer and an ofmap write buffer in front of DRAM and
+simulates them read by read. The array's demand order is a closed form per fold, so this module builds
+each operand's address stream with numpy (:func:`operand_streams`, :func:`demand_streams`,
+:func:`fetch_streams`) and applies SCALE-Sim's buffer rules to it in vectorised blocks:
+
+* CALC-mode read buffers (:func:`chunked_misses`): a reset every 50 sets -- one ``searchsorted`` per reset;
+* USER-mode read buffers (:func:`user_read_buffer`): a ring window over a fixed prefetch order -- one
+  block test per window move;
+* the ofmap write buffer (:func:`drain_ofmap`, :class:`_WriteBuffer`): from the number of writes each
+  cycle, a closed-form trapezoid per fold (:func:`ofmap_writes_per_cycle`) -- a few operations per drain;
+* the USER-mode stall loop (:func:`user_mode`): once per demand line that writes or misses.
+
+Every rule, and the SCALE-Sim quirk behind it, is listed in ``docs/hardware.md`` (quirks 10-15).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+
+
+def ofmap_writes_per_cycle(dataflow: str, rows: int, cols: int, sr: int, sc: int, t: int) -> np.ndarray:
+    """Valid ofmap writes SCALE-Sim issues in each compute cycle of one (sub-)layer.
+
+    The ofmap buffer collects them and, whenever more than its drain half ``D = S - ceil(S / 2)`` is held
+    and the previous drain has finished, drains ``ceil(D / bw)`` lines of ``bw`` (quirk 13 in the docs).
+
+    Per fold (column folds outer, row folds inner) its demand matrix is ``P`` empty lines, then ``B``
+    body lines of which rows ``[b0, B)`` hold ``cu`` valid writes (``cu``: the columns the fold maps),
+    skewed by one line per column: os has ``P = T - 1`` and the fold's ``rows`` outputs flipped (the
+    unmapped rows first), ws/is have ``P = 2 rows - 1`` and ``T`` rows of partial sums.
+    """
+    row_folds, col_folds = -(-sr // rows), -(-sc // cols)
+    prefix, body = (t - 1, rows) if dataflow == "os" else (2 * rows - 1, t)
+    folds: dict[tuple[int, int], np.ndarray] = {}  # (mapped columns, first valid body row) -> its lines
+    pieces = []
+    for fc in range(col_folds):
+        cu = min(cols, sc - fc * cols)
+        for fr in range(row_folds):
+            b0 = rows - min(rows, sr - fr * rows) if dataflow == "os" else 0
+            if (cu, b0) not in folds:
+                line = np.zeros(prefix + body + cols - 1, dtype=np.int64)
+                # count(j) = #{c < cu : b0 <= j - prefix - c < body}: a box convolved with a box
+                valid = np.zeros(body, dtype=np.int64)
+                valid[b0:] = 1
+                line[prefix:prefix + body + cu - 1] = np.convolve(valid, np.ones(cu, dtype=np.int64))
+                folds[cu, b0] = line
+            pieces.append(folds[cu, b0])
+    return np.concatenate(pieces)
+
+
+@dataclass(frozen=True)
+class DrainResult:
+    """What SCALE-Sim's ofmap buffer reports for one (sub-)layer."""
+
+    dram_writes: int  # writes counted at the DRAM interface (drain padding included)
+    last_write_cycle: int  # cycle of the last DRAM write, counted from the first compute cycle
+
+
+def drain_ofmap(writes_per_cycle: np.ndarray, buffer_elems: int, bandwidth: int) -> DrainResult:
+    """Emulate SCALE-Sim's ``write_buffer`` on a CALC-mode (stall-free) run: cycle ``i`` issues
+    ``writes_per_cycle[i]`` writes; returns the DRAM writes it counts and when the last one happens."""
+    cum = np.cumsum(writes_per_cycle)
+    total = int(cum[-1])
+    last_cycle = len(writes_per_cycle) - 1
+    drain = buffer_elems - math.ceil(buffer_elems * 0.5)
+    chunk = math.ceil(drain / bandwidth)  # lines per drain
+    partial: dict[int, int] = {}  # trace line index -> elements in it, for lines closed while partly full
+    lines = 0  # trace lines closed so far
+    seg_start = 0  # elements packed before the line being filled
+    drained = counted = 0
+    next_line = 0  # first trace line not yet drained
+    drain_end = 0
+    stored = 0
+    while drain_end <= last_cycle:
+        # the next trigger: an element stored while more than `drain` are held, at a cycle >= drain_end
+        need = max(drained + drain + 1, stored + 1,
+                   int(cum[drain_end - 1]) + 1 if drain_end > 0 else 1)
+        if need > total:
+            break
+        cycle = int(np.searchsorted(cum, need))  # cycle of the need-th write
+        stored = need
+        lines, seg_start = _close(lines, seg_start, stored, bandwidth, partial)
+        n = min(chunk, lines - next_line)
+        data = _drained(next_line, n, bandwidth, partial)
+        drained += data
+        counted += data
+        next_line += n
+        drain_end = cycle + n - 1
+    lines, seg_start = _close(lines, seg_start, total, bandwidth, partial)
+    end = drain_end
+    cycle = last_cycle
+    while next_line < lines:
+        n = min(chunk, lines - next_line)
+        counted += _drained(next_line, n, bandwidth, partial)
+        next_line += n
+        cycle += n  # the next chunk starts the cycle after this one's last write
+        end = max(end, cycle - 1)  # a drain started during compute may end later still
+    return DrainResult(counted, end)
+
+
+def _close(lines: int, seg_start: int, stored: int, bandwidth: int, partial: dict[int, int]) -> tuple[int, int]:
+    """Pack the elements stored since the last flush into lines; a partly filled last line is closed."""
+    count = stored - seg_start
+    if count <= 0:
+        return lines, seg_start
+    new = -(-count // bandwidth)
+    rest = count - (new - 1) * bandwidth
+    if rest < bandwidth:
+        partial[lines + new - 1] = rest
+    return lines + new, stored
+
+
+def _drained(first: int, n: int, bandwidth: int, partial: dict[int, int]) -> int:
+    """Writes SCALE-Sim counts for draining lines ``first .. first + n - 1``: every slot, except the
+    empty slots of the last line."""
+    last = first + n - 1
+    return n * bandwidth - (bandwidth - partial.get(last, bandwidth))
+
+
+# --------------------------------------------------------------------------------------------------------
+# CALC-mode read buffers: which reads reach DRAM when an operand outgrows the buffer's active half
+
+@dataclass(frozen=True)
+class ConvGeometry:
+    """The addressing of one (sub-)layer's ifmap, as SCALE-Sim lays it out (``(y * W + x) * C + c``).
+
+    ``out_w`` output columns; window index ``k`` = ``(ky * S + kx) * C + c``. A GEMM is ``H = M``,
+    ``W = K``, a ``1 x K`` kernel, ``C = 1`` (SCALE-Sim's own conversion). ``pad_h``/``pad_w`` (top/left
+    padding of a PyTorch conv; SCALE-Sim topologies are pre-padded, 0) are never fetched, like the
+    bottom/right overhang SCALE-Sim marks -1.
+    """
+
+    in_h: int
+    in_w: int
+    channels: int
+    kernel_w: int
+    stride_h: int
+    stride_w: int
+    out_w: int
+    pad_h: int = 0
+    pad_w: int = 0
+
+    def ifmap_address(self, m: np.ndarray, k: np.ndarray) -> np.ndarray:
+        """Address of window element ``k`` of output pixel ``m``; -1 where the window runs off the edge."""
+        oy, ox = np.divmod(m, self.out_w)
+        ky, rest = np.divmod(k, self.kernel_w * self.channels)
+        kx, c = np.divmod(rest, self.channels)
+        y, x = oy * self.stride_h + ky - self.pad_h, ox * self.stride_w + kx - self.pad_w
+        inside = (y >= 0) & (y < self.in_h) & (x >= 0) & (x < self.in_w)
+        return np.where(inside, (y * self.in_w + x) * self.channels + c, -1)
+
+
+def _skew_order(t: int, used: int) -> tuple[np.ndarray, np.ndarray]:
+    """(time, lane) of a ``t x used`` block in SCALE-Sim's skewed demand order: line ``j`` holds lane
+    ``r`` at time ``j - r``, lanes ascending within a line."""
+    time, lane = np.meshgrid(np.arange(t), np.arange(used), indexing="ij")
+    time, lane = time.ravel(), lane.ravel()
+    order = np.lexsort((lane, time + lane))
+    return time[order], lane[order]
+
+
+def _load_order(used_rows: int, used_cols: int) -> tuple[np.ndarray, np.ndarray]:
+    """(row, col) of a stationary fold in SCALE-Sim's order: bottom row first, columns ascending."""
+    row, col = np.meshgrid(np.arange(used_rows)[::-1], np.arange(used_cols), indexing="ij")
+    return row.ravel(), col.ravel()
+
+
+def operand_streams(dataflow: str, rows: int, cols: int, m: int, n: int, k: int, geometry: ConvGeometry,
+                    want: tuple[bool, bool] = (True, True)) -> tuple[np.ndarray | None, np.ndarray | None]:
+    """(ifmap, filter) addresses in the order SCALE-Sim's array demands them (folds: columns outer,
+    rows inner), without the -1 it never fetches; ``want`` skips either. Filter ``(k, n)`` is address
+    ``k * N + n``. A streamed operand's folds repeat for every column fold, so they are built once."""
+    sr, sc = {"os": (m, n), "ws": (k, n), "is": (k, m)}[dataflow]
+    t = {"os": k, "ws": m, "is": n}[dataflow]
+    row_folds, col_folds = -(-sr // rows), -(-sc // cols)
+    skews: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+
+    def skewed(used: int) -> tuple[np.ndarray, np.ndarray]:
+        if used not in skews:
+            skews[used] = _skew_order(t, used)
+        return skews[used]
+
+    def row_pass(address: Callable[[int, int], np.ndarray]) -> np.ndarray:
+        """One pass over the row folds (what each column fold repeats)."""
+        return np.concatenate([address(fr * rows, min(rows, sr - fr * rows)) for fr in range(row_folds)])
+
+    def grid(address: Callable[[int, int, int, int], np.ndarray]) -> np.ndarray:
+        return np.concatenate([address(fc * cols, min(cols, sc - fc * cols), fr * rows,
+                                       min(rows, sr - fr * rows))
+                               for fc in range(col_folds) for fr in range(row_folds)])
+
+    def os_ifmap(r0: int, ru: int) -> np.ndarray:
+        tt, lane = skewed(ru)
+        return geometry.ifmap_address(r0 + lane, tt)
+
+    def os_filter(c0: int, cu: int, r0: int, ru: int) -> np.ndarray:
+        tt, lane = skewed(cu)
+        return tt * n + c0 + lane
+
+    def ws_ifmap(r0: int, ru: int) -> np.ndarray:
+        tt, lane = skewed(ru)
+        return geometry.ifmap_address(tt, r0 + lane)
+
+    def ws_filter(c0: int, cu: int, r0: int, ru: int) -> np.ndarray:
+        row, col = _load_order(ru, cu)
+        return (r0 + row) * n + c0 + col
+
+    def is_ifmap(c0: int, cu: int, r0: int, ru: int) -> np.ndarray:
+        row, col = _load_order(ru, cu)
+        return geometry.ifmap_address(c0 + col, r0 + row)
+
+    def is_filter(r0: int, ru: int) -> np.ndarray:
+        tt, lane = skewed(ru)
+        return (r0 + lane) * n + tt
+
+    ifmap = filt = None
+    if dataflow == "os":
+        if want[0]:
+            ifmap = np.tile(row_pass(os_ifmap), col_folds)
+        if want[1]:
+            filt = grid(os_filter)
+    elif dataflow == "ws":
+        if want[0]:
+            ifmap = np.tile(row_pass(ws_ifmap), col_folds)
+        if want[1]:
+            filt = grid(ws_filter)
+    else:
+        if want[0]:
+            ifmap = grid(is_ifmap)
+        if want[1]:
+            filt = np.tile(row_pass(is_filter), col_folds)
+    return (None if ifmap is None else ifmap[ifmap >= 0]), filt
+
+
+def chunked_misses(stream: np.ndarray, capacity: int) -> int:
+    """DRAM reads of SCALE-Sim's CALC-mode read buffer for an address stream.
+
+    Its active half holds ``capacity`` distinct addresses (50 sets); a read hits if its address came
+    since the buffer last turned over, and the buffer turns over -- forgets everything -- the moment the
+    ``capacity``-th distinct address arrives. So the stream splits greedily into pieces of ``capacity``
+    distinct addresses, each fetched once.
+    """
+    size = len(stream)
+    order = np.argsort(stream, kind="stable")
+    ranked = stream[order]
+    prev = np.full(size, -1, dtype=np.int64)  # previous position of the same address, -1 if none
+    same = ranked[1:] == ranked[:-1]
+    prev[order[1:][same]] = order[:-1][same]
+    start, count = 0, 0
+    while start < size:
+        span = min(size - start, 4 * capacity)
+        while True:
+            new = np.cumsum(prev[start:start + span] < start)
+            if new[-1] >= capacity or start + span == size:
+                break
+            span = min(size - start, 2 * span)
+        if new[-1] < capacity:
+            return count + int(new[-1])
+        end = int(np.searchsorted(new, capacity))
+        count += capacity
+        start += end + 1
+    return count
+
+
+# --------------------------------------------------------------------------------------------------------
+# USER bandwidth mode: read buffers that prefetch a fixed order, an ofmap buffer that can stall the array
+
+def _fold_grid(sr: int, sc: int, rows: int, cols: int) -> list[tuple[int, int, int, int, int]]:
+    """(fold index, c0, cu, r0, ru) of every fold, columns outer, rows inner (SCALE-Sim's order)."""
+    row_folds, col_folds = -(-sr // rows), -(-sc // cols)
+    return [(fc * row_folds + fr, fc * cols, min(cols, sc - fc * cols), fr * rows, min(rows, sr - fr * rows))
+            for fc in range(col_folds) for fr in range(row_folds)]
+
+
+def demand_streams(dataflow: str, rows: int, cols: int, m: int, n: int, k: int, geometry: ConvGeometry
+                   ) -> tuple[tuple[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]]:
+    """((ifmap address, demand line), (filter address, demand line)) in SCALE-Sim's demand order, -1s
+    dropped. A fold lasts ``T + rows + cols - 2`` lines (os) or ``T + 2 rows + cols - 2`` (ws/is); inside
+    it a streamed operand's lane ``r`` reads time step ``t`` at line ``t + r`` (after ``rows`` lines of
+    loading in ws/is), a stationary fold is loaded bottom row first, one row per line."""
+    sr, sc = {"os": (m, n), "ws": (k, n), "is": (k, m)}[dataflow]
+    t = {"os": k, "ws": m, "is": n}[dataflow]
+    length = t + rows + cols - 2 if dataflow == "os" else t + 2 * rows + cols - 2
+    lead = 0 if dataflow == "os" else rows
+    ifm, ifl, flt, fll = [], [], [], []
+    skews: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+    loads: dict[tuple[int, int], tuple[np.ndarray, np.ndarray]] = {}
+
+    def skewed(used: int) -> tuple[np.ndarray, np.ndarray]:
+        if used not in skews:
+            skews[used] = _skew_order(t, used)
+        return skews[used]
+
+    def stationary(used_rows: int, used_cols: int) -> tuple[np.ndarray, np.ndarray]:
+        if (used_rows, used_cols) not in loads:
+            loads[used_rows, used_cols] = _load_order(used_rows, used_cols)
+        return loads[used_rows, used_cols]
+
+    for f, c0, cu, r0, ru in _fold_grid(sr, sc, rows, cols):
+        base = f * length
+        if dataflow == "os":
+            tt, lane = skewed(ru)
+            ifm.append(geometry.ifmap_address(r0 + lane, tt))
+            ifl.append(base + tt + lane)
+            tt, lane = skewed(cu)
+            flt.append(tt * n + c0 + lane)
+            fll.append(base + tt + lane)
+        else:
+            tt, lane = skewed(ru)
+            row, col = stationary(ru, cu)
+            stream_line, load_line = base + lead + tt + lane, base + rows - 1 - row
+            if dataflow == "ws":
+                ifm.append(geometry.ifmap_address(tt, r0 + lane))
+                ifl.append(stream_line)
+                flt.append((r0 + row) * n + c0 + col)
+                fll.append(load_line)
+            else:
+                ifm.append(geometry.ifmap_address(c0 + col, r0 + row))
+                ifl.append(load_line)
+                flt.append((r0 + lane) * n + tt)
+                fll.append(stream_line)
+    ifmap, if_line = np.concatenate(ifm), np.concatenate(ifl)
+    keep = ifmap >= 0
+    return (ifmap[keep], if_line[keep]), (np.concatenate(flt), np.concatenate(fll))
+
+
+def _antidiagonal(height: int, width: int) -> tuple[np.ndarray, np.ndarray]:
+    """(row, col) of a ``height x width`` matrix read by anti-diagonals, bottom row first in each."""
+    row, col = np.meshgrid(np.arange(height), np.arange(width), indexing="ij")
+    row, col = row.ravel(), col.ravel()
+    order = np.lexsort((-row, row + col))
+    return row[order], col[order]
+
+
+def fetch_streams(dataflow: str, rows: int, cols: int, m: int, n: int, k: int, geometry: ConvGeometry
+                  ) -> tuple[np.ndarray, np.ndarray]:
+    """(ifmap, filter) in the order SCALE-Sim's USER-mode read buffers prefetch them, -1 (nothing)
+    included: each operand's folds stacked once (not per column fold), streamed operands read by
+    anti-diagonals, stationary ones row by row."""
+    sr, sc = {"os": (m, n), "ws": (k, n), "is": (k, m)}[dataflow]
+    t = {"os": k, "ws": m, "is": n}[dataflow]
+    row_folds, col_folds = -(-sr // rows), -(-sc // cols)
+
+    def stacked(blocks: int, height: int, width: int, diagonal: bool) -> tuple[np.ndarray, np.ndarray]:
+        """(block, row in block, col) of ``blocks`` stacked ``height x width`` blocks in fetch order."""
+        if diagonal:
+            row, col = _antidiagonal(blocks * height, width)
+        else:
+            row, col = np.divmod(np.arange(blocks * height * width), width)
+        block, row = np.divmod(row, height)
+        return block, row, col
+
+    if dataflow == "os":
+        fr, tt, lane = stacked(row_folds, t, rows, True)
+        pix = fr * rows + lane
+        ifmap = np.where(pix < m, geometry.ifmap_address(np.minimum(pix, m - 1), tt), -1)
+        fc, tt, lane = stacked(col_folds, t, cols, True)
+        col = fc * cols + lane
+        filt = np.where(col < n, tt * n + np.minimum(col, n - 1), -1)
+    elif dataflow == "ws":
+        fr, tt, lane = stacked(row_folds, t, rows, True)
+        kk = fr * rows + lane
+        ifmap = np.where(kk < k, geometry.ifmap_address(tt, np.minimum(kk, k - 1)), -1)
+        fc, kk, lane = stacked(col_folds, k, cols, False)
+        col = fc * cols + lane
+        filt = np.where(col < n, kk * n + np.minimum(col, n - 1), -1)
+    else:
+        fc, kk, lane = stacked(col_folds, k, cols, False)
+        pix = fc * cols + lane
+        ifmap = np.where(pix < m, geometry.ifmap_address(np.minimum(pix, m - 1), kk), -1)
+        fr, tt, lane = stacked(row_folds, t, rows, True)
+        kk = fr * rows + lane
+        filt = np.where(kk < k, np.minimum(kk, k - 1) * n + tt, -1)
+    return ifmap, filt
+
+
+@dataclass(frozen=True)
+class ReadBufferTrace:
+    """What a USER-mode read buffer did, independent of timing: SCALE-Sim's prefetches run back to back
+    (each starts the cycle after the previous one's last response), whenever the array needs them."""
+
+    first_fill_lines: int  # lines of ``bw`` words of the first fill (before compute)
+    prefetch_lines: int  # lines of every later prefetch
+    prefetches: int  # later prefetches issued
+    miss_lines: np.ndarray  # demand line of each prefetch-triggering read, in order
+    miss_prefetches: np.ndarray  # prefetches that read triggered (the while loop's iterations)
+
+    def dram_reads(self, bandwidth: int) -> int:
+        """SCALE-Sim counts whole lines: every slot of every line fetched."""
+        return (self.first_fill_lines + self.prefetches * self.prefetch_lines) * bandwidth
+
+
+def user_read_buffer(fetch: np.ndarray, demand: np.ndarray, demand_line: np.ndarray, buffer_elems: int,
+                     bandwidth: int) -> ReadBufferTrace:
+    """Replay SCALE-Sim's USER-mode ``read_buffer`` on a demand stream.
+
+    The fetch order is cut into sets of ``ceil(buffer / 100)`` valid entries; the active window is the
+    next ``ceil(active / set)`` sets (a ring), and a read whose address is in none of them moves the
+    window on by ``ceil(prefetch / set)`` sets -- repeatedly, until it hits. Hits are checked per block of
+    reads against the sorted (address, set) pairs, so the work is per window move, not per read.
+    """
+    active = math.ceil(buffer_elems * 0.5)
+    per_set = math.ceil(buffer_elems / 100)
+    valid = fetch[fetch >= 0]
+    num_sets = len(valid) // per_set + 1
+    act_sets = min(math.ceil(active / per_set), num_sets)
+    pf_sets = min(math.ceil((buffer_elems - active) / per_set), num_sets - act_sets)
+    first = min(math.ceil(active / bandwidth), math.ceil(len(fetch) / bandwidth))
+    pf_lines = math.ceil((buffer_elems - active) / bandwidth)
+    keys = np.unique(valid * num_sets + np.arange(len(valid)) // per_set)  # (address, set) pairs, sorted
+    miss_lines: list[int] = []
+    miss_counts: list[int] = []
+    start, moves, pos, size = 0, 0, 0, len(demand)
+    block = max(256, 4 * pf_sets * per_set)
+    while pos < size:
+        chunk = demand[pos:pos + block]
+        hit = _in_window(keys, chunk, start, act_sets, num_sets)
+        if hit.all():
+            pos += len(chunk)
+            continue
+        pos += int(np.argmin(hit))
+        addr = demand[pos:pos + 1]
+        count = 0
+        while True:
+            if pf_sets == 0 or count * pf_sets > num_sets + pf_sets:  # a full turn of the ring: not there
+                raise ValueError(f"SCALE-Sim read buffer replay: address {int(addr[0])} is not in the fetch "
+                                 f"order (internal error; please report the layer)")
+            start = (start + pf_sets) % num_sets
+            count += 1
+            if _in_window(keys, addr, start, act_sets, num_sets)[0]:
+                break
+        moves += count
+        miss_lines.append(int(demand_line[pos]))
+        miss_counts.append(count)
+        pos += 1
+    return ReadBufferTrace(first, pf_lines, moves, np.asarray(miss_lines, dtype=np.int64),
+                           np.asarray(miss_counts, dtype=np.int64))
+
+
+def _in_window(keys: np.ndarray, addr: np.ndarray, start: int, width: int, num_sets: int) -> np.ndarray:
+    """Whether each address is in one of the sets ``start .. start + width - 1`` (mod ``num_sets``)."""
+    if width >= num_sets:
+        return np.ones(len(addr), dtype=bool)
+    base = addr * num_sets
+    end = start + width
+    nxt = np.searchsorted(keys, base + start)
+    found = keys[np.minimum(nxt, len(keys) - 1)]
+    hit = (nxt < len(keys)) & (found < base + min(end, num_sets))
+    if end > num_sets:  # the window wraps around to the first sets
+        first = np.searchsorted(keys, base)
+        found = keys[np.minimum(first, len(keys) - 1)]
+        hit |= (first < len(keys)) & (found < base + (end - num_sets))
+    return hit
+
+
+@dataclass(frozen=True)
+class UserRun:
+    """What SCALE-Sim reports for one (sub-)layer in USER bandwidth mode."""
+
+    total_cycles: int  # its "Total Cycles": the last demand line's cycle, stalls included
+    stall_cycles: int
+    dram_writes: int
+    last_write_cycle: int  # the ofmap buffer's last DRAM write
+    first_read_cycle: int  # the first DRAM read of the ifmap/filter first fills (negative)
+
+
+def _read_stall(trace: ReadBufferTrace, index: int, line: int, cycle: int, done: int) -> tuple[int, int, int]:
+    """(stall of this line, next miss index, prefetches done) for the misses a read buffer has on
+    ``line``. SCALE-Sim's quirk, reproduced: each prefetch moves the read's service time by
+    ``p = ready - (cycle + offset)``, added once when negative and twice when positive."""
+    offset = 1
+    while index < len(trace.miss_lines) and trace.miss_lines[index] == line:
+        for _ in range(int(trace.miss_prefetches[index])):
+            done += 1
+            ready = -1 + done * (trace.prefetch_lines + 1)
+            gap = ready - (cycle + offset)
+            offset += gap + max(gap, 0)
+        index += 1
+    return offset - 1, index, done
+
+
+@dataclass
+class _WriteBuffer:
+    """SCALE-Sim's ofmap ``write_buffer`` state (mutable, local to one :func:`user_mode` run)."""
+
+    size: int
+    bandwidth: int
+    free: int = 0
+    drain_end: int = 0
+    stored: int = 0
+    lines: int = 0
+    seg_start: int = 0
+    next_line: int = 0
+    counted: int = 0
+    last_end: int = 0
+
+    def __post_init__(self) -> None:
+        self.free = self.size
+        self.active = math.ceil(self.size * 0.5)
+        self.chunk = math.ceil((self.size - self.active) / self.bandwidth)
+        self.partial: dict[int, int] = {}
+
+    def drain(self, cycle: int) -> int:
+        """Flush the line being packed and drain one chunk from ``cycle``; returns its last cycle."""
+        self.lines, self.seg_start = _close(self.lines, self.seg_start, self.stored, self.bandwidth, self.partial)
+        n = min(self.chunk, self.lines - self.next_line)
+        data = _drained(self.next_line, n, self.bandwidth, self.partial)
+        self.next_line += n
+        self.counted += data
+        self.free += data
+        self.last_end = max(self.last_end, cycle + n - 1)
+        return cycle + n - 1
+
+    def write(self, count: int, cycle: int) -> int:
+        """Store ``count`` writes issued at ``cycle``; returns the cycle the line is done (stalls included).
+
+        Per write SCALE-Sim stores it, then: while a drain runs, stalls to its end if the buffer is full;
+        otherwise drains as soon as fewer than ``active`` slots are free. Runs of writes between those
+        events are stored at once."""
+        if cycle < self.drain_end:
+            if self.free - count > 0:
+                self._store(count)
+                return cycle
+        elif self.free - count >= self.active:
+            self._store(count)
+            return cycle
+        while count > 0:
+            if cycle < self.drain_end:
+                step = count if self.free - count > 0 else max(1, self.free)
+                self._store(step)
+                count -= step
+                if self.free <= 0:
+                    cycle = self.drain_end
+            else:
+                step = max(1, self.free - self.active + 1)
+                if step > count:
+                    self._store(count)
+                    count = 0
+                else:
+                    self._store(step)
+                    count -= step
+                    self.drain_end = self.drain(cycle)
+        return cycle
+
+    def _store(self, count: int) -> None:
+        self.free -= count
+        self.stored += count
+
+    def finish(self, cycle: int) -> None:
+        """SCALE-Sim's ``empty_all_buffers``: drain everything, chunk after chunk, from ``cycle``."""
+        self.lines, self.seg_start = _close(self.lines, self.seg_start, self.stored, self.bandwidth, self.partial)
+        while self.next_line < self.lines:
+            cycle = self.drain(cycle) + 1
+
+
+def user_mode(writes_per_cycle: np.ndarray, ifmap: ReadBufferTrace, filt: ReadBufferTrace,
+              ofmap_elems: int, ofmap_bandwidth: int) -> UserRun:
+    """Replay SCALE-Sim's USER-mode memory system over one (sub-)layer's demand lines: each line waits
+    for the worst of its ifmap, filter and ofmap stalls, and every later line shifts by them."""
+    buffer = _WriteBuffer(ofmap_elems, ofmap_bandwidth)
+    events = np.union1d(np.flatnonzero(writes_per_cycle), np.union1d(ifmap.miss_lines, filt.miss_lines))
+    counts = writes_per_cycle[events].tolist()
+    if_lines, f_lines = ifmap.miss_lines.tolist() + [-1], filt.miss_lines.tolist() + [-1]
+    stall = 0
+    state = [0, 0, 0, 0]  # ifmap miss index, ifmap prefetches done, filter miss index, filter prefetches
+    for line, count in zip(events.tolist(), counts):
+        cycle = line + stall
+        worst = 0
+        if if_lines[state[0]] == line:
+            if_stall, state[0], state[1] = _read_stall(ifmap, state[0], line, cycle, state[1])
+            worst = if_stall
+        if f_lines[state[2]] == line:
+            f_stall, state[2], state[3] = _read_stall(filt, state[2], line, cycle, state[3])
+            worst = max(worst, f_stall)
+        done = buffer.write(count, cycle) if count else cycle
+        stall += max(worst, done - cycle)
+    last = len(writes_per_cycle) - 1
+    total = last + stall
+    buffer.finish(total)
+    return UserRun(total, stall, buffer.counted, buffer.last_end,
+                   -max(ifmap.first_fill_lines, filt.first_fill_lines))
