@@ -15,7 +15,6 @@ from omegaconf import DictConfig, open_dict
 
 ROOT = Path(__file__).resolve().parents[1]
 CONF_DIR = ROOT / "conf"
-SHARED = ROOT.parent / "shared"
 
 # OMP_NUM_THREADS=1 is much faster on a busy shared CPU (two spinning OpenMP threads on two loaded cores)
 torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS") or min(2, os.cpu_count() or 1)))

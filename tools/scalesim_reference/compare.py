@@ -10,14 +10,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[2]
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
+from effnn.hw.scalesim import METRIC_PAIRS, reference_regime, scalesim_metrics, simulate_reference_record
 
-from effnn.hw.scalesim import METRIC_PAIRS, reference_regime, scalesim_metrics, simulate_reference_record  # noqa: E402
+ROOT = Path(__file__).resolve().parents[2]
 
 DEFAULT = ROOT / "tests" / "data" / "scalesim" / "generated.json"
 
