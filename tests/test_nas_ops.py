@@ -134,8 +134,8 @@ def _reference_quantize(w: torch.Tensor, bits: int) -> torch.Tensor:
 @pytest.mark.parametrize("bits", [3, 4])
 def test_quantized_small_subnet_uses_every_level_of_its_own_range(bits: int) -> None:
     """The min subnet of the supernet quantizes the slice it runs, not the full-size weight."""
-    from effnn.nas.supernet import build_supernet
     from effnn.nas.space import get_space
+    from effnn.nas.supernet import build_supernet
     from effnn.precision import quantize_model
 
     torch.manual_seed(0)
@@ -145,7 +145,7 @@ def test_quantized_small_subnet_uses_every_level_of_its_own_range(bits: int) -> 
     state.set(bits, 8)
     net.set_arch(space.min_arch())
     x = torch.randn(1, 3, space.min_arch().resolution, space.min_arch().resolution)
-    used, old_used, checked = [], [], 0
+    used, old_used = [], []
     hooks = []
 
     def record(op: nn.Module, args: tuple, out: torch.Tensor) -> None:

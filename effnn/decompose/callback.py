@@ -31,8 +31,9 @@ from rich.console import Console
 from rich.table import Table
 from torch import nn
 
-from effnn.decompose.convert import LayerFit, SmartDealConfig, convert, project_coefficients_
-from effnn.decompose.storage import StorageReport, weight_storage
+from effnn.decompose.config import SmartDealConfig
+from effnn.decompose.conversion import LayerFit, convert, project_coefficients_
+from effnn.decompose.storage import PublicStorage, StorageReport, public_storage, weight_storage
 from effnn.errors import ConfigError
 from effnn.io import atomic_write_json
 from effnn.nas.bn_calibration import recalibrate_bn
@@ -45,29 +46,35 @@ def _console() -> Console:
     return Console(width=None if sys.stdout.isatty() else 120)
 
 
+def _per_group(counts: tuple[int, ...]) -> str:
+    """``77 x 2`` when every group prunes the same number of rows, else the list."""
+    if counts and len(set(counts)) == 1:
+        return f"{counts[0]} x {len(counts)}"
+    return ",".join(map(str, counts))
+
+
 class SmartDealCallback(Callback):
     """Dense phase for ``dense_epochs`` epochs, then SED conversion and SD fine-tuning for the rest.
 
-    ``config`` is a ``SmartDealConfig`` or its fields as a mapping (the Hydra node); ``model_attr`` names
-    the LightningModule attribute holding the network (``None``: convert the whole LightningModule).
+    ``config`` is a ``SmartDealConfig`` or its fields as a mapping (the Hydra node). The network converted
+    is ``pl_module.net`` (every effnn LightningModule exposes its trained network there).
     ``bn_recalibration_batches`` training batches re-estimate BatchNorm statistics right after conversion
     (the dense statistics no longer match the SD weights), so ``test/acc_converted`` measures the SED fit
     rather than stale statistics; 0 skips it. Batches must be ``(images, labels)``.
     """
 
     def __init__(self, dense_epochs: int = 5, config: SmartDealConfig | Mapping[str, Any] | None = None,
-                 model_attr: str | None = "net",
                  bn_recalibration_batches: int = 20,
                  report_file: str | None = "smartdeal_report.json") -> None:
         if dense_epochs < 0:
             raise ConfigError(f"SmartDeal: dense_epochs must be >= 0, got {dense_epochs}")
         self.dense_epochs = dense_epochs
-        self.config = SmartDealConfig.from_any(config)
-        self.model_attr = model_attr
+        self.config = SmartDealConfig.from_mapping(config)
         self.bn_recalibration_batches = bn_recalibration_batches
         self.report_file = report_file
         self.fits: dict[str, LayerFit] = {}
         self.storage: StorageReport | None = None
+        self.public: PublicStorage | None = None
         self.dense_storage: StorageReport | None = None
         self.acc_dense: float | None = None
         self.acc_converted: float | None = None
@@ -76,13 +83,12 @@ class SmartDealCallback(Callback):
     def converted(self) -> bool:
         return bool(self.fits)
 
-    def _network(self, pl_module: L.LightningModule) -> nn.Module:
-        if self.model_attr is None:
-            return pl_module
-        net = getattr(pl_module, self.model_attr, None)
+    @staticmethod
+    def _network(pl_module: L.LightningModule) -> nn.Module:
+        net = getattr(pl_module, "net", None)
         if not isinstance(net, nn.Module):
-            raise ConfigError(f"SmartDeal: the LightningModule has no network attribute {self.model_attr!r}; "
-                              "set callbacks.smartdeal.model_attr (null converts the whole module)")
+            raise ConfigError(f"SmartDeal: {type(pl_module).__name__}.net is not an nn.Module; the callback "
+                              f"converts the network a LightningModule exposes as `.net`")
         return net
 
     # -- phases ---------------------------------------------------------------------------------------
@@ -136,12 +142,14 @@ class SmartDealCallback(Callback):
             self.acc_dense = self._test_accuracy(trainer, pl_module)
         self.fits = convert(net, self.config, progress=trainer.is_global_zero)
         self.storage = weight_storage(net)
+        self.public = public_storage(net)
         if measure and self.bn_recalibration_batches > 0 and trainer.datamodule is not None:
             recalibrate_bn(net, trainer.datamodule.train_dataloader(), self.bn_recalibration_batches,
                            forward=lambda batch: net(batch[0].to(pl_module.device)))
         mean_error = sum(f.relative_error for f in self.fits.values()) / len(self.fits)
-        metrics = {"smartdeal/storage_ratio": self.storage.ratio,
-                   "smartdeal/weight_kib": self.storage.stored_bits / 8192,
+        metrics = {"smartdeal/storage_ratio": self.public.ratio,
+                   "smartdeal/storage_ratio_effnn": self.storage.ratio,
+                   "smartdeal/weight_kib": self.public.stored_bits / 8192,
                    "smartdeal/relative_error": mean_error}
         if measure:
             self.acc_converted = self._test_accuracy(trainer, pl_module)
@@ -207,6 +215,7 @@ class SmartDealCallback(Callback):
             "config": self.config.as_dict(),
             "dense_epochs": self.dense_epochs,
             "storage": storage,
+            "storage_public": self.public.as_dict() if self.public else {},
             "dense_params": (self.dense_storage.weights + self.dense_storage.other_params
                              if self.dense_storage else None),
             "sd_stored_values": (self.storage.stored_values + self.storage.other_params
@@ -217,17 +226,20 @@ class SmartDealCallback(Callback):
             "layers": [{"name": f.name, "kind": f.kind, "weight_shape": list(f.weight_shape),
                         "blocks": [f.layout.num_blocks, f.layout.block_rows, f.layout.basis_size],
                         "row_sparsity": f.row_sparsity, "relative_error": f.relative_error,
-                        "storage_ratio": f.storage_ratio} for f in self.fits.values()],
+                        "storage_ratio": f.storage_ratio,
+                        "pruned_rows_per_group": list(f.pruned_rows_per_group)} for f in self.fits.values()],
         }
 
     def fit_table(self) -> Table:
         t = Table(title="SmartDeal SED fit (per layer)", caption="blocks: count x rows of Ce x basis size")
-        for col in ("layer", "type", "blocks", "row sparsity", "rel. error", "ALS iters", "ratio"):
+        for col in ("layer", "type", "blocks", "row sparsity", "rows pruned/group", "rel. error", "ALS iters",
+                    "ratio"):
             t.add_column(col, justify="left" if col in ("layer", "type") else "right")
         for f in self.fits.values():
             l = f.layout
             t.add_row(f.name, f.kind, f"{l.num_blocks}x{l.block_rows}x{l.basis_size}",
-                      f"{f.row_sparsity:.2f}", f"{f.relative_error:.3f}", str(f.iterations),
+                      f"{f.row_sparsity:.2f}", _per_group(f.pruned_rows_per_group), f"{f.relative_error:.3f}",
+                      str(f.iterations),
                       f"{f.storage_ratio:.2f}x")
         return t
 
@@ -244,9 +256,12 @@ class SmartDealCallback(Callback):
         st = report["storage"]
         summary.add_row("parameters (stored values)", f"{report['dense_params']:,}",
                         f"{report['sd_stored_values']:,}")
-        summary.add_row("weight storage", f"{st['dense_weight_bits'] / 8192:.1f} KiB",
-                        f"{st['sd_weight_bits'] / 8192:.1f} KiB")
-        summary.add_row("compression ratio (weights)", "1.00x", f"{st['storage_ratio']:.2f}x")
+        pub = report["storage_public"]
+        summary.add_row("weight storage (public SmartDeal formula)", f"{st['dense_weight_bits'] / 8192:.1f} KiB",
+                        f"{pub['stored_bits'] / 8192:.1f} KiB")
+        summary.add_row("compression ratio (public formula)", "1.00x", f"{pub['storage_ratio']:.2f}x")
+        summary.add_row("compression ratio (effnn formula: fixed code + row mask)", "1.00x",
+                        f"{st['storage_ratio']:.2f}x")
         summary.add_row("test accuracy", pct(report["test/acc_dense"]), pct(report["test/acc"]))
         summary.add_row("test accuracy after SED, before fine-tuning", "", pct(report["test/acc_converted"]))
         if report["test/acc_dense"] is not None and report["test/acc"] is not None:

@@ -308,5 +308,5 @@ class DynamicSE(nn.Module):
 
 DYNAMIC_OPS = (DynamicConv2d, DynamicDepthwiseConv2d, DynamicBatchNorm2d, DynamicLinear, DynamicSE)
 
-__all__ = ["DYNAMIC_OPS", "DynamicBatchNorm2d", "DynamicConv2d", "DynamicDepthwiseConv2d", "DynamicLinear", "active_slice",
-           "DynamicSE", "se_hidden_channels"]
+__all__ = ["DYNAMIC_OPS", "DynamicBatchNorm2d", "DynamicConv2d", "DynamicDepthwiseConv2d", "DynamicLinear",
+           "DynamicSE", "active_slice", "se_hidden_channels"]
