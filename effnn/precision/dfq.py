@@ -95,6 +95,7 @@ class DFQController:
         self.block_macs: dict[int, float] = {}
         self.block_counts: dict[int, torch.Tensor] = {}  # per candidate: samples that chose it (detached)
         self.batch = 0
+        self.num_blocks = 0  # gated blocks, set by add_precision_gates
 
     @property
     def num_candidates(self) -> int:
@@ -204,10 +205,12 @@ class RecurrentGate(FullPrecision):
         nn.init.normal_(self.proj.weight, 0.0, math.sqrt(2.0 / self.proj.weight.numel()))
         self.hidden: tuple[torch.Tensor, torch.Tensor] | None = None
 
-    def forward(self, feature: torch.Tensor, reset: bool) -> torch.Tensor:
+    def forward(self, feature: torch.Tensor, reset: bool, last: bool = False) -> torch.Tensor:
         if reset or self.hidden is None or self.hidden[0].shape[1] != feature.shape[0]:
             self.hidden = None
-        out, self.hidden = self.lstm(feature.unsqueeze(0), self.hidden)
+        out, hidden = self.lstm(feature.unsqueeze(0), self.hidden)
+        # the state is dropped after the last block, so no graph outlives the forward (deepcopy stays legal)
+        self.hidden = None if last else hidden
         return self.proj(out.squeeze(0))
 
 
@@ -281,7 +284,8 @@ class GatedBlock(nn.Module):
     def scores(self, x: torch.Tensor) -> torch.Tensor:
         """Per-sample candidate logits for this block's input ``x``."""
         if hasattr(self, "recurrent"):
-            return self.recurrent(self.embed(x), reset=self.index == 0)
+            return self.recurrent(self.embed(x), reset=self.index == 0,
+                                  last=self.index == self.controller.num_blocks - 1)
         return self.gate(x)
 
     def choose(self, logits: torch.Tensor) -> torch.Tensor:
@@ -363,6 +367,7 @@ def add_precision_gates(model: nn.Module, state: PrecisionState, controller: DFQ
     if not names:
         raise ValueError(f"no block to gate in {type(model).__name__}: pass blocks=[name patterns] "
                          f"(module names like 'blocks.*' or 'layer1.*')")
+    controller.num_blocks = len(names)
     recurrent = None
     if gate == "rnn":
         recurrent = RecurrentGate(embed_dim, hidden_dim, controller.num_candidates)
