@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
 from torch import nn
 
 from effnn.decompose import SDConv2d, SDLinear, SmartDealConfig, convert, sd_layers, smartdeal
-from effnn.decompose.fitting import fit_sed, global_row_masks, layer_row_mask, row_scores
+from effnn.decompose.fitting import fit_sed, global_layer_sparsity, layer_row_mask, row_scores
 from effnn.decompose.quantize_pow2 import Pow2Spec, round_pow2
 from effnn.decompose.sd_layers import SDLayout
 from effnn.errors import ConfigError
@@ -70,29 +72,74 @@ def test_global_scope_ranks_rows_independently_of_each_layers_scale() -> None:
     gen = torch.Generator().manual_seed(2)
     layouts = {n: SDLayout.for_weight((8, 6, 3, 3)) for n in "ab"}
     weights = {n: torch.randn(8, 6, 3, 3, generator=gen) for n in "ab"}
+    weights["b"][:, :3] *= 0.1  # layer b has weaker rows: it should get the larger share of the pruning
     scores = {n: row_scores(layouts[n].to_blocks(weights[n]), 4) for n in "ab"}
     valid = {n: layouts[n].valid_rows() for n in "ab"}
-    masks = global_row_masks(scores, valid, 0.4)
+    ratios = global_layer_sparsity(scores, valid, 0.4)
     scaled = dict(scores, b=scores["b"] * 1e4)  # e.g. a layer before BatchNorm with larger weights
-    masks_scaled = global_row_masks(scaled, valid, 0.4)
-    for n in "ab":
-        torch.testing.assert_close(masks[n], masks_scaled[n])
-    total_pruned = sum(int((1 - m).sum()) for m in masks.values())
-    assert total_pruned == round(0.4 * 2 * 2 * 18)
+    assert global_layer_sparsity(scaled, valid, 0.4) == ratios
+    assert ratios["b"] > 0.4 > ratios["a"]
+    assert (ratios["a"] + ratios["b"]) / 2 == pytest.approx(0.4, abs=1 / 72)
+
+
+def public_structural_mask(w: torch.Tensor, ratio: float, group_size: int = 32) -> torch.Tensor:
+    """The public SmartDeal code's structural pruning (smart_exchange_structural.smart_decompose), written
+    out: per group of filters, sum |W| over each kernel row, prune the ceil(rows * ratio) lowest rows."""
+    out, cin, kh, kw = w.shape
+    flat = w.abs().sum(-1).reshape(out, cin * kh)
+    group_size = min(out, group_size)
+    keep = torch.ones(out, cin * kh)
+    for i in range(0, out, group_size):
+        col_sum = flat[i:i + group_size].sum(0)
+        pruned = torch.argsort(col_sum)[:math.ceil(col_sum.numel() * ratio)]
+        keep[i:i + group_size, pruned] = 0
+    return keep
+
+
+def test_row_pruning_is_balanced_and_equals_the_public_algorithm() -> None:
+    torch.manual_seed(6)
+    net = nn.Sequential(nn.Conv2d(16, 70, 3, padding=1), nn.ReLU(), nn.Conv2d(70, 64, 3, padding=1))
+    dense = {n: net[int(n)].weight.detach().clone() for n in ("0", "2")}
+    fits = convert(net, SmartDealConfig(row_sparsity=0.4), progress=False)
+    for name, w in dense.items():
+        layer = net[int(name)]
+        rows = w.shape[1] * w.shape[2]
+        assert layer.layout.num_blocks == -(-rows // 192)
+        ours = layer.coeff_mask().squeeze(-1).reshape(w.shape[0], -1)[:, layer.layout.valid_rows().flatten()]
+        torch.testing.assert_close(ours, public_structural_mask(w, 0.4))
+        per_group = fits[name].pruned_rows_per_group
+        assert len(per_group) == -(-w.shape[0] // 32) and set(per_group) == {math.ceil(rows * 0.4)}
+
+
+def test_resnet_conversion_prunes_every_group_equally_and_leaves_the_classifier_unpruned() -> None:
+    from effnn.models import create_model
+
+    torch.manual_seed(7)
+    net = create_model("cifar_resnet8", num_classes=10)
+    fits = convert(net, None, progress=False)
+    for name, fit in fits.items():
+        layer = net.get_submodule(name)
+        pruned = layer.layout.num_valid_rows - layer.row_mask.sum(dim=(1, 2))
+        assert len(set(pruned.tolist())) == 1, name  # every filter group prunes the same number of rows
+        assert set(fit.pruned_rows_per_group) == {int(pruned[0])}
+        if isinstance(layer, SDLinear):
+            assert fit.row_sparsity == 0.0  # public code: conv layers only
+        else:
+            assert int(pruned[0]) == math.ceil(layer.layout.num_valid_rows * 0.4)
 
 
 def test_convert_prunes_at_the_requested_ratio_and_keeps_layers_without_gain_dense() -> None:
     torch.manual_seed(3)
     net = nn.Sequential(nn.Conv2d(4, 4, 3, groups=4), nn.Conv2d(4, 64, 3), nn.Flatten(),
                         nn.Linear(64 * 16, 10))
-    config = SmartDealConfig(row_sparsity=0.5, layer_sparsity={"3": 0.25})
+    config = SmartDealConfig(row_sparsity=0.5, layer_sparsity={"3": 0.25}, prune_linear=True)
     fits = smartdeal.convert(net, config, progress=False)
     assert isinstance(net[0], nn.Conv2d)  # depthwise 3x3: the 3x3 basis is as large as the filter
     assert isinstance(net[1], SDConv2d) and isinstance(net[3], SDLinear)
     assert fits["1"].row_sparsity == 0.5
     assert fits["3"].row_sparsity == pytest.approx(0.25, abs=0.01)
-    # per filter: 3x3 fp32 basis + 6 of 12 rows x 3 entries x 5 bits + 12 mask bits per group of 8 filters
-    assert fits["1"].storage_ratio == pytest.approx(36 * 32 / (9 * 32 + 6 * 3 * 5 + 12 / 8))
+    # per filter: 3x3 fp32 basis + 6 of 12 rows x 3 entries x 5 bits + 12 mask bits per group of 32 filters
+    assert fits["1"].storage_ratio == pytest.approx(36 * 32 / (9 * 32 + 6 * 3 * 5 + 12 / 32))
     assert 0 < fits["1"].relative_error < 1
 
 
@@ -108,7 +155,7 @@ def test_scratch_init_starts_from_the_dense_weights_with_identity_basis() -> Non
 
 def test_config_errors_name_the_problem() -> None:
     with pytest.raises(ConfigError, match="unknown config keys"):
-        SmartDealConfig.from_any({"row_sparsty": 0.3})
+        SmartDealConfig.from_mapping({"row_sparsty": 0.3})
     with pytest.raises(ConfigError, match=r"in \[0, 1\)"):
         SmartDealConfig(row_sparsity=1.0)
     with pytest.raises(ConfigError, match="train_mode"):

@@ -60,3 +60,44 @@ def test_pruning_more_rows_only_removes_coefficient_bits() -> None:
     assert d["basis"] == s["basis"] and d["mask"] == s["mask"]
     # row 0 of block 0 was already pruned for group 0 (2 filters)
     assert d["coefficients"] - s["coefficients"] == (6 * 4 - 2) * 3 * 5
+
+
+def test_public_formula_by_hand() -> None:
+    """SmartDeal-Training/main.py --validate: C_bit = ceil(log2(|{|C|}| - 1)) + 1 bits per nonzero Ce
+    entry, one encoding bit per Ce entry, 32 bits per B entry; here B is 4 x 3 x 9 fp32 values."""
+    from effnn.decompose import public_storage
+
+    layer = hand_layer()
+    ce = torch.full(layer.ce.shape, 0.5)
+    ce[0, 0, :3] = -2.0  # rows 0-2 of filter 0, block 0 (row 0 is pruned for group 0)
+    ce[3, 1, 0, 0] = 0.0
+    layer.load_decomposition(ce, layer.basis.detach())
+    model = nn.Sequential(layer, nn.Flatten(), nn.Linear(4, 2))
+    report = public_storage(model)
+    # Ce entries on real rows: 4 filters x 15 rows x 3; nonzero: the 54 kept rows x 3, minus one zero
+    assert report.coeffs == 4 * 15 * 3 and report.nonzero_coeffs == 54 * 3 - 1
+    assert report.distinct_values == 3  # {0, 0.5, 2}
+    assert report.coeff_bits == 2  # ceil(log2(3 - 1)) + 1
+    want = (54 * 3 - 1) * 2 + 4 * 15 * 3 + 4 * 3 * 9 * 32 + 8 * 32  # + the dense Linear in fp32
+    assert report.stored_bits == want
+    assert report.ratio == pytest.approx((4 * 45 + 8) * 32 / want)
+
+
+def test_element_mask_keeps_zero_coefficients_zero_while_fine_tuning() -> None:
+    from effnn.decompose import convert
+
+    torch.manual_seed(8)
+    net = nn.Sequential(nn.Conv2d(8, 16, 3, padding=1), nn.Flatten(), nn.Linear(16 * 16, 3))
+    convert(net, {"row_sparsity": 0.25}, progress=False)
+    layer = net[0]
+    zero = layer.quantized_coefficients().detach() == 0
+    assert zero.any() and not zero.all()
+    torch.testing.assert_close(layer.element_mask, (~zero).float())
+    opt = torch.optim.SGD(net.parameters(), lr=1.0)  # a large step would revive zeros without the mask
+    x, y = torch.randn(16, 8, 4, 4), torch.randint(0, 3, (16,))
+    for _ in range(3):
+        opt.zero_grad()
+        nn.functional.cross_entropy(net(x), y).backward()
+        opt.step()
+    assert (layer.quantized_coefficients().detach()[zero] == 0).all()
+    assert (layer.quantized_coefficients().detach() != 0).sum() <= (~zero).sum()

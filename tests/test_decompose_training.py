@@ -110,8 +110,11 @@ def test_recipe_trains_dense_converts_fine_tunes_and_logs(make_cfg, tmp_path: Pa
         assert key in metrics, sorted(metrics)
     assert metrics["test/acc_dense"] > 0.5 and metrics["test/acc"] > 0.5  # chance is 0.1
     report = json.loads((tmp_path / "smartdeal_report.json").read_text())
-    assert report["storage"]["storage_ratio"] == pytest.approx(metrics["smartdeal/storage_ratio"])
-    assert report["storage"]["storage_ratio"] > 4
+    assert report["storage_public"]["storage_ratio"] == pytest.approx(metrics["smartdeal/storage_ratio"])
+    assert report["storage"]["storage_ratio"] == pytest.approx(metrics["smartdeal/storage_ratio_effnn"])
+    assert report["storage_public"]["storage_ratio"] > 4
+    for layer in report["layers"]:  # balanced: every filter group of a layer prunes the same number of rows
+        assert len(set(layer["pruned_rows_per_group"])) == 1, layer
     assert report["test/acc"] == pytest.approx(metrics["test/acc"])
     assert report["test/acc_dense"] == pytest.approx(metrics["test/acc_dense"])
     assert {layer["name"] for layer in report["layers"]} >= {"fc", "blocks.2.conv2"}
@@ -133,9 +136,9 @@ def test_smartdeal_recipe_meets_the_issue_targets(tmp_path: Path) -> None:
                   env={"OMP_NUM_THREADS": "1"})
     assert res.returncode == 0, res.stderr[-3000:]
     report = json.loads((tmp_path / "smartdeal_report.json").read_text())
-    assert report["storage"]["storage_ratio"] >= 4.0
+    assert report["storage_public"]["storage_ratio"] >= 4.0
     assert report["test/acc"] >= report["test/acc_dense"] - 0.01, report
-    assert "compression ratio (weights)" in res.stdout
+    assert "compression ratio (public formula)" in res.stdout
 
 
 def test_recipe_from_scratch_converts_before_the_optimizer_exists(make_cfg, tmp_path: Path) -> None:
@@ -146,7 +149,7 @@ def test_recipe_from_scratch_converts_before_the_optimizer_exists(make_cfg, tmp_
     report = json.loads((tmp_path / "smartdeal_report.json").read_text())
     assert report["test/acc_dense"] is None and report["test/acc"] == pytest.approx(metrics["test/acc"])
     assert metrics["test/acc"] > 0.3  # one epoch of SD training from scratch learns (chance is 0.1)
-    assert report["storage"]["storage_ratio"] > 4
+    assert report["storage_public"]["storage_ratio"] > 4
 
 
 def test_dense_phase_longer_than_the_run_is_a_config_error(make_cfg) -> None:

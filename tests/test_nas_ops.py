@@ -115,3 +115,61 @@ def test_bad_configs_raise_clear_errors() -> None:
         conv.configure(out_channels=9)
     with pytest.raises(ValueError, match="odd"):
         DynamicDepthwiseConv2d(4, kernel_size=4)
+
+
+def _levels_per_channel(w: torch.Tensor) -> float:
+    """Mean number of distinct values per output channel."""
+    flat = w.detach().reshape(w.shape[0], -1)
+    return sum(len(torch.unique(row)) for row in flat) / flat.shape[0]
+
+
+def _reference_quantize(w: torch.Tensor, bits: int) -> torch.Tensor:
+    """CPT/FracTrain weight quantizer, written out: per output channel, lo + s * round((w - lo) / s)."""
+    flat = w.detach().reshape(w.shape[0], -1)
+    lo, hi = flat.min(1, keepdim=True).values, flat.max(1, keepdim=True).values
+    s = (hi - lo) / (2 ** bits - 1)
+    return (lo + s * torch.round((flat - lo) / s)).reshape(w.shape)
+
+
+@pytest.mark.parametrize("bits", [3, 4])
+def test_quantized_small_subnet_uses_every_level_of_its_own_range(bits: int) -> None:
+    """The min subnet of the supernet quantizes the slice it runs, not the full-size weight."""
+    from effnn.nas.space import get_space
+    from effnn.nas.supernet import build_supernet
+    from effnn.precision import quantize_model
+
+    torch.manual_seed(0)
+    space = get_space("tiny32")
+    net = build_supernet(space, num_classes=10)
+    state = quantize_model(net)
+    state.set(bits, 8)
+    net.set_arch(space.min_arch())
+    x = torch.randn(1, 3, space.min_arch().resolution, space.min_arch().resolution)
+    used, old_used = [], []
+    hooks = []
+
+    def record(op: nn.Module, args: tuple, out: torch.Tensor) -> None:
+        w = op.active_weight(args[0].shape[1])
+        if w[0].numel() < 2 ** bits * 4:  # too few weights per channel to hit every level by chance
+            return
+        original = op.parametrizations.weight.original
+        cut = _reference_quantize(original, bits)  # the old way: range over the full-size weight, then cut
+        old = cut[:w.shape[0], :w.shape[1]]
+        k, K = w.shape[-1], original.shape[-1]
+        old = old[..., (K - k) // 2:(K + k) // 2, (K - k) // 2:(K + k) // 2]
+        torch.testing.assert_close(w, _reference_quantize(w, bits))  # the slice's own per-channel range
+        used.append(_levels_per_channel(w))
+        old_used.append(_levels_per_channel(old))
+
+    for module in net.modules():
+        if isinstance(module, DynamicConv2d) and hasattr(module, "quantizer"):
+            hooks.append(module.register_forward_hook(record))
+    with torch.no_grad():
+        net.eval()(x)
+    for h in hooks:
+        h.remove()
+    assert len(used) >= 3
+    mean_used, mean_old = sum(used) / len(used), sum(old_used) / len(old_used)
+    assert mean_used >= 0.9 * 2 ** bits  # (almost) every level of the 2^b grid is in use
+    print(f"{bits} bits: {mean_used:.2f} levels on the active slice, {mean_old:.2f} with the full-size range")
+    assert mean_used > mean_old + 0.5  # the full-size range wastes levels on weights the subnet does not run

@@ -51,7 +51,7 @@ def test_recipe_trains_a_few_steps_and_logs_its_cost(make_cfg, recipe: str) -> N
     assert 0 < metrics["train/rel_bitops"] <= 1.0
     assert 0 <= metrics["test/acc"] <= 1
     if recipe == "fractrain_dfq":
-        assert 0 < metrics["dfq/rel_cost"] < 1 and metrics["dfq/target"] == pytest.approx(0.02)
+        assert 0 < metrics["dfq/rel_cost"] < 1 and metrics["dfq/target"] == pytest.approx(0.015)
     else:
         assert metrics["precision/grad_bits"] in (6, 8)
 

@@ -192,7 +192,15 @@ def test_elastic_ops_are_quantized_by_duck_typing() -> None:
     assert full.grad is not None and full.grad[:4, :4].abs().sum() > 0 and full.grad[4:].abs().sum() == 0
 
 
-def test_supernet_elastic_conv_is_quantized_on_its_full_size_weight() -> None:
+def _per_channel_reference(w: torch.Tensor, bits: int) -> torch.Tensor:
+    """CPT/FracTrain weight quantizer, written out: per output channel, lo + s * round((w - lo) / s)."""
+    flat = w.reshape(w.shape[0], -1)
+    lo, hi = flat.min(1, keepdim=True).values, flat.max(1, keepdim=True).values
+    s = (hi - lo) / (2 ** bits - 1)
+    return (lo + s * torch.round((flat - lo) / s)).reshape(w.shape)
+
+
+def test_supernet_elastic_conv_is_quantized_on_its_active_slice() -> None:
     ops = pytest.importorskip("effnn.nas.ops")
     torch.manual_seed(0)
     model = nn.Sequential(ops.DynamicConv2d(6, 8, 5), ops.DynamicBatchNorm2d(8), ops.DynamicLinear(8, 3))
@@ -205,8 +213,11 @@ def test_supernet_elastic_conv_is_quantized_on_its_full_size_weight() -> None:
     scale = (hi - lo) / 15
     xq = lo + scale * torch.round((x - lo) / scale)
     full = model[0].parametrizations.weight.original.detach()
-    expected = F.conv2d(xq, quantize_weight(full, 4)[:5, :4, 1:4, 1:4], None, 1, 1)
+    expected = F.conv2d(xq, _per_channel_reference(full[:5, :4, 1:4, 1:4], 4), None, 1, 1)
     torch.testing.assert_close(model[0](x), expected)
+    # the largest subnet is quantized exactly as a static conv would be
+    model[0].configure(out_channels=8, kernel_size=5)
+    torch.testing.assert_close(model[0].active_weight(6), _per_channel_reference(full, 4))
 
 
 def test_layer_bitwidths_follow_the_state(resnet: nn.Module) -> None:

@@ -4,9 +4,9 @@
 """
 
 from effnn.decompose import smartdeal
-from effnn.decompose.convert import (
+from effnn.decompose.config import SmartDealConfig
+from effnn.decompose.conversion import (
     LayerFit,
-    SmartDealConfig,
     convert,
     materialize,
     project_coefficients_,
@@ -14,10 +14,16 @@ from effnn.decompose.convert import (
 )
 from effnn.decompose.quantize_pow2 import Pow2Spec, round_pow2, round_pow2_ste
 from effnn.decompose.sd_layers import SDConv2d, SDLayout, SDLinear, SDWeight
-from effnn.decompose.storage import StorageReport, weight_bits_per_module, weight_storage
+from effnn.decompose.storage import (
+    PublicStorage,
+    StorageReport,
+    public_storage,
+    weight_bits_per_module,
+    weight_storage,
+)
 
 __all__ = [
-    "LayerFit", "Pow2Spec", "SDConv2d", "SDLayout", "SDLinear", "SDWeight", "SmartDealConfig",
-    "StorageReport", "convert", "materialize", "project_coefficients_", "round_pow2", "round_pow2_ste",
-    "sd_layers", "smartdeal", "weight_bits_per_module", "weight_storage",
+    "LayerFit", "Pow2Spec", "PublicStorage", "SDConv2d", "SDLayout", "SDLinear", "SDWeight", "SmartDealConfig",
+    "StorageReport", "convert", "materialize", "project_coefficients_", "public_storage", "round_pow2",
+    "round_pow2_ste", "sd_layers", "smartdeal", "weight_bits_per_module", "weight_storage",
 ]

@@ -2,8 +2,9 @@
 
 Two steps, both on the block view ``(out, num_blocks, block_rows, b)`` of a weight (see ``SDLayout``):
 
-1. Structured row pruning: a row of Ce is removed jointly for a group of filters, ranked by the energy of
-   the dense weight rows it would reconstruct (per layer, or globally with per-layer normalised scores).
+1. Balanced structured row pruning: a row of Ce is removed jointly for a group of filters, ranked by the L1
+   norm of the dense weight rows it would reconstruct; every group of a layer prunes the same number of
+   rows (public SmartDeal code: ``ceil(rows * prune_threshold)`` per group of 32 filters).
 2. Alternating least squares between the basis and the quantized coefficients, per block:
    ``Ce = W B^+`` (then Q and the mask), ``B = (mask * Q(Ce))^+ W``. The best pair seen is returned, so the
    result is never worse than plain rounding with B = I, and it is exact when W already is masked
@@ -12,6 +13,7 @@ Two steps, both on the block view ``(out, num_blocks, block_rows, b)`` of a weig
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
@@ -21,14 +23,14 @@ from effnn.errors import ConfigError
 
 
 def row_scores(blocks: torch.Tensor, filter_group: int) -> torch.Tensor:
-    """Mean squared weight of each row over a group of filters: ``(groups, num_blocks, block_rows)``."""
-    energy = blocks.detach().double().pow(2).mean(dim=-1)  # (out, nb, R)
-    out = energy.shape[0]
+    """Importance of each Ce row for each group of filters: the L1 norm of the dense weight rows it
+    reconstructs, summed over the group's filters (public SmartDeal: ``sum(|W|, axis=-1)`` summed over
+    the group). Returns ``(groups, num_blocks, block_rows)``; the last group may hold fewer filters."""
+    l1 = blocks.detach().double().abs().sum(dim=-1)  # (out, nb, R)
+    out = l1.shape[0]
     groups = -(-out // filter_group)
-    padded = torch.cat([energy, energy.new_zeros(groups * filter_group - out, *energy.shape[1:])])
-    sizes = torch.full((groups,), filter_group, dtype=energy.dtype, device=energy.device)
-    sizes[-1] = out - (groups - 1) * filter_group
-    return padded.view(groups, filter_group, *energy.shape[1:]).sum(dim=1) / sizes.view(-1, 1, 1)
+    padded = torch.cat([l1, l1.new_zeros(groups * filter_group - out, *l1.shape[1:])])
+    return padded.view(groups, filter_group, *l1.shape[1:]).sum(dim=1)
 
 
 def _check_sparsity(sparsity: float, where: str) -> None:
@@ -36,46 +38,50 @@ def _check_sparsity(sparsity: float, where: str) -> None:
         raise ConfigError(f"SmartDeal: row sparsity for {where} must be in [0, 1), got {sparsity}")
 
 
-def _prune_lowest(scores: torch.Tensor, valid: torch.Tensor, num_pruned: int) -> torch.Tensor:
-    """1.0 everywhere except the ``num_pruned`` lowest-scoring valid entries and the invalid ones."""
-    ranked = torch.where(valid, scores, torch.full_like(scores, float("inf"))).flatten()
-    mask = valid.flatten().double()
-    mask[torch.argsort(ranked, stable=True)[:num_pruned]] = 0.0
-    return mask.view(scores.shape)
+def rows_pruned_per_group(valid_rows: int, sparsity: float) -> int:
+    """How many rows every filter group prunes: ``ceil(rows * ratio)`` as the public code does."""
+    return math.ceil(valid_rows * sparsity)
 
 
 def layer_row_mask(scores: torch.Tensor, valid: torch.Tensor, sparsity: float) -> torch.Tensor:
-    """Prune the ``sparsity`` fraction of (filter group, row) pairs with the lowest score in one layer.
+    """Balanced structured pruning: every filter group prunes the same number of its lowest-scoring rows.
 
-    ``scores`` is ``(groups, nb, R)``, ``valid`` the ``(nb, R)`` rows that are not padding.
+    ``scores`` is ``(groups, nb, R)``, ``valid`` the ``(nb, R)`` rows that are not padding. Each group
+    keeps its own choice of rows, but the count is equal, so hardware that processes a group of filters
+    together skips the same number of rows in every group.
     """
     _check_sparsity(sparsity, "a layer")
-    valid = valid.expand_as(scores)
-    return _prune_lowest(scores, valid, round(sparsity * int(valid.sum())))
+    groups = scores.shape[0]
+    flat_valid = valid.flatten()
+    num_pruned = rows_pruned_per_group(int(flat_valid.sum()), sparsity)
+    ranked = torch.where(flat_valid, scores.reshape(groups, -1), torch.full_like(scores.reshape(groups, -1),
+                                                                                  float("inf")))
+    order = torch.argsort(ranked, dim=1, stable=True)[:, :num_pruned]
+    mask = flat_valid.double().expand(groups, -1).clone()
+    mask.scatter_(1, order, 0.0)
+    return mask.view(scores.shape)
 
 
-def global_row_masks(scores: dict[str, torch.Tensor], valid: dict[str, torch.Tensor], sparsity: float
-                     ) -> dict[str, torch.Tensor]:
-    """Prune ``sparsity`` of all (group, row) pairs of all layers together.
+def global_layer_sparsity(scores: dict[str, torch.Tensor], valid: dict[str, torch.Tensor], sparsity: float
+                          ) -> dict[str, float]:
+    """Per-layer row sparsity from one ranking of all (group, row) pairs of all layers.
 
     Scores are divided by their layer's mean valid score first: layers followed by BatchNorm are scale
     invariant, so raw magnitudes would say more about a layer's fan-in than about a row's importance.
+    Each layer's share of the lowest ``sparsity`` fraction becomes its ratio; ``layer_row_mask`` then
+    prunes that ratio balanced over the layer's groups.
     """
     _check_sparsity(sparsity, "the global scope")
-    names = list(scores)
-    flat_scores, flat_valid = [], []
-    for name in names:
+    flat_scores, owners = [], []
+    for index, name in enumerate(scores):
         v = valid[name].expand_as(scores[name])
         mean = scores[name][v].mean().clamp_min(torch.finfo(torch.float64).tiny)
-        flat_scores.append((scores[name] / mean).flatten())
-        flat_valid.append(v.flatten())
-    all_valid = torch.cat(flat_valid)
-    mask = _prune_lowest(torch.cat(flat_scores), all_valid, round(sparsity * int(all_valid.sum())))
-    out, start = {}, 0
-    for name, s in zip(names, flat_scores):
-        out[name] = mask[start:start + s.numel()].view(scores[name].shape)
-        start += s.numel()
-    return out
+        flat_scores.append(scores[name][v] / mean)
+        owners.append(torch.full((int(v.sum()),), index))
+    all_scores, all_owners = torch.cat(flat_scores), torch.cat(owners)
+    lowest = all_owners[torch.argsort(all_scores, stable=True)[:round(sparsity * all_scores.numel())]]
+    counts = torch.bincount(lowest, minlength=len(scores))
+    return {name: min(float(counts[i]) / len(flat_scores[i]), 0.99) for i, name in enumerate(scores)}
 
 
 @dataclass

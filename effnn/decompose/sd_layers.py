@@ -109,7 +109,9 @@ class SDWeight(nn.Module):
 
     Parameters: ``ce`` (latent fp32 coefficients, ``layout.coeff_shape``) and ``basis``
     (``layout.basis_shape``).
-    Buffer: ``row_mask`` (``ceil(out / filter_group) x num_blocks x block_rows``, 1 = row kept).
+    Buffers: ``row_mask`` (``ceil(out / filter_group) x num_blocks x block_rows``, 1 = row kept) and
+    ``element_mask`` (``layout.coeff_shape``, 1 = entry may be nonzero; all ones until conversion sets it
+    from the fitted Ce, as the public SEConv2d's ``mask``).
     """
 
     def __init__(self, layout: SDLayout, spec: Pow2Spec, filter_group: int) -> None:
@@ -123,15 +125,20 @@ class SDWeight(nn.Module):
         self.basis = nn.Parameter(torch.eye(layout.basis_size).expand(layout.basis_shape).clone())
         groups = math.ceil(layout.out_features / filter_group)
         self.register_buffer("row_mask", layout.valid_rows().float().expand(groups, -1, -1).clone())
+        self.register_buffer("element_mask", torch.ones(layout.coeff_shape))
 
     def coeff_mask(self) -> torch.Tensor:
         """Row mask broadcast to every filter: ``(out, num_blocks, block_rows, 1)``."""
         mask = self.row_mask.repeat_interleave(self.filter_group, dim=0)[: self.layout.out_features]
         return mask.unsqueeze(-1)
 
+    def entry_mask(self) -> torch.Tensor:
+        """Row mask times element mask, per Ce entry: ``layout.coeff_shape``."""
+        return self.coeff_mask() * self.element_mask
+
     def quantized_coefficients(self) -> torch.Tensor:
         """mask * Q(Ce), with the straight-through gradient to the latent Ce."""
-        return self.coeff_mask() * round_pow2_ste(self.ce, self.spec)
+        return self.entry_mask() * round_pow2_ste(self.ce, self.spec)
 
     @property
     def weight(self) -> torch.Tensor:
@@ -168,6 +175,14 @@ class SDWeight(nn.Module):
         self.row_mask.copy_((row_mask.to(self.row_mask.device) != 0).to(self.row_mask) * valid)
 
     @torch.no_grad()
+    def set_element_mask(self, element_mask: torch.Tensor) -> None:
+        """Fix which Ce entries may be nonzero (nonzero = kept), e.g. ``Q(Ce) != 0`` right after fitting."""
+        if tuple(element_mask.shape) != tuple(self.element_mask.shape):
+            raise ValueError(f"{type(self).__name__}.set_element_mask: mask has shape "
+                             f"{tuple(element_mask.shape)}, the layout needs {tuple(self.element_mask.shape)}")
+        self.element_mask.copy_((element_mask.to(self.element_mask.device) != 0).to(self.element_mask))
+
+    @torch.no_grad()
     def load_dense_weight(self, weight: torch.Tensor) -> None:
         """Start from a dense weight with B = identity (Ce = W): SD training from scratch, no fitting."""
         eye = torch.eye(self.layout.basis_size, dtype=self.basis.dtype, device=self.basis.device)
@@ -176,7 +191,7 @@ class SDWeight(nn.Module):
     @torch.no_grad()
     def project_(self) -> None:
         """Replace the latent Ce by mask * Q(Ce) (the project-after-step training mode)."""
-        self.ce.copy_(self.coeff_mask() * round_pow2(self.ce, self.spec))
+        self.ce.copy_(self.entry_mask() * round_pow2(self.ce, self.spec))
 
     def storage_bits(self) -> dict[str, int]:
         """Bits to store this weight: B in fp32, Ce as sign + exponent code on kept rows, 1 bit per mask row.

@@ -1,5 +1,11 @@
 """Weight-storage accounting: how many bits a model's conv/linear weights take, dense fp32 vs SmartDeal.
 
+Two SD formulas. ``public_storage`` (the reported figure) is the public SmartDeal code's model size
+(``SmartDeal-Training/main.py --validate``): every nonzero Ce entry at ``C_bit = ceil(log2(V - 1)) + 1``
+bits, V the number of distinct |Ce| values (zero included) over the whole model, plus a 1-bit
+encoding map per Ce entry, plus B in fp32; dense layers count fp32. ``weight_storage`` (effnn's, kept
+as a second column) is described below.
+
 Counted: the weight of every Conv/Linear layer. An SD layer stores B in fp32, one sign + exponent code per
 entry of each kept Ce row and one mask bit per row per filter group (``SDWeight.storage_bits``); a dense
 layer stores fp32. Biases and norm parameters are identical in both forms, so they are reported as
@@ -8,8 +14,10 @@ parameters but left out of the ratio, which is ``dense fp32 weight bits / SD wei
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 
+import torch
 from rich.table import Table
 from torch import nn
 
@@ -116,6 +124,54 @@ def weight_storage(model: nn.Module) -> StorageReport:
     return StorageReport(tuple(layers), other)
 
 
+@dataclass(frozen=True)
+class PublicStorage:
+    """Model weight storage by the public SmartDeal formula (see the module docstring)."""
+
+    coeff_bits: int  # C_bit: bits per nonzero Ce entry (sign included)
+    distinct_values: int  # V: distinct |Ce| values over all SD layers, zero included
+    nonzero_coeffs: int
+    coeffs: int  # Ce entries (real rows only, pruned ones included: the encoding map covers them)
+    basis_values: int
+    dense_weights: int  # weights of the layers left dense (fp32)
+    dense_fp32_weights: int  # every conv/linear weight of the model, for the fp32 reference
+
+    @property
+    def stored_bits(self) -> int:
+        return (self.nonzero_coeffs * self.coeff_bits + self.coeffs + self.basis_values * FP32_BITS
+                + self.dense_weights * FP32_BITS)
+
+    @property
+    def ratio(self) -> float:
+        """Dense fp32 weight bits / SD weight bits."""
+        return self.dense_fp32_weights * FP32_BITS / max(1, self.stored_bits)
+
+    def as_dict(self) -> dict[str, float]:
+        return {"coeff_bits": self.coeff_bits, "distinct_values": self.distinct_values,
+                "nonzero_coeffs": self.nonzero_coeffs, "coeffs": self.coeffs, "basis_values": self.basis_values,
+                "dense_weights": self.dense_weights, "stored_bits": self.stored_bits, "storage_ratio": self.ratio}
+
+
+def public_storage(model: nn.Module) -> PublicStorage:
+    """Weight storage of ``model`` by the public SmartDeal code's formula."""
+    values: set[float] = set()
+    nonzero = coeffs = basis = dense = total = 0
+    for _, module in model.named_modules():
+        if isinstance(module, SD_LAYERS):
+            q = module.quantized_coefficients().detach()[:, module.layout.valid_rows(module.ce.device)]
+            values.update(torch.unique(q.abs()).tolist())
+            nonzero += int((q != 0).sum())
+            coeffs += q.numel()
+            basis += module.basis.numel()
+            total += module.dense_weight_numel
+        elif isinstance(module, _DENSE_TYPES) and getattr(module, "weight", None) is not None:
+            dense += module.weight.numel()
+            total += module.weight.numel()
+    values.add(0.0)  # the public code's set always holds the zeros of pruned entries
+    coeff_bits = math.ceil(math.log2(max(2, len(values)) - 1)) + 1
+    return PublicStorage(coeff_bits, len(values), nonzero, coeffs, basis, dense, total)
+
+
 def weight_bits_per_module(model: nn.Module) -> dict[str, float]:
     """Average stored bits per weight for each conv/linear/SD layer, by module name (hw-model hook).
 
@@ -125,5 +181,5 @@ def weight_bits_per_module(model: nn.Module) -> dict[str, float]:
             if (entry := layer_storage(name, module)) is not None}
 
 
-__all__ = ["LayerStorage", "StorageReport", "layer_storage", "weight_bits_per_module",
-           "weight_storage"]
+__all__ = ["LayerStorage", "PublicStorage", "StorageReport", "layer_storage", "public_storage",
+           "weight_bits_per_module", "weight_storage"]

@@ -79,13 +79,27 @@ def check_ddp_strategy(strategy: Any) -> None:
                           "trainer.strategy.find_unused_parameters=true")
 
 
+class LabelTargets(nn.Module):
+    """The no-KD arm's loss for the non-largest subnets: ``ce(logits, labels)``, the teacher ignored."""
+
+    def __init__(self, ce: nn.Module, labels: torch.Tensor) -> None:
+        super().__init__()
+        self.ce = ce
+        self.labels = labels
+
+    def forward(self, logits: torch.Tensor, teacher: torch.Tensor) -> torch.Tensor:
+        return self.ce(logits, self.labels)
+
+
 class SupernetModule(L.LightningModule):
     """Trains every subnet of ``space`` at once; logs train/loss, val/acc_max, val/acc_min, val/acc, test/acc.
 
     ``sampler``: ``kind`` (uniform | attentive), ``num_middle``, ``seed`` and, for attentive, ``k``, ``mode``
     (best | worst), ``cost`` (macs | latency | energy | edp), ``hardware`` (default: the module's),
-    ``bin_width``/``num_bins``, ``prior_samples``. ``kd_loss``: ``name`` (alpha | kl) plus that loss's
-    options. ``eval_archs`` maps names to extra archs (AlphaNet YAML dicts) evaluated as ``val/acc_<name>``.
+    ``bin_width``/``num_bins``, ``prior_samples``. ``kd_loss``: ``name`` (alpha | kl | none) plus that
+    loss's options; ``none`` trains every subnet on the labels (the same label-smoothed CE as the largest),
+    the no-distillation baseline. ``eval_archs`` maps names to extra archs (AlphaNet YAML dicts) evaluated
+    as ``val/acc_<name>``.
     ``hardware`` (an ``effnn.hw`` preset name or ``effnn/conf/hardware``-style mapping; None: off) prices every
     evaluated subnet: ``hw/latency_ms_<name>``, ``hw/energy_<name>`` and, for the largest subnet,
     ``hw/latency_ms`` and ``hw/energy``, logged with each validation and test.
@@ -113,11 +127,17 @@ class SupernetModule(L.LightningModule):
         self.bn_calibration_batches = bn_calibration_batches
         self.ce = LabelSmoothingCrossEntropy(label_smoothing)
         kd = dict(kd_loss or {"name": "alpha"})
-        try:
-            self.kd = build_kd_loss(kd.pop("name", "alpha"), **kd)
-        except (TypeError, ValueError) as err:
-            raise ConfigError(f"model.kd_loss: {err} (alpha takes alpha_min, alpha_max, iw_clip; "
-                              f"kl takes temperature)") from err
+        kd_name = kd.pop("name", "alpha")
+        if kd_name == "none":
+            if kd:
+                raise ConfigError(f"model.kd_loss: name=none takes no options, got {sorted(kd)}")
+            self.kd: nn.Module | None = None
+        else:
+            try:
+                self.kd = build_kd_loss(kd_name, **kd)
+            except (TypeError, ValueError) as err:
+                raise ConfigError(f"model.kd_loss: {err} (alpha takes alpha_min, alpha_max, iw_clip; "
+                                  f"kl takes temperature; none takes nothing)") from err
         #: the accelerator evaluated subnets are priced on (and the default for hardware-aware sampling)
         self.cost_model: CostModel | None = None if hardware is None else hardware_cost_model(hardware)
         self.num_classes, self.in_chans = num_classes, in_chans
@@ -210,8 +230,9 @@ class SupernetModule(L.LightningModule):
         archs = self.sampler.archs(self.arch_rng, self._score_fn(x, y))
         self.last_archs = tuple(archs)
         opt.zero_grad(set_to_none=True)
+        kd = self.kd if self.kd is not None else LabelTargets(self.ce, y)
         max_loss, kd_mean = sandwich_backward(
-            self.net, archs, x, y, self.ce, self.kd, prepare=self._inputs, backward=self.manual_backward,
+            self.net, archs, x, y, self.ce, kd, prepare=self._inputs, backward=self.manual_backward,
             skip_grad_sync=self._skip_grad_sync)
         if self.grad_clip_value:
             self.clip_gradients(opt, gradient_clip_val=self.grad_clip_value, gradient_clip_algorithm="value")

@@ -5,17 +5,23 @@ Every op keeps its largest tensors as ``weight``/``bias`` parameters and runs th
 storage, and a generic tool (quantizers, hooks) can treat the op like its static counterpart. Input
 channels always follow the input tensor; output channels and kernel size are set by the supernet
 (``configure``). ``to_static`` returns the plain ``nn`` module with the active slice copied out.
+
+A weight parametrization (e.g. the fake quantizer of ``effnn.precision``) is applied to the active slice,
+not to the full-size tensor (``active_slice``): a quantizer's per-channel range then spans what the subnet
+actually uses, so a small subnet gets all 2^b levels instead of a subset of the supernet's range.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from timm.layers import make_divisible
 from timm.models._efficientnet_blocks import SqueezeExcite
+from torch.nn.utils import parametrize
 
 
 def _check_channels(op: nn.Module, channels: int, maximum: int, what: str) -> None:
@@ -28,6 +34,20 @@ def _check_kernel(op: nn.Module, kernel_size: int, maximum: int) -> None:
     if kernel_size % 2 == 0 or not 0 < kernel_size <= maximum:
         raise ValueError(f"{type(op).__name__}: kernel_size={kernel_size} must be odd and <= {maximum} "
                          f"(elastic kernels are centre crops of the largest one)")
+
+
+def active_slice(op: nn.Module, cut: Callable[[torch.Tensor], torch.Tensor]) -> torch.Tensor:
+    """``cut(weight)``, with any parametrizations of ``op.weight`` applied after the cut, in their order.
+
+    Without a parametrization this is ``cut(op.weight)``. With one (a fake quantizer), the stored full-size
+    tensor is sliced first and the parametrization sees only the slice.
+    """
+    if not parametrize.is_parametrized(op, "weight"):
+        return cut(op.weight)
+    weight = cut(op.parametrizations.weight.original)
+    for parametrization in op.parametrizations.weight:
+        weight = parametrization(weight)
+    return weight
 
 
 def _centre_crop(weight: torch.Tensor, kernel_size: int) -> torch.Tensor:
@@ -72,10 +92,13 @@ class DynamicConv2d(nn.Module):
 
     def active_weight(self, in_channels: int) -> torch.Tensor:
         _check_channels(self, in_channels, self.max_in_channels, "in_channels")
-        weight = self.weight
-        if self.active_out_channels != self.max_out_channels or in_channels != self.max_in_channels:
-            weight = weight[:self.active_out_channels, :in_channels]
-        return _centre_crop(weight, self.active_kernel_size)
+
+        def cut(weight: torch.Tensor) -> torch.Tensor:
+            if self.active_out_channels != self.max_out_channels or in_channels != self.max_in_channels:
+                weight = weight[:self.active_out_channels, :in_channels]
+            return _centre_crop(weight, self.active_kernel_size)
+
+        return active_slice(self, cut)
 
     def active_bias(self) -> torch.Tensor | None:
         if self.bias is None or self.active_out_channels == self.max_out_channels:
@@ -124,8 +147,12 @@ class DynamicDepthwiseConv2d(nn.Module):
 
     def active_weight(self, channels: int) -> torch.Tensor:
         _check_channels(self, channels, self.max_channels, "channels")
-        weight = self.weight if channels == self.max_channels else self.weight[:channels]
-        return _centre_crop(weight, self.active_kernel_size)
+
+        def cut(weight: torch.Tensor) -> torch.Tensor:
+            return _centre_crop(weight if channels == self.max_channels else weight[:channels],
+                                self.active_kernel_size)
+
+        return active_slice(self, cut)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         channels = x.shape[1]
@@ -215,8 +242,8 @@ class DynamicLinear(nn.Module):
     def active_weight(self, in_features: int) -> torch.Tensor:
         _check_channels(self, in_features, self.max_in_features, "in_features")
         if in_features == self.max_in_features and self.active_out_features == self.max_out_features:
-            return self.weight
-        return self.weight[:self.active_out_features, :in_features]
+            return active_slice(self, lambda weight: weight)
+        return active_slice(self, lambda weight: weight[:self.active_out_features, :in_features])
 
     def active_bias(self) -> torch.Tensor | None:
         if self.bias is None or self.active_out_features == self.max_out_features:
@@ -282,4 +309,4 @@ class DynamicSE(nn.Module):
 DYNAMIC_OPS = (DynamicConv2d, DynamicDepthwiseConv2d, DynamicBatchNorm2d, DynamicLinear, DynamicSE)
 
 __all__ = ["DYNAMIC_OPS", "DynamicBatchNorm2d", "DynamicConv2d", "DynamicDepthwiseConv2d", "DynamicLinear",
-           "DynamicSE", "se_hidden_channels"]
+           "DynamicSE", "active_slice", "se_hidden_channels"]

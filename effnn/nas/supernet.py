@@ -190,8 +190,8 @@ class Supernet(MBNet):
         self.set_arch(space.max_arch())
 
     def _init_weights(self, zero_init_last_bn: bool) -> None:
-        """He init (fan-out) for convs as AttentiveNAS/timm's EfficientNets; optional zero last-BN gamma so
-        every block starts as its shortcut."""
+        """He init (fan-out) for convs as timm's EfficientNets (AttentiveNAS's public code keeps PyTorch's
+        default init; this is effnn's choice); optional zero last-BN gamma so every block starts as its shortcut."""
         for m in self.modules():
             if isinstance(m, DynamicConv2d | DynamicDepthwiseConv2d):
                 fan_out = m.weight.shape[0] * m.weight.shape[2] * m.weight.shape[3]

@@ -1,9 +1,9 @@
 """The pieces ``quantize_model`` attaches to a layer: a weight parametrization and an input/output quantizer.
 
 They work on any module that keeps its kernel in a ``.weight`` Parameter and takes the activation as its
-first positional argument: ``nn.Conv2d``/``nn.Linear``, and the supernet's elastic ops, which slice their
-full-size ``.weight`` inside ``forward`` (the parametrization hands them the quantized full-size weight,
-so per-output-channel ranges there are taken over the full input-channel extent).
+first positional argument: ``nn.Conv2d``/``nn.Linear``, and the supernet's elastic ops. Those slice their
+full-size weight inside ``forward`` and apply the parametrization to the active slice themselves
+(``effnn.nas.ops.active_slice``), so per-output-channel ranges cover only what the subnet uses.
 """
 
 from __future__ import annotations
@@ -25,12 +25,19 @@ class WeightFakeQuant(nn.Module):
     so an optimizer built earlier keeps working); the straight-through estimator sends its gradient there.
     """
 
-    def __init__(self, state: PrecisionState) -> None:
+    def __init__(self, state: PrecisionState, fixed_bits: int | None = None) -> None:
         super().__init__()
         self.state = state
+        self.fixed_bits = fixed_bits  # FracTrain DFQ: weights at a fixed width while activations vary
+
+    def bits(self) -> int | None:
+        """Weight bit-width now: ``fixed_bits`` while the layer is quantized at all, else full precision."""
+        if self.state.fwd_bits is None:
+            return None
+        return self.fixed_bits if self.fixed_bits is not None else self.state.fwd_bits
 
     def forward(self, weight: torch.Tensor) -> torch.Tensor:
-        return quantize_weight(weight, self.state.fwd_bits)
+        return quantize_weight(weight, self.bits())
 
 
 class LayerQuantizer(nn.Module):
@@ -53,6 +60,7 @@ class LayerQuantizer(nn.Module):
         self.momentum = momentum
         self.quantize_input = quantize_input
         self.quantize_grad = quantize_grad
+        self.weight_bits: int | None = None  # fixed weight width (DFQ); None: the forward bits
         self.register_buffer("running_range", torch.zeros(2))  # EMA of (min, max)
         self.register_buffer("initialized", torch.zeros((), dtype=torch.bool))
         self._handles: list[RemovableHandle] = []
@@ -114,7 +122,8 @@ class LayerQuantizer(nn.Module):
         bits = self.state.fwd_bits
         if bits is None:
             return None
-        return {"weight": bits, "act": bits} if self.quantize_input else {"weight": bits}
+        weight = bits if self.weight_bits is None else self.weight_bits
+        return {"weight": weight, "act": bits} if self.quantize_input else {"weight": weight}
 
     def extra_repr(self) -> str:
         return (f"momentum={self.momentum}, quantize_input={self.quantize_input}, "

@@ -1,5 +1,6 @@
 """Model-level SmartDeal: ``convert`` swaps Conv2d/Linear for SD layers, ``materialize`` swaps them back.
 
+(This module is ``conversion``, not ``convert``, so that ``effnn.decompose.convert`` is only the function.)
 ``convert`` works on any model built from ``nn.Conv2d`` / ``nn.Linear`` (timm, torchvision, effnn models):
 it fits each weight with SED (or, with ``init="scratch"``, starts from it with B = identity) and replaces
 the module in place. ``materialize`` bakes W = (mask * Q(Ce)) @ B into plain dense layers for export.
@@ -9,100 +10,17 @@ from __future__ import annotations
 
 import fnmatch
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass, field, fields
-from typing import Any, Literal
+from dataclasses import dataclass
+from typing import Any
 
 import torch
 from rich.progress import track
 from torch import nn
 
-from effnn.decompose.fitting import fit_sed, global_row_masks, layer_row_mask, row_scores
-from effnn.decompose.quantize_pow2 import Pow2Spec
+from effnn.decompose.config import SmartDealConfig
+from effnn.decompose.fitting import fit_sed, global_layer_sparsity, layer_row_mask, row_scores
 from effnn.decompose.sd_layers import FP32_BITS, SD_LAYERS, SDConv2d, SDLayout, SDLinear, SDWeight
 from effnn.errors import ConfigError
-
-
-@dataclass(frozen=True)
-class SmartDealConfig:
-    """Every knob of a SmartDeal conversion (a Hydra ``smartdeal`` node maps onto it field by field).
-
-    block_rows: max rows of Ce per basis (192 = 64 input channels of a 3x3 conv).
-    vector_basis: row length b for 1x1 convs and Linear layers (k x k convs use b = kW).
-    filter_group: consecutive filters that share one row mask.
-    row_sparsity: fraction of (filter group, row) pairs pruned, per layer or over all layers (``scope``).
-    layer_sparsity: fnmatch pattern on the module name -> row sparsity, overriding ``row_sparsity``
-        for matching layers (``scope="layer"`` only; the first matching pattern wins).
-    min_exp, max_exp, zero_threshold: the power-of-two grid of Q (see ``Pow2Spec``).
-    init: "fit" runs SED on the trained weights; "scratch" takes Ce = W, B = I (no fitting), which is how
-        SD training from scratch starts.
-    als_iters, als_tol: SED iteration budget and relative-improvement stopping tolerance.
-    train_mode: "ste" keeps a latent fp32 Ce (straight-through Q, fixed mask); "project" also snaps Ce
-        back onto mask * Q(Ce) after every optimizer step (``project_coefficients_``).
-    skip: fnmatch patterns of module names kept dense.
-    skip_no_gain: keep a layer dense when its SD form would not store fewer bits (e.g. a depthwise 3x3
-        conv, whose 3x3 basis alone is as large as the dense filter).
-    """
-
-    block_rows: int = 192
-    vector_basis: int = 3
-    filter_group: int = 8
-    row_sparsity: float = 0.3
-    scope: Literal["layer", "global"] = "layer"
-    layer_sparsity: Mapping[str, float] = field(default_factory=dict)
-    min_exp: int = -8
-    max_exp: int = 5
-    zero_threshold: float = 2.0**-8
-    init: Literal["fit", "scratch"] = "fit"
-    als_iters: int = 30
-    als_tol: float = 1e-4
-    train_mode: Literal["ste", "project"] = "ste"
-    skip: tuple[str, ...] = ()
-    skip_no_gain: bool = True
-
-    def __post_init__(self) -> None:
-        choices = {"scope": ("layer", "global"), "init": ("fit", "scratch"), "train_mode": ("ste", "project")}
-        for name, allowed in choices.items():
-            if getattr(self, name) not in allowed:
-                raise ConfigError(f"SmartDeal: {name}={getattr(self, name)!r} is not one of {allowed}")
-        for name in ("block_rows", "vector_basis", "filter_group", "als_iters"):
-            if int(getattr(self, name)) < 1:
-                raise ConfigError(f"SmartDeal: {name} must be a positive integer, got {getattr(self, name)}")
-        for where, value in [("row_sparsity", self.row_sparsity), *self.layer_sparsity.items()]:
-            if not 0.0 <= float(value) < 1.0:
-                raise ConfigError(f"SmartDeal: row sparsity for {where!r} must be in [0, 1), got {value}")
-        if self.layer_sparsity and self.scope == "global":
-            raise ConfigError("SmartDeal: layer_sparsity overrides need scope='layer'; drop them or the "
-                              "global scope")
-        object.__setattr__(self, "layer_sparsity", dict(self.layer_sparsity))
-        object.__setattr__(self, "skip", tuple(self.skip))
-        Pow2Spec(self.min_exp, self.max_exp, self.zero_threshold)  # raises on a bad exponent range
-
-    @classmethod
-    def from_any(cls, config: SmartDealConfig | Mapping[str, Any] | None) -> SmartDealConfig:
-        """Accept a config object, a plain dict or an OmegaConf node; unknown keys are an error."""
-        if config is None:
-            return cls()
-        if isinstance(config, cls):
-            return config
-        from omegaconf import DictConfig, OmegaConf
-
-        if isinstance(config, DictConfig):
-            config = OmegaConf.to_container(config, resolve=True)
-        if not isinstance(config, Mapping):
-            raise ConfigError(f"SmartDeal: config must be a SmartDealConfig, a mapping or a DictConfig, got "
-                              f"{type(config).__name__}")
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(config) - known)
-        if unknown:
-            raise ConfigError(f"SmartDeal: unknown config keys {unknown}; allowed keys are {sorted(known)}")
-        return cls(**dict(config))
-
-    @property
-    def spec(self) -> Pow2Spec:
-        return Pow2Spec(self.min_exp, self.max_exp, self.zero_threshold)
-
-    def as_dict(self) -> dict[str, Any]:
-        return asdict(self)
 
 
 @dataclass(frozen=True)
@@ -116,14 +34,17 @@ class LayerFit:
     row_sparsity: float  # fraction of valid (group, row) pairs actually pruned
     relative_error: float  # ||W_sd - W||_F / ||W||_F against the dense weight it replaced
     iterations: int
-    storage_ratio: float  # dense fp32 bits / SD bits of this weight
+    storage_ratio: float  # dense fp32 bits / SD bits of this weight (effnn's formula)
+    pruned_rows_per_group: tuple[int, ...] = ()  # equal in every group: balanced pruning
 
 
 def _matches(name: str, patterns: tuple[str, ...] | list[str]) -> bool:
     return any(fnmatch.fnmatchcase(name, p) for p in patterns)
 
 
-def _layer_sparsity(name: str, config: SmartDealConfig) -> float:
+def _layer_sparsity(name: str, module: nn.Module, config: SmartDealConfig) -> float:
+    if isinstance(module, nn.Linear) and not config.prune_linear:
+        return 0.0
     for pattern, value in config.layer_sparsity.items():
         if fnmatch.fnmatchcase(name, pattern):
             return float(value)
@@ -151,7 +72,7 @@ def _candidates(model: nn.Module, config: SmartDealConfig) -> dict[str, nn.Conv2
         if isinstance(module, nn.Conv2d) and module.padding_mode != "zeros":
             continue
         layout = SDLayout.for_weight(module.weight.shape, config.block_rows, config.vector_basis)
-        if config.skip_no_gain and _estimated_gain(layout, _layer_sparsity(name, config), config) <= 1.0:
+        if config.skip_no_gain and _estimated_gain(layout, _layer_sparsity(name, module, config), config) <= 1.0:
             continue
         found[name] = module
     return found
@@ -174,7 +95,7 @@ def convert(model: nn.Module, config: SmartDealConfig | Mapping[str, Any] | None
     ``LayerFit`` per converted layer (name -> fit), with the per-layer reconstruction error. The model
     keeps its training/eval mode, device and dtype.
     """
-    config = SmartDealConfig.from_any(config)
+    config = SmartDealConfig.from_mapping(config)
     modules = _candidates(model, config)
     if not modules:
         raise ConfigError("SmartDeal: no Conv2d/Linear layer to convert (all skipped or none present); "
@@ -184,10 +105,12 @@ def convert(model: nn.Module, config: SmartDealConfig | Mapping[str, Any] | None
     blocks = {n: layouts[n].to_blocks(m.weight.detach()) for n, m in modules.items()}
     scores = {n: row_scores(blocks[n], config.filter_group) for n in modules}
     valid = {n: layouts[n].valid_rows(blocks[n].device) for n in modules}
+    ratios = {n: _layer_sparsity(n, m, config) for n, m in modules.items()}
     if config.scope == "global":
-        masks = global_row_masks(scores, valid, config.row_sparsity)
-    else:
-        masks = {n: layer_row_mask(scores[n], valid[n], _layer_sparsity(n, config)) for n in modules}
+        prunable = [n for n, m in modules.items() if config.prune_linear or not isinstance(m, nn.Linear)]
+        ratios.update(global_layer_sparsity({n: scores[n] for n in prunable}, {n: valid[n] for n in prunable},
+                                            config.row_sparsity))
+    masks = {n: layer_row_mask(scores[n], valid[n], ratios[n]) for n in modules}
 
     fits: dict[str, LayerFit] = {}
     items = track(modules.items(), description="SED fitting", transient=True, disable=not progress)
@@ -198,6 +121,8 @@ def convert(model: nn.Module, config: SmartDealConfig | Mapping[str, Any] | None
         if config.init == "fit":
             result = fit_sed(blocks[name], layer.coeff_mask(), config.spec, config.als_iters, config.als_tol)
             layer.load_decomposition(result.ce, result.basis)
+            if config.element_mask:  # public SEConv2d.set_mask: zero entries of Q(Ce) stay zero
+                layer.set_element_mask(result.ce != 0)
             iterations = result.iterations
         else:
             layer.load_dense_weight(module.weight.detach())
@@ -210,6 +135,7 @@ def convert(model: nn.Module, config: SmartDealConfig | Mapping[str, Any] | None
             layout=layouts[name], row_sparsity=1.0 - float(layer.row_mask.sum()) / valid_pairs,
             relative_error=err, iterations=iterations,
             storage_ratio=FP32_BITS / layer.storage_bits_per_weight,
+            pruned_rows_per_group=tuple(int(v) for v in (valid[name].sum() - layer.row_mask.sum(dim=(1, 2)))),
         )
         _replace(model, name, layer)
     return fits
