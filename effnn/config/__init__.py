@@ -169,7 +169,11 @@ def register_configs() -> None:
 
     schema = getattr(smartdeal_config, "SmartDealConfig", None)
     if schema is not None:
-        ConfigStore.instance().store(group="smartdeal", name="_schema", node=schema)
+        from omegaconf import OmegaConf
+
+        node = OmegaConf.structured(schema)
+        OmegaConf.set_readonly(node, False)  # a frozen dataclass; the YAML values must merge onto its schema
+        ConfigStore.instance().store(group="smartdeal", name="_schema", node=node)
 
 
 __all__ = ["DEFAULT_HARDWARE", "ArrayConfig", "CalibrationConfig", "CoSearchConfig", "HardwareConfig",
