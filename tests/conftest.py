@@ -13,11 +13,14 @@ import torch
 from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig, open_dict
 
+from effnn.config import register_configs
+
 ROOT = Path(__file__).resolve().parents[1]
 CONF_DIR = ROOT / "conf"
 
 # OMP_NUM_THREADS=1 is much faster on a busy shared CPU (two spinning OpenMP threads on two loaded cores)
 torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS") or min(2, os.cpu_count() or 1)))
+register_configs()  # the structured-config schemas the CLIs register (hardware, search, SmartDeal)
 
 
 def compose_config(overrides: Sequence[str] = (), output_dir: Path | None = None) -> DictConfig:

@@ -106,12 +106,15 @@ def compose_run_config(spec: RunSpec, output_dir: Path) -> Any:
     """The config ``train.py`` would build for ``spec``, writing under ``output_dir``, with nothing shown."""
     from hydra import compose, initialize_config_dir
 
+    from effnn.config import register_configs
+
     if spec.recipe not in available_recipes():
         raise ValueError(f"recipe {spec.recipe!r} does not exist (recipes/{spec.recipe}.yaml)")
     overrides = [f"recipe={spec.recipe}", *QUIET_OVERRIDES,
                  *(() if spec.keep_checkpoint else NO_CHECKPOINT_OVERRIDES),
                  f"paths.root_dir={ROOT}", f"paths.output_dir={output_dir}",
                  f"seed={spec.seed}", *spec.overrides]
+    register_configs()
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
         return compose(config_name="config", overrides=overrides)
 
