@@ -197,7 +197,9 @@ def _tiles(dim: int, tile: np.ndarray, unit: np.ndarray | int) -> tuple[np.ndarr
 
 def evaluate_mappings(s: LayerShape, acc: Accelerator, df: np.ndarray, gs: np.ndarray, tm: np.ndarray,
                       tn: np.ndarray, tk: np.ndarray, order: np.ndarray) -> dict[str, np.ndarray]:
-    """Cycles and energy (pJ, dynamic) of a batch of mappings of one layer; see the module docstring."""
+    """Cycles and energy (pJ, dynamic) of a batch of mappings of one layer; see the module docstring.
+    Long on purpose: one vectorised closed form over all candidate mappings (tiles, spatial use, traffic
+    per loop order), kept in one place so the cost a search optimises is readable as a whole."""
     R, C = acc.rows, acc.cols
     cg = C // gs  # columns per group
     nm, _ = _tiles(s.m, tm, 1)

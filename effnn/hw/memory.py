@@ -175,7 +175,8 @@ def operand_streams(dataflow: str, rows: int, cols: int, m: int, n: int, k: int,
                     want: tuple[bool, bool] = (True, True)) -> tuple[np.ndarray | None, np.ndarray | None]:
     """(ifmap, filter) addresses in the order SCALE-Sim's array demands them (folds: columns outer,
     rows inner), without the -1 it never fetches; ``want`` skips either. Filter ``(k, n)`` is address
-    ``k * N + n``. A streamed operand's folds repeat for every column fold, so they are built once."""
+    ``k * N + n``. A streamed operand's folds repeat for every column fold, so they are built once.
+    Long on purpose: the three dataflows' address orders share the fold loops and the skew cache."""
     sr, sc = {"os": (m, n), "ws": (k, n), "is": (k, m)}[dataflow]
     t = {"os": k, "ws": m, "is": n}[dataflow]
     row_folds, col_folds = -(-sr // rows), -(-sc // cols)

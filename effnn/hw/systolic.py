@@ -282,7 +282,11 @@ class SystolicArray:
 
     # ----------------------------------------------------------------------------------------------------
     def evaluate_arrays(self, la: LayerArrays) -> dict[str, np.ndarray]:
-        """Every quantity in :data:`METRICS` for a batch of layers, as float64 arrays (one per layer)."""
+        """Every quantity in :data:`METRICS` for a batch of layers, as float64 arrays (one per layer).
+
+        Long on purpose: one vectorised pass over SCALE-Sim's closed forms (folds, cycles, SRAM and DRAM
+        counts per dataflow) that reads top to bottom like the simulator's accounting; split up, the shared
+        intermediate arrays would have to travel between helpers."""
         R, C = self.rows, self.cols
         m, n, k, g = (a.astype(np.float64) for a in (la.m, la.n, la.k, la.groups))
         wb, ab, ob, fb = la.weight_bits, la.act_bits, la.out_bits, la.filter_bits
