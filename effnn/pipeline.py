@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import errno
 import logging
 import math
+import shutil
+from pathlib import Path
 from typing import Any
 
 import hydra
@@ -14,8 +17,11 @@ from lightning.pytorch.callbacks import Callback, LearningRateMonitor
 from lightning.pytorch.loggers import Logger
 from omegaconf import DictConfig
 
+from effnn.callbacks.progress import format_metrics, one_copy_of_each_line, summary_metrics
 from effnn.errors import CheckpointError, ConfigError, EffnnError
+from effnn.io import atomic_write_json
 from effnn.lit.checkpoint_io import load_checkpoint_file
+from effnn.preflight import check_config
 
 log = logging.getLogger("effnn")
 
@@ -71,7 +77,41 @@ def _as_float(value: Any) -> float:
 
 
 def train(cfg: DictConfig) -> dict[str, float]:
-    """Fit (and test) as configured; return every logged metric as floats."""
+    """Fit (and test) as configured; return every logged metric as floats.
+
+    A full disk is reported in one line; a run that fails before its first checkpoint leaves no run
+    directory behind (README: "pick your RUN" must not pick it).
+    """
+    one_copy_of_each_line()
+    check_config(cfg)  # before data/model setup: a bad value costs a second, not a minute
+    try:
+        return _fit_and_test(cfg)
+    except OSError as err:
+        if err.errno in (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES):
+            discard_failed_run(cfg)
+            raise EffnnError(f"cannot write {err.filename or 'the run outputs'}: {err.strerror}; free some space "
+                             f"or point EFFNN_LOG_DIR (or hydra.run.dir) at another disk") from err
+        discard_failed_run(cfg)
+        raise
+    except BaseException:
+        discard_failed_run(cfg)
+        raise
+
+
+def discard_failed_run(cfg: DictConfig) -> None:
+    """Delete this single run's directory if the run failed before writing any checkpoint (sweeps keep it)."""
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    if not HydraConfig.initialized() or HydraConfig.get().mode != RunMode.RUN:
+        return
+    out = Path(HydraConfig.get().runtime.output_dir)
+    if out.is_dir() and not any(out.rglob("*.ckpt")) and not (out / "metrics.json").exists():
+        log.error("run failed before its first checkpoint; removing its directory %s", out)
+        shutil.rmtree(out, ignore_errors=True)
+
+
+def _fit_and_test(cfg: DictConfig) -> dict[str, float]:
     if cfg.get("seed") is not None:
         L.seed_everything(cfg.seed, workers=True, verbose=False)
 
@@ -95,9 +135,41 @@ def train(cfg: DictConfig) -> dict[str, float]:
         trainer.test(model, datamodule=datamodule, ckpt_path=ckpt, verbose=trainer.is_global_zero)
         metrics.update({k: _as_float(v) for k, v in trainer.callback_metrics.items()})
     if trainer.is_global_zero:
-        shown = ", ".join(f"{k}={v:.4f}" for k, v in sorted(metrics.items()) if "/" in k and not k.startswith("lr-"))
-        log.info("final metrics: %s", shown)
+        report_final(cfg, trainer, metrics)
     return metrics
+
+
+def report_final(cfg: DictConfig, trainer: L.Trainer, metrics: dict[str, float]) -> None:
+    """A short summary line (the metrics that matter), every metric in ``metrics.json``, hparams in TensorBoard."""
+    summary = summary_metrics(metrics)
+    out = Path(trainer.default_root_dir)
+    everything = {k: v for k, v in sorted(metrics.items()) if "/" in k and not k.startswith("lr-")}
+    atomic_write_json(out / "metrics.json", everything)
+    log.info("final: %s (all %d metrics in %s)", format_metrics(summary), len(everything), out / "metrics.json")
+    params = flat_hparams(cfg)
+    for logger in trainer.loggers:
+        logger.log_hyperparams(params, metrics={f"hparams/{k}": v for k, v in summary.items()})
+        logger.finalize("success")
+
+
+def flat_hparams(cfg: DictConfig) -> dict[str, Any]:
+    """Scalar config values under dotted keys (model, data, trainer, seed), for TensorBoard's hparams tab."""
+    from omegaconf import OmegaConf
+
+    flat: dict[str, Any] = {}
+
+    def walk(node: Any, prefix: str) -> None:
+        if isinstance(node, dict):
+            for k, v in node.items():
+                if not str(k).startswith("_"):
+                    walk(v, f"{prefix}.{k}" if prefix else str(k))
+        elif isinstance(node, (int, float, str, bool)):
+            flat[prefix] = node
+
+    for key in ("seed", "model", "data", "trainer"):
+        node = cfg.get(key)
+        walk(OmegaConf.to_container(node, resolve=True) if isinstance(node, DictConfig) else node, key)
+    return flat
 
 
 def optimized_value(cfg: DictConfig, metrics: dict[str, float]) -> float | None:
