@@ -147,9 +147,14 @@ def report_final(cfg: DictConfig, trainer: L.Trainer, metrics: dict[str, float])
     atomic_write_json(out / "metrics.json", everything)
     log.info("final: %s (all %d metrics in %s)", format_metrics(summary), len(everything), out / "metrics.json")
     params = flat_hparams(cfg)
+    from lightning.pytorch.loggers import TensorBoardLogger
+
     for logger in trainer.loggers:
-        logger.log_hyperparams(params, metrics={f"hparams/{k}": v for k, v in summary.items()})
-        logger.finalize("success")
+        if isinstance(logger, TensorBoardLogger):  # the hparams tab pairs the config with these metrics
+            logger.log_hyperparams(params, metrics={f"hparams/{k}": v for k, v in summary.items()})
+            logger.finalize("success")
+        else:
+            logger.log_hyperparams(params)
 
 
 def flat_hparams(cfg: DictConfig) -> dict[str, Any]:
