@@ -363,3 +363,26 @@ def test_gitignore_covers_the_readme_outputs() -> None:
     res = subprocess.run(["git", "check-ignore", "search_out/x", "subnet/x", "logs/x"], cwd=ROOT,
                          capture_output=True, text=True)
     assert res.stdout.split() == ["search_out/x", "subnet/x", "logs/x"], res.stderr
+
+
+def _image_tags(directory: Path) -> set[str]:
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    tags: set[str] = set()
+    for events in directory.glob("events.*"):
+        acc = EventAccumulator(str(events))
+        acc.Reload()
+        tags |= set(acc.Tags()["images"])
+    return tags
+
+
+@pytest.mark.parametrize(("recipe", "figure"), [("cpt", "figures/training"),
+                                                ("alphanet", "figures/subnets_acc_vs_cost")])
+def test_training_figures_in_tensorboard(recipe: str, figure: str, make_cfg, tmp_path: Path) -> None:
+    """Training used to log no figure at all (only the search did): CPT's precision schedule over the loss,
+    and the supernet's evaluated subnets (accuracy vs hardware cost) now appear under IMAGES."""
+    cfg = make_cfg(f"+recipe={recipe}", "trainer.max_epochs=2", "+trainer.limit_train_batches=3",
+                   "+trainer.limit_val_batches=1", "test=false", "callbacks.rich_progress_bar=null",
+                   "+trainer.enable_progress_bar=false", "trainer.enable_model_summary=false")
+    train(cfg)
+    assert figure in _image_tags(tmp_path / "tensorboard")
