@@ -65,6 +65,12 @@ def check_checkpoint(path: str, model: L.LightningModule) -> None:
     missing = [k for k in own if k not in theirs]
     unexpected = [k for k in theirs if k not in own]
     mismatched = [k for k in own if k in theirs and tuple(own[k].shape) != tuple(theirs[k].shape)]
+    from effnn.callbacks.nonfinite import non_finite_tensors
+
+    bad = non_finite_tensors(theirs)
+    if bad:  # a diverged run's weights (saved before effnn stopped such runs): training on them cannot recover
+        raise CheckpointError(f"checkpoint {path} holds non-finite weights ({len(bad)} tensors, e.g. {bad[0]}); "
+                              f"resume from an earlier checkpoint of that run, with a lower learning rate")
     if missing or unexpected or mismatched:
         parts = [f"{len(v)} {what} (e.g. {v[0]})" for what, v in
                  (("missing keys", missing), ("unexpected keys", unexpected), ("shape mismatches", mismatched)) if v]

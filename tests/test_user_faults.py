@@ -386,3 +386,16 @@ def test_training_figures_in_tensorboard(recipe: str, figure: str, make_cfg, tmp
                    "+trainer.enable_progress_bar=false", "trainer.enable_model_summary=false")
     train(cfg)
     assert figure in _image_tags(tmp_path / "tensorboard")
+
+
+def test_resume_from_a_nan_checkpoint_is_refused(tmp_path: Path) -> None:
+    """What older effnn left behind for a diverged run (NaN weights as last.ckpt): resuming it is refused."""
+    make = run_cli(["train.py", *FAST, "logger=none", "test=false", f"hydra.run.dir={tmp_path / 'good'}"])
+    assert make.returncode == 0, make.stderr[-3000:]
+    ckpt = torch.load(tmp_path / "good" / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
+    for tensor in ckpt["state_dict"].values():
+        if torch.is_floating_point(tensor):
+            tensor.fill_(float("nan"))
+    torch.save(ckpt, tmp_path / "nan.ckpt")
+    res = run_cli(["train.py", *FAST, "logger=none", f"ckpt_path={tmp_path / 'nan.ckpt'}"], env=logs_env(tmp_path))
+    one_error_line(res, "holds non-finite weights", "earlier checkpoint")
