@@ -38,6 +38,8 @@ SLOW = (  # full trainings and the glob sweep over every recipe
     "python train.py -m '+recipe=glob(*,exclude=_*)' trainer.max_epochs=1",
     "python train.py hparams_search=optuna",
 )
+#: recipes whose schedule cannot fit the glob sweep's trainer.max_epochs=1 (named in one line, not trained)
+KNOWN_NEEDS_MORE_EPOCHS = {"smartdeal"}
 TOOLS_CHAIN = (  # in order; $RUN is a finished +recipe=alphanet run
     "python tools/search.py ckpt=$RUN/checkpoints/last.ckpt out=search_out search.objectives=[acc,latency_ms]",
     "python tools/export.py ckpt=$RUN/checkpoints/last.ckpt arch=search_out/archs/pareto_000.yaml out=subnet",
@@ -130,6 +132,15 @@ def test_hwcost_example_matches_scalesim(clone: Path) -> None:
 def test_slow_readme_command(command: str, clone: Path) -> None:
     res = sh(command, clone, timeout=7200)
     assert res.returncode == 0, (command, res.stderr[-3000:])
+    if "glob(" in command:  # every recipe ran as one job of the sweep (6 min on 2 shared cores)
+        recipes = {p.stem for p in (clone / "recipes").glob("*.yaml") if not p.stem.startswith("_")}
+        trained = {p.parents[4].name for p in (clone / "logs").glob("*/multiruns/*/*/checkpoints/last.ckpt")}
+        # smartdeal trains dense for callbacks.smartdeal.dense_epochs=8 first, so max_epochs=1 is refused in
+        # one line (its trial is recorded as failed and the sweep goes on); see docs/running.md
+        assert trained == recipes - KNOWN_NEEDS_MORE_EPOCHS, sorted(recipes ^ trained)
+        for name in KNOWN_NEEDS_MORE_EPOCHS:
+            (log,) = (clone / "logs" / name / "multiruns").glob("*/*/train.log")
+            assert "leaves no fine-tuning epochs" in log.read_text()
 
 
 @pytest.mark.slow
