@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import logging
 import math
 from typing import Any
@@ -14,8 +15,11 @@ from lightning.pytorch.callbacks import Callback, LearningRateMonitor
 from lightning.pytorch.loggers import Logger
 from omegaconf import DictConfig
 
+from effnn.callbacks.progress import one_copy_of_each_line
 from effnn.errors import CheckpointError, ConfigError, EffnnError
 from effnn.lit.checkpoint_io import load_checkpoint_file
+from effnn.preflight import check_config
+from effnn.run_outputs import discard_failed_run, report_final
 
 log = logging.getLogger("effnn")
 
@@ -59,6 +63,12 @@ def check_checkpoint(path: str, model: L.LightningModule) -> None:
     missing = [k for k in own if k not in theirs]
     unexpected = [k for k in theirs if k not in own]
     mismatched = [k for k in own if k in theirs and tuple(own[k].shape) != tuple(theirs[k].shape)]
+    from effnn.callbacks.nonfinite import non_finite_tensors
+
+    bad = non_finite_tensors(theirs)
+    if bad:  # a diverged run's weights (saved before effnn stopped such runs): training on them cannot recover
+        raise CheckpointError(f"checkpoint {path} holds non-finite weights ({len(bad)} tensors, e.g. {bad[0]}); "
+                              f"resume from an earlier checkpoint of that run, with a lower learning rate")
     if missing or unexpected or mismatched:
         parts = [f"{len(v)} {what} (e.g. {v[0]})" for what, v in
                  (("missing keys", missing), ("unexpected keys", unexpected), ("shape mismatches", mismatched)) if v]
@@ -71,7 +81,28 @@ def _as_float(value: Any) -> float:
 
 
 def train(cfg: DictConfig) -> dict[str, float]:
-    """Fit (and test) as configured; return every logged metric as floats."""
+    """Fit (and test) as configured; return every logged metric as floats.
+
+    A full disk is reported in one line; a run that fails before its first checkpoint leaves no run
+    directory behind (README: "pick your RUN" must not pick it).
+    """
+    one_copy_of_each_line()
+    check_config(cfg)  # before data/model setup: a bad value costs a second, not a minute
+    try:
+        return _fit_and_test(cfg)
+    except OSError as err:
+        if err.errno in (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES):
+            discard_failed_run(cfg)
+            raise EffnnError(f"cannot write {err.filename or 'the run outputs'}: {err.strerror}; free some space "
+                             f"or point EFFNN_LOG_DIR (or hydra.run.dir) at another disk") from err
+        discard_failed_run(cfg)
+        raise
+    except BaseException:
+        discard_failed_run(cfg)
+        raise
+
+
+def _fit_and_test(cfg: DictConfig) -> dict[str, float]:
     if cfg.get("seed") is not None:
         L.seed_everything(cfg.seed, workers=True, verbose=False)
 
@@ -95,8 +126,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
         trainer.test(model, datamodule=datamodule, ckpt_path=ckpt, verbose=trainer.is_global_zero)
         metrics.update({k: _as_float(v) for k, v in trainer.callback_metrics.items()})
     if trainer.is_global_zero:
-        shown = ", ".join(f"{k}={v:.4f}" for k, v in sorted(metrics.items()) if "/" in k and not k.startswith("lr-"))
-        log.info("final metrics: %s", shown)
+        report_final(cfg, trainer, metrics)
     return metrics
 
 

@@ -248,8 +248,8 @@ def dfq_run(targets: list[float], beta: float, steps: int, lr: float = 0.05, **k
 
 def test_regularizer_moves_the_realised_cost_toward_the_target() -> None:
     costs = DFQController().relative_costs
-    cheap, _ = dfq_run([float(costs.min())], beta=0.5, steps=15)
-    costly, _ = dfq_run([float(costs.max())], beta=0.5, steps=15)
+    cheap, _ = dfq_run([float(costs.min())], beta=0.5, steps=30)
+    costly, _ = dfq_run([float(costs.max())], beta=0.5, steps=30)
     assert float(cheap.controller.realised_cost()) < float(costly.controller.realised_cost())
     assert cheap.meter.relative < costly.meter.relative
 

@@ -30,8 +30,11 @@ PRT_DEFAULTS = {"start_bits": 2, "max_bits": 8, "steps_per_bit": 20, "grad_bits"
 
 def prt_options(cfg: DictConfig) -> dict[str, Any]:
     """The ``prt.*`` options over their defaults; unknown keys are an error naming the known ones."""
-    given = OmegaConf.to_container(cfg.get("prt") or {}, resolve=True)
-    assert isinstance(given, dict)
+    node = cfg.get("prt")
+    # without any +prt.* option there is no prt node: to_container({}) would raise "not an OmegaConf config"
+    given = OmegaConf.to_container(node, resolve=True) if node is not None else {}
+    if not isinstance(given, dict):
+        raise ConfigError(f"prt must be a set of options (+prt.steps_per_bit=20 ...), got {given!r}")
     unknown = sorted(set(given) - set(PRT_DEFAULTS))
     if unknown:
         raise ConfigError(f"unknown precision range test option(s) {unknown}; known: {sorted(PRT_DEFAULTS)}")

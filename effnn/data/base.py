@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import lightning as L
 import torch
-from torch.utils.data import DataLoader, Dataset, Subset
+from torch.utils.data import DataLoader, Dataset, Sampler, Subset
 
 from effnn.errors import ConfigError
 
@@ -23,6 +25,37 @@ def seeded_split(n: int, fractions: tuple[float, ...], seed: int) -> list[list[i
     return out
 
 
+class EpochShuffle(Sampler[int]):
+    """Shuffle whose order depends only on ``(seed, epoch)``, not on the global RNG.
+
+    A run resumed from a checkpoint therefore sees the same batches as the uninterrupted run (Lightning
+    calls ``set_epoch`` before every epoch, DDP wrappers forward it). ``generator`` is handed to the
+    DataLoader for its worker base seed, and is reseeded per epoch too, so per-worker augmentation streams
+    also match.
+    """
+
+    def __init__(self, size: int, seed: int) -> None:
+        self.size = size
+        self.seed = seed
+        self.epoch = 0
+        self.generator = torch.Generator()
+        self.set_epoch(0)
+
+    def _epoch_seed(self) -> int:
+        return (self.seed * 1_000_003 + self.epoch) % (1 << 63)
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = int(epoch)
+        self.generator.manual_seed(self._epoch_seed() + 1)
+
+    def __len__(self) -> int:
+        return self.size
+
+    def __iter__(self) -> Iterator[int]:
+        order = torch.Generator().manual_seed(self._epoch_seed())
+        yield from torch.randperm(self.size, generator=order).tolist()
+
+
 class ClassificationDataModule(L.LightningDataModule):
     """Base class: subclasses fill ``self.train_set``/``val_set``/``test_set`` in ``setup``.
 
@@ -34,7 +67,7 @@ class ClassificationDataModule(L.LightningDataModule):
 
     def __init__(self, batch_size: int = 64, num_workers: int = 0, resolution: int = 32, in_chans: int = 3,
                  num_classes: int | None = None, eval_batch_size: int | None = None,
-                 pin_memory: bool = False) -> None:
+                 pin_memory: bool = False, shuffle_seed: int | None = None) -> None:
         super().__init__()
         if batch_size <= 0:
             raise ConfigError(f"data.batch_size must be positive, got {batch_size}")
@@ -53,18 +86,24 @@ class ClassificationDataModule(L.LightningDataModule):
         self.in_chans = in_chans
         self.num_classes = num_classes if num_classes is not None else expected
         self.pin_memory = pin_memory
+        self.shuffle_seed = shuffle_seed  # None: the run's seed (torch.initial_seed() after seed_everything)
         self.train_set: Dataset | None = None
         self.val_set: Dataset | None = None
         self.test_set: Dataset | None = None
 
     def _loader(self, dataset: Dataset | None, train: bool) -> DataLoader:
+        """Loaders that never draw from the global RNG (creating a DataLoader iterator otherwise does), so a
+        resumed run's random stream matches the uninterrupted run's; shuffling is seeded by the run's seed."""
         if dataset is None:
             raise RuntimeError(f"{type(self).__name__}.setup() has not been called")
+        seed = torch.initial_seed() if self.shuffle_seed is None else self.shuffle_seed
+        sampler = EpochShuffle(len(dataset), seed) if train else None  # type: ignore[arg-type]
         return DataLoader(
             dataset,
             batch_size=self.batch_size if train else self.eval_batch_size,
-            shuffle=train,
-            drop_last=train and len(dataset) > self.batch_size,
+            sampler=sampler,
+            generator=sampler.generator if sampler is not None else torch.Generator().manual_seed(seed),
+            drop_last=train and len(dataset) > self.batch_size,  # type: ignore[arg-type]
             num_workers=self.num_workers,
             pin_memory=self.pin_memory,
             persistent_workers=self.num_workers > 0,

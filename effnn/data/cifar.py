@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import pickle
 from pathlib import Path
 
 from torch.utils.data import Subset
 from torchvision import datasets, transforms
+from torchvision.datasets.utils import check_integrity
 
 from effnn.data.base import ClassificationDataModule, seeded_split
 from effnn.errors import ConfigError, DatasetNotFoundError
@@ -64,13 +66,26 @@ class _CIFARDataModule(ClassificationDataModule):
             return
         self.check_root()
         root = str(Path(self.root).expanduser())
-        train_aug = self.dataset_cls(root, train=True, download=False, transform=self._transforms(True))
-        train_plain = self.dataset_cls(root, train=True, download=False, transform=self._transforms(False))
+        train_aug = self._dataset(root, True, self._transforms(True))
+        train_plain = self._dataset(root, True, self._transforms(False))
         n = len(train_aug)
         train_idx, val_idx = seeded_split(n, (self.val_size / n,), self.split_seed)
         self.train_set = Subset(train_aug, train_idx)
         self.val_set = Subset(train_plain, val_idx)
-        self.test_set = self.dataset_cls(root, train=False, download=False, transform=self._transforms(False))
+        self.test_set = self._dataset(root, False, self._transforms(False))
+
+    def _dataset(self, root: str, train: bool, transform: transforms.Compose):
+        """torchvision's dataset; a damaged file is named in one line (torchvision's hint, download=True, does
+        not apply: effnn never downloads)."""
+        try:
+            return self.dataset_cls(root, train=train, download=False, transform=transform)
+        except (RuntimeError, OSError, EOFError, ValueError, pickle.UnpicklingError) as err:
+            base = Path(root) / self.folder
+            bad = [name for name, md5 in (*self.dataset_cls.train_list, *self.dataset_cls.test_list)
+                   if not check_integrity(str(base / name), md5)]
+            what = f"{base / bad[0]} is corrupt or truncated (MD5 mismatch)" if bad else f"{base} cannot be read"
+            raise DatasetNotFoundError(f"{what}; extract a fresh copy of the official python-version archive "
+                                       f"into {root} (effnn never downloads)") from err
 
 
 class CIFAR10DataModule(_CIFARDataModule):

@@ -13,6 +13,7 @@ from effnn.errors import ConfigError
 from effnn.export.artifact import read_arch_file
 from effnn.export.exporter import ExportResult, export_subnet
 from effnn.hw import build_cost_model
+from effnn.io import refuse_overwrite
 from effnn.nas.space import Arch, SearchSpace
 from effnn.runtime import build_datamodule, set_threads
 from effnn.search.evaluator import fixed_batches
@@ -49,6 +50,8 @@ def run_export(cfg: DictConfig, console: Console | None = None) -> ExportResult:
     """Export ``cfg.arch`` of ``cfg.ckpt`` to ``cfg.out`` and print the checks, accuracy and hardware cost."""
     console = console or Console(stderr=True)
     set_threads(cfg.get("threads"))
+    overwrite = bool(cfg.get("overwrite", False))
+    refuse_overwrite(cfg.out, "an export", overwrite)  # in a second, before loading anything
     loaded = load_supernet_checkpoint(cfg.ckpt)
     arch = resolve_arch(str(cfg.arch), loaded.space)
     device = torch.device("cuda" if cfg.get("accelerator") == "gpu" and torch.cuda.is_available() else "cpu")
@@ -60,7 +63,7 @@ def run_export(cfg: DictConfig, console: Console | None = None) -> ExportResult:
     splits = {"val": list(dm.val_dataloader()), "test": list(dm.test_dataloader())} if cfg.evaluate else None
     result = export_subnet(loaded, arch, batches, Path(cfg.out), verify_batch=verify_x, atol=float(cfg.atol),
                            weights_format=str(cfg.weights_format), program=str(cfg.program), onnx=bool(cfg.onnx),
-                           opset=int(cfg.opset), eval_splits=splits)
+                           opset=int(cfg.opset), eval_splits=splits, overwrite=overwrite)
     table = Table(title=f"exported {cfg.arch} -> {result.directory}")
     table.add_column("check")
     table.add_column("value", justify="right")

@@ -4,8 +4,10 @@ Steps: recalibrate the subnet's BN statistics on training batches (as the search
 static model (``Supernet.extract``), then produce every artifact in memory -- the state dict
 (safetensors or .pt), a ``torch.export`` program (or TorchScript) and ONNX -- and run each on a real
 batch. The static model must match the supernet at the arch, and every artifact must match the static
-model, to ``atol``; only then are the files written (each atomically). Any disagreement raises
-``ExportError`` and writes nothing.
+model, to ``atol``; only then are the files written, into a temporary sibling directory that replaces
+the output directory as a whole (``effnn.io.atomic_directory``): a reader sees the old export or the new
+one, never new weights beside an old ``arch.yaml`` or stale files of other formats. An existing export is
+replaced only with ``overwrite=True``. Any disagreement raises ``ExportError`` and writes nothing.
 """
 
 from __future__ import annotations
@@ -28,7 +30,14 @@ from effnn.export.artifact import (
     META_FILE,
     space_to_dict,
 )
-from effnn.io import atomic_torch_save, atomic_write, atomic_write_json, atomic_write_text
+from effnn.io import (
+    atomic_directory,
+    atomic_torch_save,
+    atomic_write,
+    atomic_write_json,
+    atomic_write_text,
+    refuse_overwrite,
+)
 from effnn.nas.space import Arch
 from effnn.nas.supernet import MBNet, resize_to
 from effnn.search.evaluator import Batch, recalibrate_subnet, top1_accuracy
@@ -107,12 +116,12 @@ def _onnx(static: MBNet, example: torch.Tensor, opset: int) -> tuple[bytes, torc
 def export_subnet(loaded: SupernetCheckpoint, arch: Arch, calib_batches: Sequence[Batch], out: str | Path, *,
                   verify_batch: torch.Tensor, atol: float = 1e-4, weights_format: str = "safetensors",
                   program: str = "export", onnx: bool = True, opset: int = 17,
-                  eval_splits: dict[str, Sequence[Batch]] | None = None) -> ExportResult:
+                  eval_splits: dict[str, Sequence[Batch]] | None = None, overwrite: bool = False) -> ExportResult:
     """Recalibrate, extract, verify and write the subnet ``arch`` of ``loaded`` to ``out``.
 
     ``verify_batch`` holds real images (any resolution; resized to the arch's). ``eval_splits`` maps a
     split name (``val``, ``test``) to batches on which the accuracy of the exported model and of the
-    supernet at ``arch`` are reported side by side.
+    supernet at ``arch`` are reported side by side. ``overwrite`` allows replacing an existing ``out``.
     """
     if weights_format not in WEIGHT_FORMATS:
         raise ConfigError(f"weights_format={weights_format!r}; choose one of {', '.join(WEIGHT_FORMATS)}")
@@ -124,6 +133,7 @@ def export_subnet(loaded: SupernetCheckpoint, arch: Arch, calib_batches: Sequenc
     except ValueError as err:
         raise ConfigError(f"the arch is not in the checkpoint's search space: {err}") from err
     out = Path(out)
+    refuse_overwrite(out, "an export", overwrite)  # before the expensive part
     device = supernet.conv_stem.weight.device
 
     recalibrate_subnet(supernet, arch, calib_batches)
@@ -158,15 +168,6 @@ def export_subnet(loaded: SupernetCheckpoint, arch: Arch, calib_batches: Sequenc
 
     state = {k: v.detach().cpu().contiguous() for k, v in static_cpu.state_dict().items()}
     weights_name = f"model.{weights_format}"
-    if weights_format == "safetensors":
-        from safetensors.torch import save
-
-        atomic_write(out / weights_name, lambda f: f.write(save(state, metadata={"format": EXPORT_FORMAT})))
-    else:
-        atomic_torch_save(state, out / weights_name)
-    for name, data in files.items():
-        atomic_write(out / name, lambda f, data=data: f.write(data))
-    atomic_write_text(out / ARCH_FILE, yaml.safe_dump(arch.to_dict(), sort_keys=False))
     written = {"arch": ARCH_FILE, "weights": weights_name}
     written.update({"program" if n != "model.onnx" else "onnx": n for n in files})
     meta: dict[str, Any] = {
@@ -178,5 +179,21 @@ def export_subnet(loaded: SupernetCheckpoint, arch: Arch, calib_batches: Sequenc
         "files": written, "checks": {"atol": atol, "max_abs_diff": diffs}, "accuracy": accuracy,
         "source_checkpoint": str(loaded.path.resolve()), "calibration_batches": len(calib_batches),
     }
-    atomic_write_json(out / META_FILE, meta)
+    with atomic_directory(out, "an export", overwrite=overwrite) as tmp:
+        write_export_files(tmp, state, weights_name, files, arch, meta)
     return ExportResult(out, arch, static_cpu, written, diffs, accuracy)
+
+
+def write_export_files(directory: Path, state: dict[str, torch.Tensor], weights_name: str, files: dict[str, bytes],
+                       arch: Arch, meta: dict[str, Any]) -> None:
+    """Every file of an export into ``directory`` (a fresh temporary one; see ``atomic_directory``)."""
+    if weights_name.endswith(".safetensors"):
+        from safetensors.torch import save
+
+        atomic_write(directory / weights_name, lambda f: f.write(save(state, metadata={"format": EXPORT_FORMAT})))
+    else:
+        atomic_torch_save(state, directory / weights_name)
+    for name, data in files.items():
+        atomic_write(directory / name, lambda f, data=data: f.write(data))
+    atomic_write_text(directory / ARCH_FILE, yaml.safe_dump(arch.to_dict(), sort_keys=False))
+    atomic_write_json(directory / META_FILE, meta)

@@ -7,6 +7,7 @@ writes the files.
 
 from __future__ import annotations
 
+import shutil
 from collections.abc import Mapping
 from dataclasses import fields
 from pathlib import Path
@@ -34,6 +35,8 @@ from effnn.search.report import pareto_figure, pareto_rows, save_figure, write_a
 from effnn.search.supernet_checkpoint import SupernetCheckpoint, load_supernet_checkpoint
 
 STATE_FILE = "search_state.json"
+#: everything a search writes into its out= directory (besides Hydra's .hydra/)
+SEARCH_OUTPUTS = (STATE_FILE, "pareto.csv", "pareto.png", "archs", "tensorboard")
 
 
 def launch(cfg: DictConfig) -> L.Fabric:
@@ -143,15 +146,31 @@ def build_costs(cfg: DictConfig, settings: SearchSettings, space: SearchSpace, n
     return costs, hardware
 
 
+def prepare_output_dir(out: Path, resume: bool, overwrite: bool, is_main: bool = True) -> None:
+    """Refuse to mix two searches in one directory: ``resume=true`` needs a saved state, a fresh search needs a
+    directory without search outputs unless ``overwrite=true``, which deletes the old outputs first."""
+    held = [name for name in SEARCH_OUTPUTS if (out / name).exists()]
+    if resume:
+        if not (out / STATE_FILE).exists():
+            raise ConfigError(f"resume=true but {out} has no {STATE_FILE} to continue from; drop resume=true to "
+                              f"start a new search there, or pass the out= of the search to resume")
+        return
+    if held and not overwrite:
+        raise ConfigError(f"{out} already holds a search ({', '.join(held)}); pass resume=true to continue it, "
+                          f"overwrite=true to replace it, or choose a new out= directory")
+    if held and is_main:
+        for name in held:
+            path = out / name
+            shutil.rmtree(path) if path.is_dir() else path.unlink()
+
+
 def run_search(cfg: DictConfig, console: Console | None = None) -> SearchResult:
     """Run (or resume) the search configured by ``conf/search.yaml`` and write its outputs on rank 0."""
     fabric = launch(cfg)
     ranks = Ranks(fabric.global_rank, fabric.world_size)
     out = Path(cfg.out)
     state_path = out / STATE_FILE
-    if state_path.exists() and not cfg.resume:
-        raise ConfigError(f"{out} already holds a search ({STATE_FILE}); pass resume=true to continue it or "
-                          f"choose a new out= directory")
+    prepare_output_dir(out, bool(cfg.resume), bool(cfg.get("overwrite", False)), ranks.is_main)
     settings = settings_from_config(cfg.search)
     loaded = load_supernet_checkpoint(cfg.ckpt)
     space = loaded.space

@@ -15,7 +15,7 @@ from typing import Any
 
 import yaml
 
-from effnn.io import atomic_write, atomic_write_text
+from effnn.io import atomic_directory, atomic_write, atomic_write_text
 from effnn.search.candidate import Candidate
 from effnn.search.hardware import Accelerator
 from effnn.search.pareto import Objective
@@ -72,26 +72,20 @@ def write_pareto_csv(path: str | Path, rows: Sequence[Mapping[str, Any]]) -> Pat
 def write_arch_files(directory: str | Path, entries: Sequence[tuple[Candidate, Mapping[str, float]]],
                      best_hardware: BestHardware | None = None) -> list[Path]:
     """``archs/pareto_NNN.yaml`` (same order and names as ``pareto.csv``): the arch under AlphaNet's keys,
-    loadable by ``tools/export.py arch=``, plus its metrics and accelerators. Files of an earlier, larger
-    front are removed."""
+    loadable by ``tools/export.py arch=``, plus its metrics and accelerators. The directory is replaced as a
+    whole (files of an earlier, larger front never survive, a kill never leaves a mix)."""
     directory = Path(directory)
-    directory.mkdir(parents=True, exist_ok=True)
-    written = []
-    for i, (cand, metrics) in enumerate(entries):
-        data: dict[str, Any] = cand.arch.to_dict()
-        data["metrics"] = {k: float(v) for k, v in metrics.items()}
-        if cand.hardware is not None:
-            data["hardware"] = cand.hardware.to_dict()
-        if best_hardware is not None and cand in best_hardware:
-            acc, hw_metrics = best_hardware[cand]
-            data["best_hardware"] = {**acc.to_dict(), "metrics": {k: float(v) for k, v in hw_metrics.items()}}
-        path = directory / f"{ARCH_FILE_PREFIX}{i:03d}.yaml"
-        written.append(atomic_write_text(path, yaml.safe_dump(data, sort_keys=False)))
-    keep = set(written)
-    for stale in directory.glob(f"{ARCH_FILE_PREFIX}*.yaml"):
-        if stale not in keep:
-            stale.unlink()
-    return written
+    with atomic_directory(directory, "arch files", overwrite=True) as tmp:  # never old and new files mixed
+        for i, (cand, metrics) in enumerate(entries):
+            data: dict[str, Any] = cand.arch.to_dict()
+            data["metrics"] = {k: float(v) for k, v in metrics.items()}
+            if cand.hardware is not None:
+                data["hardware"] = cand.hardware.to_dict()
+            if best_hardware is not None and cand in best_hardware:
+                acc, hw_metrics = best_hardware[cand]
+                data["best_hardware"] = {**acc.to_dict(), "metrics": {k: float(v) for k, v in hw_metrics.items()}}
+            atomic_write_text(tmp / f"{ARCH_FILE_PREFIX}{i:03d}.yaml", yaml.safe_dump(data, sort_keys=False))
+    return [directory / f"{ARCH_FILE_PREFIX}{i:03d}.yaml" for i in range(len(entries))]
 
 
 def pareto_figure(evaluations: Mapping[Candidate, Mapping[str, float]],

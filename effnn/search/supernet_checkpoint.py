@@ -103,6 +103,14 @@ def _shape_mismatch(space: SearchSpace, weights: Mapping[str, torch.Tensor], num
     return None
 
 
+def _is_finetuned_export(path: Path, prefixes: list[str]) -> bool:
+    """A ``train.py model=exported`` checkpoint: its run config names the exported model, or its weights sit
+    under ``ResizeInput``'s ``model.`` (a supernet's never do)."""
+    model = (_run_config(path) or {}).get("model") or {}
+    target = model.get("_target_", "") if isinstance(model, dict) else ""
+    return str(target).endswith("exported_classifier") or any(p.endswith("net.model.") for p in prefixes)
+
+
 def load_supernet_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> SupernetCheckpoint:
     """The supernet stored in a ``train.py +recipe=alphanet`` checkpoint (CheckpointError on anything else)."""
     path = Path(path)
@@ -131,5 +139,8 @@ def load_supernet_checkpoint(path: str | Path, map_location: str | torch.device 
                 supernet.load_state_dict(weights)
                 return SupernetCheckpoint(supernet.eval(), space, num_classes, in_chans, path, hparams)
             problems.append(f"space {space.name!r}: {problem}")
+    if _is_finetuned_export(path, prefixes):
+        raise CheckpointError(f"{path} is a fine-tuned exported subnet (a static model), not a supernet; search the "
+                              f"supernet checkpoint it was exported from (source_checkpoint in its export.json)")
     raise CheckpointError(f"{path} holds a supernet that fits no known search space ({problems[0]}); "
                           f"was it trained with a space that is not registered in effnn.nas.get_space?")
