@@ -48,6 +48,8 @@ TOOLS_CHAIN = (  # in order; $RUN is a finished +recipe=alphanet run
 )
 #: documented to fail in one line here: the data set is not on this machine (effnn never downloads)
 NEEDS_DATA = {"python train.py +recipe=alphanet data=cifar10 data.root=/datasets/cifar": "CIFAR10 not found at"}
+#: placeholders (NAME, RUN_DIR, NNN) the tools-chain test fills in from its finished alphanet run
+TEMPLATES = ("python train.py +recipe=NAME train=false ckpt_path=RUN_DIR/checkpoints/epoch_NNN.ckpt",)
 NOT_RUN = {  # command -> why this file does not run it
     "pip install -e . && python train.py +recipe=alphanet": "install step; its train.py part is in SLOW",
     "pip install -e \".[dev,sweep]\" && python -m pytest": "the test suite itself (CI runs it)",
@@ -70,7 +72,7 @@ def readme_commands() -> list[str]:
 
 
 def test_every_readme_command_is_covered() -> None:
-    known = set(FAST) | set(SLOW) | set(TOOLS_CHAIN) | set(NEEDS_DATA) | set(NOT_RUN)
+    known = set(FAST) | set(SLOW) | set(TOOLS_CHAIN) | set(NEEDS_DATA) | set(NOT_RUN) | set(TEMPLATES)
     missing = [c for c in readme_commands() if c not in known]
     assert not missing, f"README commands this test does not run yet: {missing}"
 
@@ -155,3 +157,9 @@ def test_tools_chain_as_written(clone: Path) -> None:
         res = sh(command, clone, RUN=str(run.relative_to(clone)))
         assert res.returncode == 0, (command, res.stderr[-3000:])
     assert (clone / "subnet" / "export.json").is_file() and (clone / "search_out" / "pareto.csv").is_file()
+    (epoch_ckpt,) = (run / "checkpoints").glob("epoch_*.ckpt")
+    for template in TEMPLATES:  # test another checkpoint of the run, as the Outputs section shows
+        command = (template.replace("NAME", "alphanet").replace("RUN_DIR", str(run.relative_to(clone)))
+                   .replace("epoch_NNN", epoch_ckpt.stem))
+        res = sh(command, clone)
+        assert res.returncode == 0 and "test/acc" in res.stdout + res.stderr, (command, res.stderr[-3000:])
