@@ -113,6 +113,39 @@ def _onnx(static: MBNet, example: torch.Tensor, opset: int) -> tuple[bytes, torc
     return data, torch.from_numpy(out)
 
 
+def _program_files(static: MBNet, example: torch.Tensor, ours: torch.Tensor, diffs: dict[str, float],
+                   atol: float, program: str, onnx: bool, opset: int) -> dict[str, bytes]:
+    """The program (torch.export / TorchScript) and ONNX files, each checked against the static model's
+    outputs ``ours`` (differences recorded in ``diffs``)."""
+    files: dict[str, bytes] = {}
+    with torch.no_grad():
+        if program != "none":
+            name, make = ("model.pt2", _torch_export) if program == "export" else ("model.ts", _torchscript)
+            files[name], out_program = make(static, example)
+            diffs[f"{name}_vs_static"] = _max_diff(out_program, ours)
+            _check(f"{name} and the static model", diffs[f"{name}_vs_static"], atol)
+        if onnx:
+            files["model.onnx"], out_onnx = _onnx(static, example, opset)
+            diffs["model.onnx_vs_static"] = _max_diff(out_onnx, ours)
+            _check("the ONNX model (onnxruntime) and the static model", diffs["model.onnx_vs_static"], atol)
+    return files
+
+
+def _metadata(loaded: SupernetCheckpoint, arch: Arch, written: dict[str, str], checks: dict[str, Any],
+              accuracy: dict[str, float], calibration_batches: int) -> dict[str, Any]:
+    """``export.json``: what was exported, from where, and how it was checked."""
+    space = loaded.space
+    return {
+        "format": EXPORT_FORMAT, "version": EXPORT_VERSION, "space": space_to_dict(space),
+        "arch": arch.to_dict(), "num_classes": loaded.num_classes, "in_chans": loaded.in_chans,
+        "input_shape": [None, loaded.in_chans, arch.resolution, arch.resolution],
+        "macs": space.macs(arch, loaded.num_classes, loaded.in_chans),
+        "params": space.params(arch, loaded.num_classes, loaded.in_chans),
+        "files": written, "checks": checks, "accuracy": accuracy,
+        "source_checkpoint": str(loaded.path.resolve()), "calibration_batches": calibration_batches,
+    }
+
+
 def export_subnet(loaded: SupernetCheckpoint, arch: Arch, calib_batches: Sequence[Batch], out: str | Path, *,
                   verify_batch: torch.Tensor, atol: float = 1e-4, weights_format: str = "safetensors",
                   program: str = "export", onnx: bool = True, opset: int = 17,
@@ -147,18 +180,7 @@ def export_subnet(loaded: SupernetCheckpoint, arch: Arch, calib_batches: Sequenc
     _check("the static model and the supernet at this arch", diffs["static_vs_supernet"], atol)
 
     static_cpu = static.to("cpu")
-    example_cpu = example.cpu()
-    files: dict[str, bytes] = {}
-    with torch.no_grad():
-        if program != "none":
-            name, make = ("model.pt2", _torch_export) if program == "export" else ("model.ts", _torchscript)
-            files[name], out_program = make(static_cpu, example_cpu)
-            diffs[f"{name}_vs_static"] = _max_diff(out_program, ours)
-            _check(f"{name} and the static model", diffs[f"{name}_vs_static"], atol)
-        if onnx:
-            files["model.onnx"], out_onnx = _onnx(static_cpu, example_cpu, opset)
-            diffs["model.onnx_vs_static"] = _max_diff(out_onnx, ours)
-            _check("the ONNX model (onnxruntime) and the static model", diffs["model.onnx_vs_static"], atol)
+    files = _program_files(static_cpu, example.cpu(), ours, diffs, atol, program, onnx, opset)
 
     accuracy: dict[str, float] = {}
     for split, batches in (eval_splits or {}).items():
@@ -170,15 +192,7 @@ def export_subnet(loaded: SupernetCheckpoint, arch: Arch, calib_batches: Sequenc
     weights_name = f"model.{weights_format}"
     written = {"arch": ARCH_FILE, "weights": weights_name}
     written.update({"program" if n != "model.onnx" else "onnx": n for n in files})
-    meta: dict[str, Any] = {
-        "format": EXPORT_FORMAT, "version": EXPORT_VERSION, "space": space_to_dict(space),
-        "arch": arch.to_dict(), "num_classes": loaded.num_classes, "in_chans": loaded.in_chans,
-        "input_shape": [None, loaded.in_chans, arch.resolution, arch.resolution],
-        "macs": space.macs(arch, loaded.num_classes, loaded.in_chans),
-        "params": space.params(arch, loaded.num_classes, loaded.in_chans),
-        "files": written, "checks": {"atol": atol, "max_abs_diff": diffs}, "accuracy": accuracy,
-        "source_checkpoint": str(loaded.path.resolve()), "calibration_batches": len(calib_batches),
-    }
+    meta = _metadata(loaded, arch, written, {"atol": atol, "max_abs_diff": diffs}, accuracy, len(calib_batches))
     with atomic_directory(out, "an export", overwrite=overwrite) as tmp:
         write_export_files(tmp, state, weights_name, files, arch, meta)
     return ExportResult(out, arch, static_cpu, written, diffs, accuracy)
