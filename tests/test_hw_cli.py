@@ -114,3 +114,18 @@ def test_bad_input_is_one_error_line(tmp_path: Path, capsys: pytest.CaptureFixtu
     assert "unknown hardware preset 'nope'" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         tool.main(["--space", "attentivenas"])  # --arch missing: argparse usage error
+
+
+def test_space_subnet_defaults_to_the_spaces_classes(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """``--space tiny32`` prices the 10-class head tiny32 is made for (digits, CIFAR-10), not ImageNet's 1000;
+    ``--num-classes`` still overrides it."""
+    from effnn.nas import get_space
+
+    space = get_space("tiny32")
+    arch = space.min_arch()
+    path = tmp_path / "a.yaml"
+    path.write_text(yaml.safe_dump(arch.to_dict()))
+    for extra, classes in (([], 10), (["--num-classes", "100"], 100)):
+        assert _tool().main(["--space", "tiny32", "--arch", str(path), "--json", *extra]) == 0
+        layers = json.loads(capsys.readouterr().out)["layers"]
+        assert layers[-1]["name"] == "classifier" and layers[-1]["macs"] == arch.width[-1] * classes

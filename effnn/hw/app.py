@@ -51,8 +51,9 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     work.add_argument("--model", help="effnn or timm model name")
     work.add_argument("--input-shape", default="1,3,224,224",
                       help="N,C,H,W for --model (default 1,3,224,224)")
-    work.add_argument("--num-classes", type=int, default=1000,
-                      help="classes of --space/--model (default 1000)")
+    work.add_argument("--num-classes", type=int, default=None,
+                      help="classes of --space/--model (default: the space's own, e.g. 10 for tiny32 "
+                           "and 1000 for attentivenas; 1000 for --model)")
     hw = parser.add_argument_group("hardware")
     hw.add_argument("-c", "--config", help="SCALE-Sim config (.cfg)")
     hw.add_argument("--hardware", help=f"preset name or a YAML file like effnn/conf/hardware/*.yaml "
@@ -143,8 +144,9 @@ def load_workload(args: argparse.Namespace) -> tuple[list, dict[str, Any]]:
 
         space = get_space(args.space)
         arch = space.validate(read_arch_file(args.arch))
-        return (space.workload(arch, args.num_classes),
-                {"params": space.params(arch, args.num_classes), "arch": arch.to_dict()})
+        classes = args.num_classes or space.num_classes
+        return (space.workload(arch, classes),
+                {"params": space.params(arch, classes), "arch": arch.to_dict(), "num_classes": classes})
     if args.exported:
         from effnn.export import load_exported
         from effnn.export.artifact import read_meta
@@ -163,7 +165,7 @@ def load_workload(args: argparse.Namespace) -> tuple[list, dict[str, Any]]:
                          f"{args.input_shape!r}") from err
     if len(shape) < 2:
         raise EffnnError(f"--input-shape needs at least N,C, got {args.input_shape!r}")
-    model = create_model(args.model, num_classes=args.num_classes, in_chans=shape[1])
+    model = create_model(args.model, num_classes=args.num_classes or 1000, in_chans=shape[1])
     return extract_workload(model, shape), {"params": sum(p.numel() for p in model.parameters())}
 
 

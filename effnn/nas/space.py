@@ -179,7 +179,8 @@ class SearchSpace:
 
     def __init__(self, name: str, resolutions: Sequence[int], stem_widths: Sequence[int],
                  stages: Sequence[StageSpec], head_widths: Sequence[int], *, stem_stride: int = 2,
-                 stem_kernel: int = 3, head_expand: int = 6, act: str = "swish", divisor: int = 8) -> None:
+                 stem_kernel: int = 3, head_expand: int = 6, act: str = "swish", divisor: int = 8,
+                 num_classes: int = 1000) -> None:
         if not stages:
             raise ValueError("a search space needs at least one stage")
         self.name = name
@@ -192,6 +193,7 @@ class SearchSpace:
         self.head_expand = head_expand
         self.act = act
         self.divisor = divisor
+        self.num_classes = num_classes  # of the data the space is designed for: the tools' default head
         n = len(self.stages)
         width_choices = [self.stem_widths, *(s.widths for s in self.stages), self.head_widths]
         self._genes: tuple[tuple[str, int | None, tuple], ...] = (
@@ -429,6 +431,7 @@ def tiny32_space() -> SearchSpace:
             StageSpec((48, 64), (1, 2, 3), (3, 5), (3, 4, 6), 2, se=True),
         ),
         head_widths=(128, 192),
+        num_classes=10,
     )
 
 
