@@ -13,6 +13,7 @@ from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
+import hydra
 import lightning as L
 import torch
 from omegaconf import DictConfig, OmegaConf
@@ -186,6 +187,7 @@ def run_search(cfg: DictConfig, console: Console | None = None) -> SearchResult:
     observers: list[SearchObserver] = [o for o in (tensorboard,) if o is not None]
     if ranks.is_main and cfg.get("progress", True):
         observers.append(RichProgress(console))
+    observers.extend(hydra.utils.instantiate(spec) for spec in (cfg.get("observers") or {}).values())
     search = EvolutionarySearch(space, settings, accuracy, costs, hardware=hardware, ranks=ranks,
                                 state_path=state_path, context=context, observer=ObserverGroup(*observers))
     try:

@@ -1,7 +1,10 @@
-"""Search observers: a rich progress bar over generations and evaluations, and TensorBoard scalars."""
+"""Search observers: a rich progress bar over generations and evaluations, TensorBoard scalars, and a fault
+injector for kill-and-resume tests."""
 
 from __future__ import annotations
 
+import os
+import signal
 from pathlib import Path
 from typing import Any
 
@@ -103,3 +106,18 @@ class TensorBoardScalars(SearchObserver):
     def close(self) -> None:
         if self.writer is not None:
             self.writer.close()
+
+
+class KillAtGeneration(SearchObserver):
+    """SIGKILL the search process right after generation ``generation`` is saved (no cleanup, like an OOM kill
+    or a preempted node), so a test can resume from what is on disk without sleeps or polling. Enable with
+    ``+observers.kill._target_=effnn.search.observers.KillAtGeneration +observers.kill.generation=N``."""
+
+    def __init__(self, generation: int) -> None:
+        if generation < 0:
+            raise ValueError(f"generation={generation} must be >= 0")
+        self.generation = generation
+
+    def on_generation_end(self, summary: GenerationSummary, search: EvolutionarySearch) -> None:
+        if summary.generation >= self.generation:
+            os.kill(os.getpid(), signal.SIGKILL)
