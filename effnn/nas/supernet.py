@@ -233,6 +233,11 @@ class Supernet(MBNet):
         return _ArchScope(self, previous if previous is not None else arch)
 
     @property
+    def stage_blocks(self) -> tuple[tuple[int, ...], ...]:
+        """Indices into ``blocks`` of each stage's blocks (the deepest stage of each)."""
+        return self._stage_blocks
+
+    @property
     def active_blocks(self) -> tuple[int, ...]:
         """Indices into ``blocks`` of the active arch's blocks, in execution order."""
         return self._active_blocks

@@ -31,7 +31,8 @@ class WeightFakeQuant(nn.Module):
         self.fixed_bits = fixed_bits  # FracTrain DFQ: weights at a fixed width while activations vary
 
     def bits(self) -> int | None:
-        """Weight bit-width now: ``fixed_bits`` while the layer is quantized at all, else full precision."""
+        """Weight bit-width now: ``fixed_bits`` while the layer is quantized at all, else full precision.
+        (With a separate weight state, ``state`` is that state: its ``fwd_bits`` is the weight width.)"""
         if self.state.fwd_bits is None:
             return None
         return self.fixed_bits if self.fixed_bits is not None else self.state.fwd_bits
@@ -61,6 +62,7 @@ class LayerQuantizer(nn.Module):
         self.quantize_input = quantize_input
         self.quantize_grad = quantize_grad
         self.weight_bits: int | None = None  # fixed weight width (DFQ); None: the forward bits
+        self.weight_state: PrecisionState | None = None  # weights' own state (per-stage precision search)
         self.register_buffer("running_range", torch.zeros(2))  # EMA of (min, max)
         self.register_buffer("initialized", torch.zeros((), dtype=torch.bool))
         self._handles: list[RemovableHandle] = []
@@ -120,6 +122,12 @@ class LayerQuantizer(nn.Module):
         """Operand widths for ``effnn.hw`` workload extraction (read per trace, so it follows schedules);
         None at full precision, where the hardware model's default width applies."""
         bits = self.state.fwd_bits
+        if self.weight_state is not None:
+            weight = self.weight_state.fwd_bits
+            out = {} if weight is None else {"weight": weight}
+            if bits is not None and self.quantize_input:
+                out["act"] = bits
+            return out or None
         if bits is None:
             return None
         weight = bits if self.weight_bits is None else self.weight_bits

@@ -109,12 +109,16 @@ def find_precision_state(model: nn.Module) -> PrecisionState | None:
 
 
 def quantize_model(model: nn.Module, config: QuantizationConfig | Mapping[str, Any] | None = None,
-                   state: PrecisionState | None = None) -> PrecisionState:
+                   state: PrecisionState | None = None, weight_state: PrecisionState | None = None
+                   ) -> PrecisionState:
     """Instrument ``model``'s conv/linear layers (in place) to train with fake quantization.
 
     Returns the ``PrecisionState`` all of them read; it starts at full precision (``fwd_bits=None``) until
     a schedule sets bits. BN/norm layers and, by default, the classifier stay full precision. Calling it
     on an already quantized model raises (dequantize first), so layers are never instrumented twice.
+    ``weight_state``: weights read their bit-width from this state instead (``fwd_bits``; None there means
+    full-precision weights), so weights and activations can run at different widths (per-stage precision
+    search, ``effnn.nas.precision``).
     """
     config = QuantizationConfig.coerce(config)
     if next(quantized_layers(model), None) is not None:
@@ -127,8 +131,9 @@ def quantize_model(model: nn.Module, config: QuantizationConfig | Mapping[str, A
     state = state if state is not None else PrecisionState()
     for _, layer in layers:
         if config.weights:
-            parametrize.register_parametrization(layer, "weight", WeightFakeQuant(state), unsafe=True)
+            parametrize.register_parametrization(layer, "weight", WeightFakeQuant(state if weight_state is None else weight_state), unsafe=True)
         quantizer = LayerQuantizer(state, config.act_momentum, config.activations, config.gradients)
+        quantizer.weight_state = weight_state
         quantizer.to(stored_weight(layer).device)
         layer.add_module(QUANTIZER_ATTR, quantizer)
         quantizer.attach(layer)
