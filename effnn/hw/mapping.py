@@ -453,3 +453,33 @@ class MappedCostModel(CostModel):
             macs += hit[2]
             params += hit[3]
         return self._metrics(cycles, dyn, macs, params)
+
+
+def cost_model_for(array: Any, *, pe_type: str, weight_bits: int, act_bits: int, mode: str = "mapped",
+                   objective: str = "edp", dataflows: Sequence[str] | None = None, group_spread: bool = True,
+                   dram: str | None = None, tech: str | None = None,
+                   default_bits: float = 16.0) -> MappedCostModel:
+    """A :class:`MappedCostModel` for ``array`` built from ``pe_type`` PEs of ``weight_bits`` x ``act_bits``.
+
+    The one call a joint network x bit-width x accelerator search needs: the PE type and widths set the
+    silicon (area, leakage, peak power), while every layer is priced at its *own* ``weight_bits`` /
+    ``act_bits`` (``ConvLayer``/``GemmLayer`` fields) on that PE -- a 4-bit layer takes 4 cycles per MAC on a
+    bit-serial PE instead of 8, fuses 4 MACs per Bit Fusion unit per cycle instead of 1, and gates the unused
+    multiplier bits of an ``int_mac`` PE; a layer wider than the PE takes extra passes. Layers extracted from
+    an unquantised module (or a space that declares no bits) are ``default_bits`` wide.
+
+    ``dataflows`` defaults to the array's own one (pass ``("os", "ws", "is")`` for a flexible accelerator);
+    ``dram``/``tech`` default to :class:`~effnn.hw.ppa.AcceleratorPPA`'s. ``mode="scalesim"`` prices the
+    array's one SCALE-Sim schedule with the same PPA numbers.
+    """
+    for label, bits in (("weight_bits", weight_bits), ("act_bits", act_bits)):
+        if isinstance(bits, bool) or not isinstance(bits, (int, np.integer)) or bits <= 0:
+            raise ValueError(f"cost_model_for: {label} must be a positive integer (the PE's operand width), "
+                             f"got {bits!r}")
+    fields: dict[str, Any] = {"pe_type": pe_type, "weight_bits": int(weight_bits), "act_bits": int(act_bits)}
+    if dram is not None:
+        fields["dram"] = dram
+    if tech is not None:
+        fields["tech"] = tech
+    acc = Accelerator.from_array(array, dataflows=dataflows, group_spread=group_spread, **fields)
+    return MappedCostModel(acc, objective, mode, array if mode == "scalesim" else None, default_bits=default_bits)

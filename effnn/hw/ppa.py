@@ -9,8 +9,9 @@ plus leakage over its latency. All numbers are at one stated node (45 nm, 0.9 V 
 
 PE types (``PE_TYPES``):
 
-* ``int_mac`` -- a w x a integer multiplier and an accumulator adder (w + a + guard bits) with operand
-  registers; layers wider than the PE take ``ceil(w/W) * ceil(a/A)`` passes.
+* ``int_mac`` -- a W x A integer multiplier and an accumulator adder (W + A + guard bits) with operand
+  registers; layers wider than the PE take ``ceil(w/W) * ceil(a/A)`` passes, narrower ones gate the unused
+  operand bits, so their multiplier energy is that of a w x a multiplier (one pass, cycles unchanged).
 * ``bit_serial`` -- Stripes-style: a w x 1 multiplier (an AND row) and the accumulator, one activation bit
   per cycle, so a MAC takes ``a`` cycles.
 * ``bit_fusion`` -- Bit Fusion's Fusion Unit: 16 2-bit BitBricks and a shift-add tree; a layer at w x a
@@ -163,7 +164,11 @@ def _pe_run(tech: Tech, kind: str, wd: int, ad: int, w: float, a: float) -> tupl
     if kind == "int_mac":
         passes = math.ceil(w / wd) * math.ceil(a / ad)
         acc = _acc_bits(tech, wd, ad)
-        energy = tech.mult(wd, ad)[0] + tech.add(acc)[0] + reg * (wd + ad + acc)
+        # operands narrower than the PE are gated (unused bits held at zero, as precision-scalable MACs do,
+        # Moons & Verhelst VLSI 2016): the multiplier and operand registers switch like a w x a one; the
+        # accumulator keeps its design width. Wider layers run full-width passes.
+        wa, aa = min(w, wd), min(a, ad)
+        energy = tech.mult(wa, aa)[0] + tech.add(acc)[0] + reg * (wa + aa + acc)
         return energy * passes, float(passes)
     if kind == "bit_serial":
         wpass = math.ceil(w / wd)
