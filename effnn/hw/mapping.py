@@ -338,12 +338,16 @@ class Mapper:
 
 def scalesim_layers(array: Any, acc: Accelerator, layers: Sequence[Layer]) -> list[MappedLayer]:
     """SCALE-Sim mode: ``array``'s one fixed schedule (its cycles and access counts, ``array.simulate``),
-    priced with the same PPA energies as mapped mode, so the two compare like for like."""
+    priced with the same PPA energies as mapped mode, so the two compare like for like. SCALE-Sim assumes
+    one MAC per PE-cycle; a PE that needs more (bit-serial, extra passes of a narrow PE) or fewer (fused Bit
+    Fusion bricks) stretches the compute cycles by its cycles per MAC; DRAM stall cycles are kept."""
     srams = acc.ppa.srams()
     dram = acc.ppa.dram_pj_per_bit()
     out = []
     for layer, c in zip(layers, array.simulate(layers)):
-        energy_mac, _ = acc.ppa.pe.run(layer.weight_bits, layer.act_bits)
+        energy_mac, per_mac = acc.ppa.pe.run(layer.weight_bits, layer.act_bits)
+        compute = c.compute_cycles * per_mac
+        total = c.total_cycles - c.compute_cycles + compute
         ab, fb, ob = layer.act_bits, layer.stored_weight_bits, layer.out_bits
         sram = (c.sram_reads_ifmap * ab * srams["ifmap"].read_pj_per_bit
                 + c.dram_reads_ifmap * ab * srams["ifmap"].write_pj_per_bit
@@ -353,8 +357,8 @@ def scalesim_layers(array: Any, acc: Accelerator, layers: Sequence[Layer]) -> li
                 + c.dram_writes_ofmap * ob * srams["ofmap"].read_pj_per_bit)
         dram_pj = (c.dram_reads_ifmap * ab + c.dram_reads_filter * fb + c.dram_writes_ofmap * ob) * dram
         mac = c.macs * energy_mac
-        util = 100.0 * c.macs / (c.total_cycles * acc.rows * acc.cols) if c.total_cycles else 0.0
-        out.append(MappedLayer(layer.name, None, c.macs, float(c.total_cycles), float(c.compute_cycles),
+        util = 100.0 * c.macs / (total * acc.rows * acc.cols) if total else 0.0
+        out.append(MappedLayer(layer.name, None, c.macs, float(total), float(compute),
                                mac + sram + dram_pj, mac, sram, dram_pj, util))
     return out
 
@@ -483,3 +487,22 @@ def cost_model_for(array: Any, *, pe_type: str, weight_bits: int, act_bits: int,
         fields["tech"] = tech
     acc = Accelerator.from_array(array, dataflows=dataflows, group_spread=group_spread, **fields)
     return MappedCostModel(acc, objective, mode, array if mode == "scalesim" else None, default_bits=default_bits)
+
+
+def cost_model_for_preset(preset: str | Mapping[str, Any], *, mode: str = "mapped", objective: str = "edp",
+                          dataflows: Sequence[str] | None = None, **overrides: Any) -> MappedCostModel:
+    """:func:`cost_model_for` of a hardware preset (a name of ``effnn/conf/hardware`` or such a mapping): its
+    array and its ``ppa:`` block (PE type, widths, DRAM, technology; defaults where it has none), with any
+    of those fields overridden by keyword."""
+    from effnn.hw.cost import SystolicCostModel, build_cost_model, hardware_preset
+    from effnn.hw.ppa import preset_ppa_fields
+
+    spec = hardware_preset(preset) if isinstance(preset, str) else dict(preset)
+    model = build_cost_model(spec)
+    if not isinstance(model, SystolicCostModel):
+        raise ValueError(f"hardware preset {preset if isinstance(preset, str) else spec.get('name', '')!r} has no "
+                         f"systolic array (kind: analytic); PPA needs one, e.g. 'systolic_16x16_os'")
+    fields = {"pe_type": "int_mac", "weight_bits": 16, "act_bits": 16, **preset_ppa_fields(spec.get("ppa")),
+              **overrides}
+    return cost_model_for(model.array, mode=mode, objective=objective, dataflows=dataflows,
+                          default_bits=float(spec.get("default_bits", 16.0)), **fields)

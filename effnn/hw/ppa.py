@@ -338,6 +338,31 @@ class AcceleratorPPA:
                 "peak_power_mw": self.peak_power_mw(), "pe_area_um2": self.pe.area_um2}
 
 
+def preset_ppa_fields(spec: Mapping[str, Any] | None) -> dict[str, Any]:
+    """The :class:`AcceleratorPPA` fields of a hardware preset's ``ppa:`` block (``effnn.config.PPAConfig``),
+    validated: unknown keys, wrong types, unknown PE types, DRAM kinds or tables raise one line each.
+    ``models`` (the cited design) is documentation and is dropped; ``None`` gives ``{}``."""
+    if spec is None:
+        return {}
+    from dataclasses import asdict
+
+    from effnn.config import PPAConfig, validated
+
+    cfg = asdict(validated(PPAConfig, spec, "hardware.ppa"))
+    cfg.pop("models")
+    if cfg["pe_type"] not in PE_TYPES:
+        raise ValueError(f"hardware.ppa.pe_type: unknown PE type {cfg['pe_type']!r}; choose one of "
+                         f"{', '.join(PE_TYPES)}")
+    if cfg["weight_bits"] <= 0 or cfg["act_bits"] <= 0:
+        raise ValueError(f"hardware.ppa: weight_bits and act_bits must be positive, got "
+                         f"{cfg['weight_bits']} and {cfg['act_bits']}")
+    try:
+        load_tech(cfg["tech"]).dram_pj_per_bit(cfg["dram"])
+    except ValueError as err:
+        raise ValueError(f"hardware.ppa: {err}") from err
+    return cfg
+
+
 def summarize(dynamic_pj: float, cycles: float, macs: float, clock_mhz: float, area_mm2: float,
               leakage_mw: float) -> dict[str, float]:
     """The standard cost report: leakage over the latency is added to the dynamic energy."""
