@@ -403,16 +403,19 @@ class MappedCostModel(CostModel):
         self.mapper = Mapper(acc, objective)
         self.name = f"{mode}:{objective}" if mode == "mapped" else "scalesim"
         self._by_shape: dict[tuple, tuple[float, float, float, float]] = {}
-        self._by_id: dict[int, tuple[float, float, float, float]] = {}
+        self._by_id: dict[int, tuple[float, float, float, float]] = {}  # layers
+        self._by_section: dict[int, tuple[float, float, float, float]] = {}  # small: stays in cache when warm
         self._alive: list[Any] = []  # keeps id()-keyed objects alive so ids are never reused
         # one summary per run: the area and leakage do not depend on the workload
         self._area, self._leak = acc.ppa.area_mm2(), acc.ppa.leakage_mw()
 
-    def _remember(self, obj: Any, value: tuple[float, float, float, float]) -> None:
+    def _remember(self, obj: Any, value: tuple[float, float, float, float],
+                  table: dict[int, tuple[float, float, float, float]] | None = None) -> None:
         if len(self._alive) >= self.identity_cache_size:
             self._by_id.clear()
+            self._by_section.clear()
             self._alive.clear()
-        self._by_id[id(obj)] = value
+        (self._by_id if table is None else table)[id(obj)] = value
         self._alive.append(obj)
 
     def layer_cost(self, layer: Layer) -> MappedLayer:
@@ -445,13 +448,14 @@ class MappedCostModel(CostModel):
 
     def score_sections(self, sections: Sequence[Any]) -> dict[str, float]:
         cycles = dyn = macs = params = 0.0
+        lookup = self._by_section.get
         for section in sections:
-            hit = self._by_id.get(id(section))
+            hit = lookup(id(section))
             if hit is None:
                 parts = [self._layer(layer) for layer in section.layers]
                 hit = (math.fsum(p[0] for p in parts), math.fsum(p[1] for p in parts),
                        math.fsum(p[2] for p in parts), float(section.params))
-                self._remember(section, hit)
+                self._remember(section, hit, self._by_section)
             cycles += hit[0]
             dyn += hit[1]
             macs += hit[2]
