@@ -223,8 +223,9 @@ def main(argv: list[str]) -> int:
     for name, row in result["presets"].items():
         work = (f", ResNet-18 at {row['workload_bits']:g} b: {row['workload_power_mw']:.4g} mW, "
                 f"{row['workload_energy']:.4g} uJ" if "workload_bits" in row else "")
-        print(f"  preset {name}: {row['rows']}x{row['cols']} {row['pe_type']} {row['weight_bits']}x{row['act_bits']} b, "
-              f"area {row['area_mm2']:.3g} mm^2, peak {row['peak_power_mw']:.4g} mW{work}")
+        print(f"  preset {name}: {row['rows']}x{row['cols']} {row['pe_type']} "
+              f"{row['weight_bits']}x{row['act_bits']} b, area {row['area_mm2']:.3g} mm^2, "
+              f"peak {row['peak_power_mw']:.4g} mW{work}")
     rate = result["subnet_rate"]
     print(f"  AttentiveNAS subnets in mapped mode, warm caches: {rate['warm_subnets_per_s']:,.0f}/s best, "
           f"{rate['warm_subnets_per_s_median']:,.0f}/s median wall-clock, {rate['warm_subnets_per_cpu_s_median']:,.0f} "
