@@ -40,6 +40,19 @@ class ArrayConfig:
 
 
 @dataclass
+class PPAConfig:
+    """The silicon a preset models (:class:`effnn.hw.ppa.AcceleratorPPA` fields): PE type and operand widths,
+    DRAM kind and technology table, and ``models``, the published design it is modelled on (a citation)."""
+
+    pe_type: str = "int_mac"  # int_mac | bit_serial | bit_fusion | shift_add (effnn.hw.ppa.PE_TYPES)
+    weight_bits: int = 16
+    act_bits: int = 16
+    dram: str = "ddr3_horowitz"  # a DRAM kind of effnn/hw/ppa_tables.yaml
+    tech: str = "horowitz_45nm"  # a technology table of effnn/hw/ppa_tables.yaml
+    models: str = ""
+
+
+@dataclass
 class HardwareConfig:
     """One ``hardware`` group option: what :func:`effnn.hw.build_cost_model` takes."""
 
@@ -47,6 +60,7 @@ class HardwareConfig:
     kind: str = "systolic"  # systolic | analytic
     array: ArrayConfig | None = None
     default_bits: float = 16.0  # bits of layers that declare none
+    ppa: PPAConfig | None = None  # area/power model of the array (tools/hwcost.py, effnn.hw.mapping)
 
 
 @dataclass
@@ -177,5 +191,5 @@ def register_configs() -> None:
 
 
 __all__ = ["DEFAULT_HARDWARE", "ArrayConfig", "CalibrationConfig", "CoSearchConfig", "HardwareConfig",
-           "PredictorConfig", "QuantizationConfig", "SearchConfig", "register_configs", "register_schemas",
+           "PPAConfig", "PredictorConfig", "QuantizationConfig", "SearchConfig", "register_configs", "register_schemas",
            "validated"]

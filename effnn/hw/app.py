@@ -169,8 +169,8 @@ def load_workload(args: argparse.Namespace) -> tuple[list, dict[str, Any]]:
     return extract_workload(model, shape), {"params": sum(p.numel() for p in model.parameters())}
 
 
-def _preset_ppa(args: argparse.Namespace) -> dict[str, Any]:
-    """PPA fields a hardware preset may carry under ``ppa:`` (pe_type, weight_bits, act_bits, dram, tech)."""
+def _preset_spec(args: argparse.Namespace) -> dict[str, Any]:
+    """The hardware preset (or preset-style file) the command line names; ``{}`` for a SCALE-Sim config."""
     import yaml
 
     from effnn.hw import hardware_preset
@@ -180,7 +180,15 @@ def _preset_ppa(args: argparse.Namespace) -> dict[str, Any]:
         spec = yaml.safe_load(Path(args.hardware).read_text()) or {}
     elif not args.config:
         spec = hardware_preset(args.hardware or DEFAULT_HARDWARE)
-    found = dict(spec.get("ppa") or {}) if isinstance(spec, dict) else {}
+    return spec if isinstance(spec, dict) else {}
+
+
+def _preset_ppa(args: argparse.Namespace) -> dict[str, Any]:
+    """PPA fields a hardware preset may carry under ``ppa:`` (pe_type, weight_bits, act_bits, dram, tech),
+    overridden by ``--pe-type`` / ``--pe-bits``."""
+    from effnn.hw.ppa import preset_ppa_fields
+
+    found = preset_ppa_fields(_preset_spec(args).get("ppa"))
     if args.pe_type:
         found["pe_type"] = args.pe_type
     if args.pe_bits:
@@ -190,6 +198,19 @@ def _preset_ppa(args: argparse.Namespace) -> dict[str, Any]:
             raise EffnnError(f"--pe-bits must be two integers like 8,8, got {args.pe_bits!r}") from err
         found.update(weight_bits=w, act_bits=a)
     return found
+
+
+def preset_ppa_report(args: argparse.Namespace, array: Any, layers: list) -> dict[str, Any] | None:
+    """Area and power of the preset's ``ppa:`` block (None without one): the silicon, its peak power and the
+    PPA model's pricing of this workload's SCALE-Sim schedule (the schedule the main report shows)."""
+    from effnn.hw.mapping import Accelerator, scalesim_layers, totals
+
+    block = _preset_spec(args).get("ppa")
+    if block is None:
+        return None
+    acc = Accelerator.from_array(array, **_preset_ppa(args))
+    return {"models": block.get("models", ""), "accelerator": acc.ppa.describe(),
+            "scalesim_schedule": totals(scalesim_layers(array, acc, layers), acc)}
 
 
 def mapped_report(args: argparse.Namespace, array: Any, layers: list) -> dict[str, Any]:
@@ -208,6 +229,7 @@ def mapped_report(args: argparse.Namespace, array: Any, layers: list) -> dict[st
         costed = [model.layer_cost(layer) for layer in layers]
     return {"mode": args.mapping, "search": args.search if args.mapping == "best" else None,
             "objective": args.objective, "accelerator": acc.ppa.describe(),
+            "models": (_preset_spec(args).get("ppa") or {}).get("models", ""),
             "dataflows": list(acc.dataflows), "layers": [c.as_dict() for c in costed],
             "total": totals(costed, acc)}
 
@@ -245,6 +267,7 @@ def main(argv: list[str]) -> int:
         array = load_array(args)
         layers, extra = load_workload(args)
         report = mapped_report(args, array, layers) if args.mapping else workload_report(array, layers, extra)
+        ppa = None if args.mapping else preset_ppa_report(args, array, layers)
     except (EffnnError, ValueError, FileNotFoundError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
@@ -255,6 +278,8 @@ def main(argv: list[str]) -> int:
         else:
             print_mapped(report)
         return 0
+    if ppa is not None:
+        report["ppa"] = ppa
     if args.json:
         print(json.dumps(report, indent=1))
         return 0
@@ -271,5 +296,11 @@ def main(argv: list[str]) -> int:
     unit = report["energy_unit"]
     console.print(f"latency {total['latency_ms']:.4g} ms, energy {total['energy']:.4g} {unit}, "
                   f"EDP {total['edp']:.4g} {unit}*ms, utilization {total['overall_util']:.1f} %")
+    if ppa is not None:
+        acc, t = ppa["accelerator"], ppa["scalesim_schedule"]
+        console.print(f"PPA ({acc['pe_type']} {acc['weight_bits']}x{acc['act_bits']} b PEs at {acc['node_nm']:g} nm; "
+                      f"models {ppa['models'] or 'no cited design'}): area {acc['area_mm2']:.4g} mm^2, peak power "
+                      f"{acc['peak_power_mw']:.4g} mW, {t['power_mw']:.4g} mW on this schedule "
+                      f"({t['energy']:.4g} uJ, leakage {acc['leakage_mw']:.3g} mW)")
     return 0
 

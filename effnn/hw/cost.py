@@ -403,10 +403,14 @@ def build_cost_model(cfg_or_name: str | Mapping[str, Any] | CostModel | Systolic
     else:
         raise TypeError(f"build_cost_model takes a preset name, a mapping, a SystolicArray or a CostModel, "
                         f"got {type(cfg_or_name).__name__}")
-    allowed = {"kind", "name", "array", "default_bits"}
+    allowed = {"kind", "name", "array", "default_bits", "ppa"}
     unknown = set(cfg) - allowed
     if unknown:
         raise ValueError(f"hardware config: unknown keys {sorted(unknown)}; allowed: {sorted(allowed)}")
+    if cfg.get("ppa") is not None:  # the PPA block prices mapped modes (effnn.hw.mapping); validate it here
+        from effnn.hw.ppa import preset_ppa_fields
+
+        preset_ppa_fields(cfg["ppa"])
     kind = cfg.get("kind", "systolic" if "array" in cfg else None)
     default_bits = float(cfg.get("default_bits", 16.0))
     if kind == "analytic":

@@ -338,12 +338,16 @@ class Mapper:
 
 def scalesim_layers(array: Any, acc: Accelerator, layers: Sequence[Layer]) -> list[MappedLayer]:
     """SCALE-Sim mode: ``array``'s one fixed schedule (its cycles and access counts, ``array.simulate``),
-    priced with the same PPA energies as mapped mode, so the two compare like for like."""
+    priced with the same PPA energies as mapped mode, so the two compare like for like. SCALE-Sim assumes
+    one MAC per PE-cycle; a PE that needs more (bit-serial, extra passes of a narrow PE) or fewer (fused Bit
+    Fusion bricks) stretches the compute cycles by its cycles per MAC; DRAM stall cycles are kept."""
     srams = acc.ppa.srams()
     dram = acc.ppa.dram_pj_per_bit()
     out = []
     for layer, c in zip(layers, array.simulate(layers)):
-        energy_mac, _ = acc.ppa.pe.run(layer.weight_bits, layer.act_bits)
+        energy_mac, per_mac = acc.ppa.pe.run(layer.weight_bits, layer.act_bits)
+        compute = c.compute_cycles * per_mac
+        total = c.total_cycles - c.compute_cycles + compute
         ab, fb, ob = layer.act_bits, layer.stored_weight_bits, layer.out_bits
         sram = (c.sram_reads_ifmap * ab * srams["ifmap"].read_pj_per_bit
                 + c.dram_reads_ifmap * ab * srams["ifmap"].write_pj_per_bit
@@ -353,8 +357,8 @@ def scalesim_layers(array: Any, acc: Accelerator, layers: Sequence[Layer]) -> li
                 + c.dram_writes_ofmap * ob * srams["ofmap"].read_pj_per_bit)
         dram_pj = (c.dram_reads_ifmap * ab + c.dram_reads_filter * fb + c.dram_writes_ofmap * ob) * dram
         mac = c.macs * energy_mac
-        util = 100.0 * c.macs / (c.total_cycles * acc.rows * acc.cols) if c.total_cycles else 0.0
-        out.append(MappedLayer(layer.name, None, c.macs, float(c.total_cycles), float(c.compute_cycles),
+        util = 100.0 * c.macs / (total * acc.rows * acc.cols) if total else 0.0
+        out.append(MappedLayer(layer.name, None, c.macs, float(total), float(compute),
                                mac + sram + dram_pj, mac, sram, dram_pj, util))
     return out
 
@@ -399,16 +403,19 @@ class MappedCostModel(CostModel):
         self.mapper = Mapper(acc, objective)
         self.name = f"{mode}:{objective}" if mode == "mapped" else "scalesim"
         self._by_shape: dict[tuple, tuple[float, float, float, float]] = {}
-        self._by_id: dict[int, tuple[float, float, float, float]] = {}
+        self._by_id: dict[int, tuple[float, float, float, float]] = {}  # layers
+        self._by_section: dict[int, tuple[float, float, float, float]] = {}  # small: stays in cache when warm
         self._alive: list[Any] = []  # keeps id()-keyed objects alive so ids are never reused
         # one summary per run: the area and leakage do not depend on the workload
         self._area, self._leak = acc.ppa.area_mm2(), acc.ppa.leakage_mw()
 
-    def _remember(self, obj: Any, value: tuple[float, float, float, float]) -> None:
+    def _remember(self, obj: Any, value: tuple[float, float, float, float],
+                  table: dict[int, tuple[float, float, float, float]] | None = None) -> None:
         if len(self._alive) >= self.identity_cache_size:
             self._by_id.clear()
+            self._by_section.clear()
             self._alive.clear()
-        self._by_id[id(obj)] = value
+        (self._by_id if table is None else table)[id(obj)] = value
         self._alive.append(obj)
 
     def layer_cost(self, layer: Layer) -> MappedLayer:
@@ -441,15 +448,65 @@ class MappedCostModel(CostModel):
 
     def score_sections(self, sections: Sequence[Any]) -> dict[str, float]:
         cycles = dyn = macs = params = 0.0
+        lookup = self._by_section.get
         for section in sections:
-            hit = self._by_id.get(id(section))
+            hit = lookup(id(section))
             if hit is None:
                 parts = [self._layer(layer) for layer in section.layers]
                 hit = (math.fsum(p[0] for p in parts), math.fsum(p[1] for p in parts),
                        math.fsum(p[2] for p in parts), float(section.params))
-                self._remember(section, hit)
+                self._remember(section, hit, self._by_section)
             cycles += hit[0]
             dyn += hit[1]
             macs += hit[2]
             params += hit[3]
         return self._metrics(cycles, dyn, macs, params)
+
+
+def cost_model_for(array: Any, *, pe_type: str, weight_bits: int, act_bits: int, mode: str = "mapped",
+                   objective: str = "edp", dataflows: Sequence[str] | None = None, group_spread: bool = True,
+                   dram: str | None = None, tech: str | None = None,
+                   default_bits: float = 16.0) -> MappedCostModel:
+    """A :class:`MappedCostModel` for ``array`` built from ``pe_type`` PEs of ``weight_bits`` x ``act_bits``.
+
+    The one call a joint network x bit-width x accelerator search needs: the PE type and widths set the
+    silicon (area, leakage, peak power), while every layer is priced at its *own* ``weight_bits`` /
+    ``act_bits`` (``ConvLayer``/``GemmLayer`` fields) on that PE -- a 4-bit layer takes 4 cycles per MAC on a
+    bit-serial PE instead of 8, fuses 4 MACs per Bit Fusion unit per cycle instead of 1, and gates the unused
+    multiplier bits of an ``int_mac`` PE; a layer wider than the PE takes extra passes. Layers extracted from
+    an unquantised module (or a space that declares no bits) are ``default_bits`` wide.
+
+    ``dataflows`` defaults to the array's own one (pass ``("os", "ws", "is")`` for a flexible accelerator);
+    ``dram``/``tech`` default to :class:`~effnn.hw.ppa.AcceleratorPPA`'s. ``mode="scalesim"`` prices the
+    array's one SCALE-Sim schedule with the same PPA numbers.
+    """
+    for label, bits in (("weight_bits", weight_bits), ("act_bits", act_bits)):
+        if isinstance(bits, bool) or not isinstance(bits, (int, np.integer)) or bits <= 0:
+            raise ValueError(f"cost_model_for: {label} must be a positive integer (the PE's operand width), "
+                             f"got {bits!r}")
+    fields: dict[str, Any] = {"pe_type": pe_type, "weight_bits": int(weight_bits), "act_bits": int(act_bits)}
+    if dram is not None:
+        fields["dram"] = dram
+    if tech is not None:
+        fields["tech"] = tech
+    acc = Accelerator.from_array(array, dataflows=dataflows, group_spread=group_spread, **fields)
+    return MappedCostModel(acc, objective, mode, array if mode == "scalesim" else None, default_bits=default_bits)
+
+
+def cost_model_for_preset(preset: str | Mapping[str, Any], *, mode: str = "mapped", objective: str = "edp",
+                          dataflows: Sequence[str] | None = None, **overrides: Any) -> MappedCostModel:
+    """:func:`cost_model_for` of a hardware preset (a name of ``effnn/conf/hardware`` or such a mapping): its
+    array and its ``ppa:`` block (PE type, widths, DRAM, technology; defaults where it has none), with any
+    of those fields overridden by keyword."""
+    from effnn.hw.cost import SystolicCostModel, build_cost_model, hardware_preset
+    from effnn.hw.ppa import preset_ppa_fields
+
+    spec = hardware_preset(preset) if isinstance(preset, str) else dict(preset)
+    model = build_cost_model(spec)
+    if not isinstance(model, SystolicCostModel):
+        raise ValueError(f"hardware preset {preset if isinstance(preset, str) else spec.get('name', '')!r} has no "
+                         f"systolic array (kind: analytic); PPA needs one, e.g. 'systolic_16x16_os'")
+    fields = {"pe_type": "int_mac", "weight_bits": 16, "act_bits": 16, **preset_ppa_fields(spec.get("ppa")),
+              **overrides}
+    return cost_model_for(model.array, mode=mode, objective=objective, dataflows=dataflows,
+                          default_bits=float(spec.get("default_bits", 16.0)), **fields)

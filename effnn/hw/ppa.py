@@ -9,8 +9,9 @@ plus leakage over its latency. All numbers are at one stated node (45 nm, 0.9 V 
 
 PE types (``PE_TYPES``):
 
-* ``int_mac`` -- a w x a integer multiplier and an accumulator adder (w + a + guard bits) with operand
-  registers; layers wider than the PE take ``ceil(w/W) * ceil(a/A)`` passes.
+* ``int_mac`` -- a W x A integer multiplier and an accumulator adder (W + A + guard bits) with operand
+  registers; layers wider than the PE take ``ceil(w/W) * ceil(a/A)`` passes, narrower ones gate the unused
+  operand bits, so their multiplier energy is that of a w x a multiplier (one pass, cycles unchanged).
 * ``bit_serial`` -- Stripes-style: a w x 1 multiplier (an AND row) and the accumulator, one activation bit
   per cycle, so a MAC takes ``a`` cycles.
 * ``bit_fusion`` -- Bit Fusion's Fusion Unit: 16 2-bit BitBricks and a shift-add tree; a layer at w x a
@@ -163,7 +164,11 @@ def _pe_run(tech: Tech, kind: str, wd: int, ad: int, w: float, a: float) -> tupl
     if kind == "int_mac":
         passes = math.ceil(w / wd) * math.ceil(a / ad)
         acc = _acc_bits(tech, wd, ad)
-        energy = tech.mult(wd, ad)[0] + tech.add(acc)[0] + reg * (wd + ad + acc)
+        # operands narrower than the PE are gated (unused bits held at zero, as precision-scalable MACs do,
+        # Moons & Verhelst VLSI 2016): the multiplier and operand registers switch like a w x a one; the
+        # accumulator keeps its design width. Wider layers run full-width passes.
+        wa, aa = min(w, wd), min(a, ad)
+        energy = tech.mult(wa, aa)[0] + tech.add(acc)[0] + reg * (wa + aa + acc)
         return energy * passes, float(passes)
     if kind == "bit_serial":
         wpass = math.ceil(w / wd)
@@ -331,6 +336,31 @@ class AcceleratorPPA:
                 "act_bits": self.act_bits, "node_nm": self.tech_model.node_nm, "tech": self.tech,
                 "area_mm2": self.area_mm2(), "leakage_mw": self.leakage_mw(),
                 "peak_power_mw": self.peak_power_mw(), "pe_area_um2": self.pe.area_um2}
+
+
+def preset_ppa_fields(spec: Mapping[str, Any] | None) -> dict[str, Any]:
+    """The :class:`AcceleratorPPA` fields of a hardware preset's ``ppa:`` block (``effnn.config.PPAConfig``),
+    validated: unknown keys, wrong types, unknown PE types, DRAM kinds or tables raise one line each.
+    ``models`` (the cited design) is documentation and is dropped; ``None`` gives ``{}``."""
+    if spec is None:
+        return {}
+    from dataclasses import asdict
+
+    from effnn.config import PPAConfig, validated
+
+    cfg = asdict(validated(PPAConfig, spec, "hardware.ppa"))
+    cfg.pop("models")
+    if cfg["pe_type"] not in PE_TYPES:
+        raise ValueError(f"hardware.ppa.pe_type: unknown PE type {cfg['pe_type']!r}; choose one of "
+                         f"{', '.join(PE_TYPES)}")
+    if cfg["weight_bits"] <= 0 or cfg["act_bits"] <= 0:
+        raise ValueError(f"hardware.ppa: weight_bits and act_bits must be positive, got "
+                         f"{cfg['weight_bits']} and {cfg['act_bits']}")
+    try:
+        load_tech(cfg["tech"]).dram_pj_per_bit(cfg["dram"])
+    except ValueError as err:
+        raise ValueError(f"hardware.ppa: {err}") from err
+    return cfg
 
 
 def summarize(dynamic_pj: float, cycles: float, macs: float, clock_mhz: float, area_mm2: float,
