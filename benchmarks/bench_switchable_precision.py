@@ -34,6 +34,7 @@ for path in (BENCH_DIR, ROOT):
 
 import torch  # noqa: E402
 from claims.supernet import reference_archs  # noqa: E402
+from omegaconf import OmegaConf  # noqa: E402
 
 from effnn.data import DigitsDataModule  # noqa: E402
 from effnn.io import atomic_write_json  # noqa: E402
@@ -76,7 +77,9 @@ def measure(ckpt: Path, calib_batches: int, batch_size: int = 32, seed: int = 0)
     labels = [bits_label(b) for b in levels]
     gaps = {name: {f"{hi}_minus_{lo}": round(acc[hi] - acc[lo], 3) for hi, lo in zip(labels[1:], labels[:-1])}
             for name, acc in rows.items()}
-    return {"checkpoint": str(ckpt), "precision": dict(loaded.hyper_parameters.get("precision") or {}),
+    config = loaded.hyper_parameters.get("precision")
+    config = OmegaConf.to_container(config) if OmegaConf.is_config(config) else dict(config)
+    return {"checkpoint": str(ckpt), "precision": config,
             "precisions": labels, "calib_batches": len(calib), "calib_batch_size": batch_size,
             "val_images": sum(len(y) for _, y in val), "accuracy_percent": rows, "gaps_points": gaps,
             "max_abs_gap_points": max(abs(v) for g in gaps.values() for v in g.values()),

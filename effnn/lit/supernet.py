@@ -30,13 +30,13 @@ from effnn.config import DEFAULT_HARDWARE
 from effnn.errors import ConfigError
 from effnn.hw import CostModel, build_cost_model
 from effnn.lit.optim import configure_warmup_cosine
+from effnn.nas import switchable  # the module: effnn.nas.switchable -> effnn.precision -> effnn.lit is a cycle
 from effnn.nas.bn_calibration import calibration_loader, recalibrate_bn
 from effnn.nas.losses import LabelSmoothingCrossEntropy, build_kd_loss
 from effnn.nas.samplers import CostFn, SandwichSampler, build_sampler, macs_cost
 from effnn.nas.sandwich import sandwich_backward
 from effnn.nas.space import Arch, SearchSpace, get_space
 from effnn.nas.supernet import MBNet, Supernet, resize_to
-from effnn.nas import switchable  # the module: effnn.nas.switchable -> effnn.precision -> effnn.lit is a cycle
 
 #: sampler.cost names served by the hardware plugin, and the metric each reads
 HARDWARE_COSTS = {"latency": "latency_ms", "energy": "energy", "edp": "edp"}
@@ -310,8 +310,8 @@ class SupernetModule(L.LightningModule):
                 break
             batches.append(batch)
         self._eval_models = {
-            key: switchable.calibrated_copy(self.stage_precision, self.eval_archs[name], bits, batches, len(batches),
-                                 self._inputs)
+            key: switchable.calibrated_copy(self.stage_precision, self.eval_archs[name], bits, batches,
+                                            len(batches), self._inputs)
             for key, (name, bits) in self.eval_targets.items()}
 
     def _eval_step(self, batch: tuple[torch.Tensor, torch.Tensor], metrics: nn.ModuleDict) -> None:

@@ -26,10 +26,11 @@ import torch.nn as nn
 
 from effnn.config import QuantizationConfig, SwitchablePrecisionConfig, validated
 from effnn.errors import ConfigError
-from effnn.nas.bn_calibration import recalibrate_bn
+
 # the module, not its names: importing effnn.nas.precision imports effnn.precision -> effnn.lit -> the supernet
 # module -> this module, so its names may not exist yet while this module loads
-from effnn.nas import precision as stage_bits
+from effnn.nas import precision as nas_precision
+from effnn.nas.bn_calibration import recalibrate_bn
 from effnn.nas.sandwich import SyncBlocker, sandwich_backward
 from effnn.nas.space import Arch
 from effnn.nas.supernet import Supernet, resize_to
@@ -54,7 +55,7 @@ def bits_label(bits: StageBits | None) -> str:
 
 def _widths(values: Iterable[Any], where: str) -> tuple[int, ...]:
     try:
-        return stage_bits.StageBits((*values,), (*values,)).weight
+        return nas_precision.StageBits((*values,), (*values,)).weight
     except ValueError as err:
         raise ConfigError(f"{where}: {err}".replace("bits.weight", where)) from err
 
@@ -78,7 +79,7 @@ class SwitchableSettings:
         cfg = value if isinstance(value, SwitchablePrecisionConfig) else validated(
             SwitchablePrecisionConfig, value, where)
         try:
-            space = stage_bits.BitsSpace(num_stages, tuple(cfg.weight_choices), tuple(cfg.act_choices))
+            space = nas_precision.BitsSpace(num_stages, tuple(cfg.weight_choices), tuple(cfg.act_choices))
         except ValueError as err:
             raise ConfigError(str(err).replace("bits.", f"{where}.")) from err
         cascade = str(cfg.cascade)
@@ -93,15 +94,16 @@ class SwitchableSettings:
         widths = tuple(sorted(set(widths), reverse=True))
         if not widths:
             raise ConfigError(f"{where}: weight_choices {list(space.weight_choices)} and act_choices "
-                              f"{list(space.act_choices)} share no bit-width; set {where}.ladder to widths in both (or [32], full precision)")
+                              f"{list(space.act_choices)} share no bit-width; set {where}.ladder to widths in "
+                              f"both (or [32], full precision)")
         outside = [w for w in widths if w != FULL_PRECISION and w not in shared]
         if outside:
             raise ConfigError(f"{where}.ladder level {outside[0]} is not in both weight_choices and act_choices "
                               f"(shared: {shared}); use those widths or 32 (full precision)")
-        ladder = tuple(stage_bits.StageBits.uniform(num_stages, w) for w in widths)
+        ladder = tuple(nas_precision.StageBits.uniform(num_stages, w) for w in widths)
         evals = (_widths(cfg.eval_bits, f"{where}.eval_bits") if cfg.eval_bits is not None
                  else (FULL_PRECISION, *widths))
-        eval_bits = tuple(stage_bits.StageBits.uniform(num_stages, w) for w in dict.fromkeys(evals))
+        eval_bits = tuple(nas_precision.StageBits.uniform(num_stages, w) for w in dict.fromkeys(evals))
         quant = QuantizationConfig(keep_classifier=cfg.keep_classifier, gradients=False,
                                    act_momentum=cfg.act_momentum)
         return cls(space, ladder, cfg.middle_bits, cascade, eval_bits, quant)
@@ -115,7 +117,7 @@ class SwitchableSettings:
 
 def attach_precision(supernet: Supernet, settings: SwitchableSettings) -> StagePrecision:
     """Quantize ``supernet`` per stage (in place) as ``settings`` say; it starts at full precision."""
-    return stage_bits.StagePrecision(supernet, settings.quantization)
+    return nas_precision.StagePrecision(supernet, settings.quantization)
 
 
 # ------------------------------------------------------------------------------------------------ training
