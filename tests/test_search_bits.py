@@ -60,7 +60,8 @@ def test_accuracy_at_bits_is_recalibrated_quantized_evaluation() -> None:
             q.running_range.zero_()
             q.initialized.zero_()
         ref_net.set_arch(arch)
-        recalibrate_bn(ref_net, calib, len(calib), forward=lambda b: ref_net(resize_to(b[0], arch.resolution)),
+        size = arch.resolution
+        recalibrate_bn(ref_net, calib, len(calib), forward=lambda b, size=size: ref_net(resize_to(b[0], size)),
                        sync_distributed=False)
         assert accuracy(arch, bits) == top1_accuracy(ref_net, val, arch.resolution)
     # the precision changes what is measured: 4-bit weights and activations everywhere differ from 8-bit
