@@ -188,3 +188,29 @@ def test_state_and_candidates_round_trip_the_new_genes() -> None:
         HardwareSpace(BASE, [8], [8], ["os"], [16], [16], [16], mapping=["fastest"])
     with pytest.raises(ConfigError, match="allowed pe_types"):
         HardwareSpace(BASE, [8], [8], ["os"], [16], [16], [16], pe_type=["tpu"])
+
+
+def test_bits_search_on_the_fixed_preset_with_the_predictor() -> None:
+    """Bits searched without a co-search: costs at the candidate's bits on the fixed array (PEs keep the
+    preset's widths), and the ridge predictor, fit on (arch, bits) one-hot genes, is exact for an accuracy
+    additive in those genes."""
+    from effnn.search import AccuracyPredictor
+
+    rng = random.Random(0)
+    keys = [(SPACE.sample(rng), BITS.sample(rng)) for _ in range(60)]
+    predictor = AccuracyPredictor(SPACE, BITS, alpha=1e-6).fit(keys, [_fake_accuracy(*k) for k in keys])
+    fresh = [(SPACE.sample(rng), BITS.sample(rng)) for _ in range(10)]
+    assert predictor.predict(fresh) == pytest.approx([_fake_accuracy(*k) for k in fresh], abs=1e-3)
+    with pytest.raises(ValueError, match="pass \\(arch, bits\\) pairs"):
+        predictor.predict([SPACE.min_arch()])
+
+    costs = SubnetCosts(SPACE, 10, 3, BASE, fixed_design_bits=(8, 8))
+    settings = SearchSettings(objectives=("acc", "energy"), population=6, generations=2, parents=3,
+                              num_mutations=3, num_crossovers=3, seed=1, predictor=True, predictor_min_points=6)
+    result = EvolutionarySearch(SPACE, settings, _fake_accuracy, costs, bits=BITS).run()
+    assert len({c.bits for c in result.evaluations}) > 3
+    for cand, metrics in result.evaluations.items():
+        assert cand.hardware is None and metrics["energy"] == costs(cand.arch, None, cand.bits)["energy"]
+        assert metrics["area_mm2"] == costs(SPACE.min_arch())["area_mm2"]  # one fixed accelerator
+    arch = SPACE.max_arch()
+    assert costs(arch, None, BITS.min_bits())["energy"] != costs(arch, None, BITS.max_bits())["energy"]
