@@ -15,19 +15,17 @@ import random
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import torch
 import torch.nn as nn
 
 from effnn.config import QuantizationConfig
 from effnn.nas.space import Arch, SearchSpace, Section
-
-if TYPE_CHECKING:
-    from effnn.precision.modules import LayerQuantizer
-
-# effnn.precision.* are imported where used: importing the effnn.precision package pulls in its Lightning
-# callbacks and effnn.lit, whose supernet module imports this one (a cycle when this module comes first)
+from effnn.precision.modules import LayerQuantizer
+from effnn.precision.quantizers import check_bits
+from effnn.precision.state import PrecisionState
+from effnn.precision.swap import quantize_model, quantized_layers
 
 Rng = torch.Generator | random.Random
 FULL_PRECISION = 32
@@ -38,8 +36,6 @@ def _bits_tuple(values: Any, where: str) -> tuple[int, ...]:
         raise ValueError(f"{where} must be a list of bit-widths, got {values!r}")
     out = []
     for i, v in enumerate(values):
-        from effnn.precision.quantizers import check_bits
-
         checked = check_bits(v, f"{where}[{i}]")
         out.append(FULL_PRECISION if checked is None else checked)
     return tuple(out)
@@ -171,9 +167,6 @@ class StagePrecision:
     """
 
     def __init__(self, supernet: nn.Module, config: QuantizationConfig | None = None) -> None:
-        from effnn.precision.state import PrecisionState
-        from effnn.precision.swap import quantize_model
-
         self.supernet = supernet
         self.config = config if config is not None else QuantizationConfig(keep_classifier=False, gradients=False)
         n = supernet.space.num_stages
@@ -211,8 +204,6 @@ class StagePrecision:
             self.set(previous)
 
     def quantizers(self) -> list[LayerQuantizer]:
-        from effnn.precision.swap import quantized_layers
-
         return [m.quantizer for _, m in quantized_layers(self.supernet)]
 
     def reset_activation_ranges(self) -> None:
