@@ -89,6 +89,15 @@ class CoSearchConfig:
 
 
 @dataclass
+class BitsConfig:
+    """Per-stage bit-widths as search genes (needs a supernet trained with precision, ``+recipe=alphanet_quant``)."""
+
+    enabled: bool = False
+    weight_choices: list[int] = field(default_factory=lambda: [4, 8])
+    act_choices: list[int] = field(default_factory=lambda: [4, 8])
+
+
+@dataclass
 class SearchConfig:
     """``conf/search/evolution.yaml``: the evolutionary search (its comments document each knob)."""
 
@@ -106,6 +115,7 @@ class SearchConfig:
     calibration: CalibrationConfig = field(default_factory=CalibrationConfig)
     predictor: PredictorConfig = field(default_factory=PredictorConfig)
     hardware: CoSearchConfig = field(default_factory=CoSearchConfig)
+    bits: BitsConfig = field(default_factory=BitsConfig)
 
 
 @dataclass
@@ -216,11 +226,9 @@ def register_configs() -> None:
         ConfigStore.instance().store(group="smartdeal", name="_schema", node=node)
 
 
-__all__ = ["DEFAULT_HARDWARE", "ArrayConfig", "CalibrationConfig", "CoSearchConfig", "HardwareConfig",
-<<<<<<< HEAD
-           "PPAConfig", "PredictorConfig", "QuantizationConfig", "SearchConfig", "register_configs", "register_schemas",
-           "validated"]
-=======
+__all__ = ["DEFAULT_HARDWARE", "ArrayConfig", "BitsConfig", "CalibrationConfig", "CoSearchConfig", "HardwareConfig",
+           "PPAConfig", "PredictorConfig", "QuantizationConfig", "SearchConfig", "register_configs",
+           "register_schemas", "validated"]
            "PredictorConfig", "QuantizationConfig", "SearchConfig", "SwitchablePrecisionConfig", "register_configs",
            "register_schemas", "validated"]
 >>>>>>> quantsn
