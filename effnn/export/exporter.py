@@ -204,7 +204,7 @@ def _extract(loaded: SupernetCheckpoint, arch: Arch, calib_batches: Sequence[Bat
         supernet.eval()
         return supernet.extract(arch).eval(), None
     assert precision is not None  # check_bits_fit ran
-    calibrate_quantized(supernet, precision, arch, bits, calib_batches)
+    calibrate_quantized(precision, arch, bits, calib_batches)
     supernet.eval()
     static = supernet.extract(arch)
     with precision.use(None):

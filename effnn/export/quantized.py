@@ -29,10 +29,11 @@ from effnn.errors import ConfigError
 from effnn.nas.precision import BitsSpace, StageBits, StagePrecision
 from effnn.nas.space import Arch
 from effnn.nas.supernet import MBNet, Supernet
+from effnn.nas.switchable import recalibrate_precision
 from effnn.precision.modules import LayerQuantizer, WeightFakeQuant
 from effnn.precision.quantizers import MIN_SCALE, channel_range, fake_quantize
 from effnn.precision.swap import QUANTIZER_ATTR
-from effnn.search.evaluator import Batch, recalibrate_subnet
+from effnn.search.evaluator import Batch
 
 #: How the stored numbers are to be read (export.json ``quantization.scheme``).
 SCHEME = ("affine min/max fake quantization: weights per output channel, weight = weight_offset + weight_scale * q "
@@ -133,18 +134,16 @@ def check_bits_fit(bits: StageBits, precision: StagePrecision | None, bits_space
         raise ConfigError(f"bits have {bits.num_stages} stages but the supernet in {source} has "
                           f"{precision.num_stages}; give one weight and one act bit-width per stage")
     if bits_space is not None and not bits_space.contains(bits):
-        raise ConfigError(f"bits={bits.to_dict()} do not fit the choices {source} was trained for (weights in "
-                          f"{list(bits_space.weight_choices)}, activations in {list(bits_space.act_choices)} per stage)")
+        raise ConfigError(f"bits={bits.to_dict()} are outside the choices {source} was trained for: weights in "
+                          f"{list(bits_space.weight_choices)}, activations in {list(bits_space.act_choices)} per stage")
 
 
-def calibrate_quantized(supernet: Supernet, precision: StagePrecision, arch: Arch, bits: StageBits,
-                        batches: Sequence[Batch]) -> None:
-    """The search's quantized evaluation set-up: ``bits`` on, activation ranges forgotten, then BN
-    recalibration (training mode) on ``batches``, which re-estimates BN statistics and activation ranges
-    of ``arch`` at ``bits`` together. Leaves the supernet at ``arch`` and ``bits``."""
-    precision.set(bits)
-    precision.reset_activation_ranges()
-    recalibrate_subnet(supernet, arch, batches)
+def calibrate_quantized(precision: StagePrecision, arch: Arch, bits: StageBits, batches: Sequence[Batch]) -> None:
+    """The search's quantized evaluation set-up (``effnn.nas.switchable.recalibrate_precision``, this process
+    only): ``bits`` on, activation ranges forgotten, then BN recalibration (training mode) on ``batches``, which
+    re-estimates BN statistics and activation ranges of ``arch`` at ``bits`` together. Leaves the supernet at
+    ``arch`` and ``bits``."""
+    recalibrate_precision(precision, arch, bits, batches, len(batches), sync_distributed=False)
 
 
 def supernet_name(static_name: str, active_blocks: Sequence[int]) -> str:

@@ -22,10 +22,6 @@ import torch.nn as nn
 
 from effnn.config import QuantizationConfig
 from effnn.nas.space import Arch, SearchSpace, Section
-from effnn.precision.modules import LayerQuantizer
-from effnn.precision.quantizers import check_bits
-from effnn.precision.state import PrecisionState
-from effnn.precision.swap import quantize_model, quantized_layers
 
 Rng = torch.Generator | random.Random
 FULL_PRECISION = 32
@@ -256,5 +252,12 @@ class BitsWorkload:
     def layers(self, arch: Arch, bits: StageBits, num_classes: int, in_chans: int = 3) -> list:
         return [layer for s in self.sections(arch, bits, num_classes, in_chans) for layer in s.layers]
 
+
+# Imported last: ``effnn.precision``'s package init reaches ``effnn.lit`` -> ``effnn.nas.switchable``, which
+# imports this module; when this module is imported first, that cycle must find every name above defined.
+from effnn.precision.modules import LayerQuantizer  # noqa: E402
+from effnn.precision.quantizers import check_bits  # noqa: E402
+from effnn.precision.state import PrecisionState  # noqa: E402
+from effnn.precision.swap import quantize_model, quantized_layers  # noqa: E402
 
 __all__ = ["BitsSpace", "BitsWorkload", "FULL_PRECISION", "StageBits", "StagePrecision", "stage_modules"]
