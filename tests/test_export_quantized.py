@@ -164,3 +164,23 @@ def test_bits_come_from_the_command_line_or_the_arch_file(exported: dict, tmp_pa
     with pytest.raises(ConfigError, match="full-precision supernet"):
         resolve_bits(OmegaConf.create({"arch": str(arch_file), "ckpt": "fp.ckpt", "bits": None}), fp)
     assert resolve_bits(OmegaConf.create({"arch": "min", "ckpt": "fp.ckpt", "bits": None}), fp) is None
+
+
+@pytest.mark.slow
+def test_export_cli_reads_the_arch_files_bits(tmp_path: Path) -> None:
+    from conftest import run_cli
+
+    ckpt = write_quantized_checkpoint(tmp_path / "last.ckpt")
+    arch = tmp_path / "pareto_000.yaml"
+    arch.write_text(yaml.safe_dump({**ARCH.to_dict(), "bits": BITS.to_dict()}))
+    common = [f"ckpt={ckpt}", f"arch={arch}", "data.resolution=16", "calibration.batches=4"]
+    proc = run_cli(["tools/export.py", *common, f"out={tmp_path / 'e'}"], env={"OMP_NUM_THREADS": "1"})
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    meta = json.loads((tmp_path / "e" / "export.json").read_text())
+    assert meta["quantization"]["bits"] == BITS.to_dict()
+    acc = meta["accuracy"]
+    assert acc["val_acc_exported"] == acc["val_acc_supernet"] and acc["test_acc_exported"] == acc["test_acc_supernet"]
+    assert isinstance(load_exported(tmp_path / "e").classifier, QuantLinear)
+    bad = run_cli(["tools/export.py", *common, f"out={tmp_path / 'f'}", "bits={weight:[2,2,2],act:[8,8,8]}"])
+    assert bad.returncode == 2 and "outside the choices" in bad.stderr
+    assert not (tmp_path / "f").exists() or not any((tmp_path / "f").iterdir())
