@@ -75,6 +75,15 @@ class CoSearchConfig:
 
 
 @dataclass
+class BitsConfig:
+    """Per-stage bit-widths as search genes (needs a supernet trained with precision, ``+recipe=alphanet_quant``)."""
+
+    enabled: bool = False
+    weight_choices: list[int] = field(default_factory=lambda: [4, 8])
+    act_choices: list[int] = field(default_factory=lambda: [4, 8])
+
+
+@dataclass
 class SearchConfig:
     """``conf/search/evolution.yaml``: the evolutionary search (its comments document each knob)."""
 
@@ -92,6 +101,7 @@ class SearchConfig:
     calibration: CalibrationConfig = field(default_factory=CalibrationConfig)
     predictor: PredictorConfig = field(default_factory=PredictorConfig)
     hardware: CoSearchConfig = field(default_factory=CoSearchConfig)
+    bits: BitsConfig = field(default_factory=BitsConfig)
 
 
 @dataclass
@@ -201,6 +211,6 @@ def register_configs() -> None:
         ConfigStore.instance().store(group="smartdeal", name="_schema", node=node)
 
 
-__all__ = ["DEFAULT_HARDWARE", "ArrayConfig", "CalibrationConfig", "CoSearchConfig", "HardwareConfig",
+__all__ = ["DEFAULT_HARDWARE", "ArrayConfig", "BitsConfig", "CalibrationConfig", "CoSearchConfig", "HardwareConfig",
            "PredictorConfig", "QuantizationConfig", "SearchConfig", "SwitchablePrecisionConfig", "register_configs",
            "register_schemas", "validated"]

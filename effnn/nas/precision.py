@@ -15,13 +15,19 @@ import random
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 import torch.nn as nn
 
 from effnn.config import QuantizationConfig
 from effnn.nas.space import Arch, SearchSpace, Section
+
+if TYPE_CHECKING:
+    from effnn.precision.modules import LayerQuantizer
+
+# effnn.precision.* are imported where used: importing the effnn.precision package pulls in its Lightning
+# callbacks and effnn.lit, whose supernet module imports this one (a cycle when this module comes first)
 
 Rng = torch.Generator | random.Random
 FULL_PRECISION = 32
@@ -32,6 +38,8 @@ def _bits_tuple(values: Any, where: str) -> tuple[int, ...]:
         raise ValueError(f"{where} must be a list of bit-widths, got {values!r}")
     out = []
     for i, v in enumerate(values):
+        from effnn.precision.quantizers import check_bits
+
         checked = check_bits(v, f"{where}[{i}]")
         out.append(FULL_PRECISION if checked is None else checked)
     return tuple(out)
@@ -163,6 +171,9 @@ class StagePrecision:
     """
 
     def __init__(self, supernet: nn.Module, config: QuantizationConfig | None = None) -> None:
+        from effnn.precision.state import PrecisionState
+        from effnn.precision.swap import quantize_model
+
         self.supernet = supernet
         self.config = config if config is not None else QuantizationConfig(keep_classifier=False, gradients=False)
         n = supernet.space.num_stages
@@ -200,6 +211,8 @@ class StagePrecision:
             self.set(previous)
 
     def quantizers(self) -> list[LayerQuantizer]:
+        from effnn.precision.swap import quantized_layers
+
         return [m.quantizer for _, m in quantized_layers(self.supernet)]
 
     def reset_activation_ranges(self) -> None:
@@ -252,12 +265,5 @@ class BitsWorkload:
     def layers(self, arch: Arch, bits: StageBits, num_classes: int, in_chans: int = 3) -> list:
         return [layer for s in self.sections(arch, bits, num_classes, in_chans) for layer in s.layers]
 
-
-# Imported last: ``effnn.precision``'s package init reaches ``effnn.lit`` -> ``effnn.nas.switchable``, which
-# imports this module; when this module is imported first, that cycle must find every name above defined.
-from effnn.precision.modules import LayerQuantizer  # noqa: E402
-from effnn.precision.quantizers import check_bits  # noqa: E402
-from effnn.precision.state import PrecisionState  # noqa: E402
-from effnn.precision.swap import quantize_model, quantized_layers  # noqa: E402
 
 __all__ = ["BitsSpace", "BitsWorkload", "FULL_PRECISION", "StageBits", "StagePrecision", "stage_modules"]
