@@ -113,13 +113,16 @@ def test_logits_equal_the_supernets_and_programs_agree(exported: dict) -> None:
     assert abs(result.accuracy["val_acc_onnx"] - result.accuracy["val_acc_exported"]) <= 1.0
 
 
-def test_val_accuracy_equals_the_search_style_measurement(exported: dict) -> None:
-    """The search's quantized evaluation (bits set, activation ranges reset, BN + range recalibration on the
-    same batches, NHWC) of a freshly loaded checkpoint gives the exported model's accuracy, exactly."""
+@pytest.mark.parametrize("reuse_mb", [0.0, 64.0])
+def test_val_accuracy_equals_the_searchs_measurement(exported: dict, reuse_mb: float) -> None:
+    """The search's evaluator (SubnetAccuracy at (arch, bits): bits set, activation ranges reset, BN + range
+    recalibration on the same batches, NHWC as search.channels_last; with and without prefix reuse) on a freshly
+    loaded checkpoint measures exactly the exported model's val accuracy."""
     loaded = load_supernet_checkpoint(exported["ckpt"])
-    loaded.precision.set(BITS)
-    loaded.precision.reset_activation_ranges()
-    searched = SubnetAccuracy(loaded.supernet, exported["calib"], exported["val"], channels_last=True)(ARCH)
+    evaluator = SubnetAccuracy(loaded.supernet, exported["calib"], exported["val"], channels_last=True,
+                               reuse_mb=reuse_mb, precision=loaded.precision)
+    evaluator(loaded.space.min_arch(), StageBits.uniform(3, 4))  # whatever ran before must not matter
+    searched = evaluator(ARCH, BITS)
     model = load_exported(exported["dir"]).to(memory_format=torch.channels_last)
     val = [(x.to(memory_format=torch.channels_last), y) for x, y in exported["val"]]
     assert top1_accuracy(model, val, ARCH.resolution) == searched

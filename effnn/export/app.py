@@ -94,6 +94,8 @@ def run_export(cfg: DictConfig, console: Console | None = None) -> ExportResult:
     table.add_column("value", justify="right")
     for name, diff in result.max_abs_diff.items():
         table.add_row(f"max |diff| {name}", f"{diff:.2e}")
+    if "onnx_samples_within_atol" in result.checks:
+        table.add_row("ONNX samples within atol (quantized: top-1 checked)", result.checks["onnx_samples_within_atol"])
     for name, acc in result.accuracy.items():
         table.add_row(name, f"{acc:.2f}%")
     for name, value in hardware_costs(cfg, loaded, arch, bits).items():

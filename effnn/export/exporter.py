@@ -63,6 +63,8 @@ class ExportResult:
     files: dict[str, str]
     max_abs_diff: dict[str, float]
     accuracy: dict[str, float] = field(default_factory=dict)
+    #: export.json's ``checks`` (atol, the differences, and for a quantized ONNX model the samples within atol)
+    checks: dict[str, Any] = field(default_factory=dict)
 
 
 def _max_diff(a: torch.Tensor, b: torch.Tensor) -> float:
@@ -284,7 +286,7 @@ def export_subnet(loaded: SupernetCheckpoint, arch: Arch, calib_batches: Sequenc
     meta = _metadata(loaded, arch, written, checks, accuracy, len(calib_batches), quantization)
     with atomic_directory(out, "an export", overwrite=overwrite) as tmp:
         write_export_files(tmp, state, weights_name, files, arch, meta)
-    return ExportResult(out, arch, static_cpu, written, diffs, accuracy)
+    return ExportResult(out, arch, static_cpu, written, diffs, accuracy, checks)
 
 
 def write_export_files(directory: Path, state: dict[str, torch.Tensor], weights_name: str, files: dict[str, bytes],
