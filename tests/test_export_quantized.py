@@ -1,8 +1,8 @@
 """Exporting a subnet of a switchable-precision supernet at per-stage bits as a static quantized model.
 
 A micro supernet trained on digits is wrapped in the switchable-precision quantizers and written as a
-quantized checkpoint (what ``+recipe=alphanet_quant`` writes: quantizer buffers + ``precision``
-hyper-parameters), loaded back with ``load_supernet_checkpoint`` and exported at mixed bits. The checks:
+quantized checkpoint (``search_support.write_quantized_checkpoint``: quantizer buffers + ``precision``
+hyper-parameters, as ``+recipe=alphanet_quant`` writes), loaded back with ``load_supernet_checkpoint`` and exported at mixed bits. The checks:
 stored weights on each channel's grid, logits equal to the supernet's, program/ONNX agreement, the val
 accuracy equal to the search-style quantized evaluation, and the one-line errors.
 """
@@ -18,7 +18,7 @@ import pytest
 import torch
 import yaml
 from omegaconf import OmegaConf
-from search_support import _trained_state, digits, write_checkpoint
+from search_support import digits, write_checkpoint, write_quantized_checkpoint
 
 from effnn.errors import ConfigError
 from effnn.export import export_subnet, load_exported
@@ -27,25 +27,12 @@ from effnn.export.artifact import read_arch_bits, read_arch_file
 from effnn.export.finetune import exported_classifier
 from effnn.export.quantized import QuantConv2d, QuantLinear, parse_bits
 from effnn.hw.workload import extract_workload
-from effnn.nas import Arch, build_supernet, resize_to
+from effnn.nas import Arch, resize_to
 from effnn.nas.precision import BitsWorkload, StageBits
-from effnn.nas.switchable import SwitchableSettings, attach_precision
 from effnn.search import SubnetAccuracy, fixed_batches, load_supernet_checkpoint, top1_accuracy
 
 ARCH = Arch(16, (8, 8, 16, 24, 48), (1, 2, 2), (3, 5, 3), (1, 3, 2))
 BITS = StageBits((8, 4, 4), (8, 8, 4))
-PRECISION = {"weight_choices": [4, 8], "act_choices": [4, 8]}
-
-
-def write_quantized_checkpoint(path: Path) -> Path:
-    """The session's trained micro supernet with switchable-precision quantizers, as a Lightning checkpoint."""
-    state, space = _trained_state()
-    net = build_supernet(space, 10, 3)
-    net.load_state_dict(state)
-    attach_precision(net, SwitchableSettings.parse(PRECISION, space.num_stages))
-    torch.save({"state_dict": {f"net.{k}": v for k, v in net.state_dict().items()},
-                "hyper_parameters": {"space": space, "num_classes": 10, "precision": PRECISION}}, path)
-    return path
 
 
 @pytest.fixture(scope="module")
@@ -187,3 +174,27 @@ def test_export_cli_reads_the_arch_files_bits(tmp_path: Path) -> None:
     bad = run_cli(["tools/export.py", *common, f"out={tmp_path / 'f'}", "bits={weight:[2,2,2],act:[8,8,8]}"])
     assert bad.returncode == 2 and "outside the choices" in bad.stderr
     assert not (tmp_path / "f").exists() or not any((tmp_path / "f").iterdir())
+
+
+@pytest.mark.slow
+def test_searched_pareto_subnet_exports_at_the_searchs_accuracy(tmp_path: Path) -> None:
+    """tools/search.py with bits, then tools/export.py on a Pareto arch file: the exported model's val accuracy
+    is the search's number for that (arch, bits), exactly."""
+    from conftest import run_cli
+
+    ckpt = write_quantized_checkpoint(tmp_path / "last.ckpt")
+    env = {"OMP_NUM_THREADS": "1"}
+    search = run_cli(["tools/search.py", f"ckpt={ckpt}", f"out={tmp_path / 's'}", "data.resolution=16",
+                      "search.population=6", "search.generations=1", "search.parents=3", "search.num_mutations=3",
+                      "search.num_crossovers=3", "search.calibration.batches=2", "search.bits.enabled=true",
+                      "search.objectives=[acc,macs]"], env=env)
+    assert search.returncode == 0, search.stderr[-3000:]
+    for arch in sorted((tmp_path / "s" / "archs").glob("pareto_*.yaml"))[:2]:
+        data = yaml.safe_load(arch.read_text())
+        out = tmp_path / arch.stem
+        proc = run_cli(["tools/export.py", f"ckpt={ckpt}", f"arch={arch}", f"out={out}", "data.resolution=16",
+                        "calibration.batches=2", "evaluate=true"], env=env)
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        meta = json.loads((out / "export.json").read_text())
+        assert meta["quantization"]["bits"] == data["bits"]
+        assert meta["accuracy"]["val_acc_exported"] == data["metrics"]["acc"], (arch.name, meta["accuracy"])
