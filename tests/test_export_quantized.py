@@ -2,9 +2,9 @@
 
 A micro supernet trained on digits is wrapped in the switchable-precision quantizers and written as a
 quantized checkpoint (``search_support.write_quantized_checkpoint``: quantizer buffers + ``precision``
-hyper-parameters, as ``+recipe=alphanet_quant`` writes), loaded back with ``load_supernet_checkpoint`` and exported at mixed bits. The checks:
-stored weights on each channel's grid, logits equal to the supernet's, program/ONNX agreement, the val
-accuracy equal to the search-style quantized evaluation, and the one-line errors.
+hyper-parameters, as ``+recipe=alphanet_quant`` writes), loaded back with ``load_supernet_checkpoint`` and
+exported at mixed bits. The checks: stored weights on each channel's grid, logits equal to the supernet's,
+program/ONNX agreement, the val accuracy equal to the search's measurement, and the one-line errors.
 """
 
 from __future__ import annotations

@@ -30,6 +30,7 @@ from effnn.export.artifact import (
     META_FILE,
     space_to_dict,
 )
+from effnn.export.quantized import SCHEME, calibrate_quantized, check_bits_fit, quantize_static
 from effnn.io import (
     atomic_directory,
     atomic_torch_save,
@@ -38,7 +39,6 @@ from effnn.io import (
     atomic_write_text,
     refuse_overwrite,
 )
-from effnn.export.quantized import SCHEME, calibrate_quantized, check_bits_fit, quantize_static
 from effnn.nas.precision import BitsSpace, StageBits, StagePrecision
 from effnn.nas.space import Arch
 from effnn.nas.supernet import MBNet, resize_to
