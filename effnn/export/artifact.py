@@ -18,6 +18,8 @@ import torch
 import yaml
 
 from effnn.errors import CheckpointError, ConfigError
+from effnn.export.quantized import apply_quant_spec
+from effnn.nas.precision import StageBits
 from effnn.nas.space import ARCH_KEYS, Arch, SearchSpace, StageSpec
 from effnn.nas.supernet import MBNet, build_supernet
 
@@ -27,7 +29,7 @@ META_FILE = "export.json"
 ARCH_FILE = "arch.yaml"
 WEIGHT_FILES = ("model.safetensors", "model.pt")
 #: Keys besides the arch that an arch YAML from ``tools/search.py`` may carry (ignored by the exporter).
-ARCH_FILE_EXTRA_KEYS = frozenset({"name", "metrics", "hardware", "best_hardware"})
+ARCH_FILE_EXTRA_KEYS = frozenset({"name", "metrics", "hardware", "best_hardware", "bits"})
 
 
 def space_to_dict(space: SearchSpace) -> dict[str, Any]:
@@ -46,9 +48,8 @@ def space_from_dict(data: Mapping[str, Any]) -> SearchSpace:
     return SearchSpace(values.pop("name"), stages=stages, **values)
 
 
-def read_arch_file(path: str | Path) -> Arch:
-    """An arch YAML: AlphaNet's keys, optionally with the ``metrics``/``hardware`` a search writes."""
-    path = Path(path)
+def _arch_file_data(path: Path) -> Mapping[str, Any]:
+    """The checked top-level mapping of an arch YAML."""
     if not path.is_file():
         raise ConfigError(f"arch file {path} does not exist; pass arch=DIR/archs/pareto_000.yaml from a search")
     try:
@@ -60,20 +61,43 @@ def read_arch_file(path: str | Path) -> Arch:
     unknown = sorted(str(k) for k in data if k not in ARCH_KEYS and k not in ARCH_FILE_EXTRA_KEYS)
     if unknown:
         raise ConfigError(f"arch file {path} has unknown keys {unknown}; an arch has {', '.join(ARCH_KEYS)}")
+    return data
+
+
+def read_arch_file(path: str | Path) -> Arch:
+    """An arch YAML: AlphaNet's keys, optionally with the ``metrics``/``hardware``/``bits`` a search writes."""
+    path = Path(path)
+    data = _arch_file_data(path)
     try:
         return Arch.from_dict(data, strict=False)
     except ValueError as err:
         raise ConfigError(f"arch file {path}: {err}") from err
 
 
+def read_arch_bits(path: str | Path) -> StageBits | None:
+    """The ``bits:`` of an arch YAML (per-stage weight/activation bit-widths a precision search wrote), or None."""
+    path = Path(path)
+    value = _arch_file_data(path).get("bits")
+    if value is None:
+        return None
+    try:
+        return StageBits.from_dict(value)
+    except ValueError as err:
+        raise ConfigError(f"arch file {path}: {err}") from err
+
+
 def build_static(space: SearchSpace, arch: Arch, num_classes: int, in_chans: int,
-                 device: torch.device | str = "cpu") -> MBNet:
-    """An uninitialized static subnet of ``arch`` (the exact module ``Supernet.extract`` returns).
+                 device: torch.device | str = "cpu",
+                 quantization: Mapping[str, Mapping[str, Any]] | None = None) -> MBNet:
+    """An uninitialized static subnet of ``arch`` (the exact module ``Supernet.extract`` returns), with the
+    layers named in ``quantization`` (export.json's ``quantization.layers``) in their quantized kind.
 
     The supernet it is sliced from lives on the meta device, so this costs no memory or init time.
     """
     with torch.device("meta"):
         static = build_supernet(space, num_classes, in_chans).extract(arch)
+        if quantization:
+            apply_quant_spec(static, quantization)
     return static.to_empty(device=device)
 
 
@@ -114,7 +138,8 @@ def load_exported(path: str | Path, device: torch.device | str = "cpu") -> MBNet
 
     It is a plain ``nn.Module`` (Conv2d/BatchNorm2d/Linear, timm-style ``forward_features``/
     ``forward_head``) that expects images at ``model.arch.resolution``; train or fine-tune it like any
-    other model.
+    other model. A quantized export (``quantization`` in export.json) has ``QuantConv2d``/``QuantLinear``
+    layers instead: stored quantized weights, inputs fake-quantized on calibrated ranges (inference only).
     """
     directory = Path(path)
     meta = read_meta(directory)
@@ -123,9 +148,11 @@ def load_exported(path: str | Path, device: torch.device | str = "cpu") -> MBNet
         arch = Arch.from_dict(meta["arch"])
         space.validate(arch)
         num_classes, in_chans = int(meta["num_classes"]), int(meta["in_chans"])
-    except (KeyError, TypeError, ValueError) as err:
+        quantization = meta.get("quantization")
+        model = build_static(space, arch, num_classes, in_chans, device,
+                             None if quantization is None else quantization["layers"])
+    except (KeyError, TypeError, ValueError, AttributeError) as err:
         raise CheckpointError(f"{directory / META_FILE} is inconsistent ({err}); export the subnet again") from err
-    model = build_static(space, arch, num_classes, in_chans, device)
     weights = _read_weights(directory)
     try:
         model.load_state_dict(weights, strict=True)

@@ -10,7 +10,7 @@ import torch.nn as nn
 from torch.optim import Optimizer
 
 from effnn.errors import ConfigError
-from effnn.export.artifact import load_exported
+from effnn.export.artifact import load_exported, read_meta
 from effnn.lit.classifier import ClassifierModule
 from effnn.nas.supernet import resize_to
 
@@ -31,7 +31,14 @@ class ResizeInput(nn.Module):
 def exported_classifier(path: str, num_classes: int, optimizer: Callable[..., Optimizer],
                         scheduler: dict[str, Any] | None = None, label_smoothing: float = 0.0,
                         resize: bool = True) -> ClassifierModule:
-    """A ``ClassifierModule`` around ``load_exported(path)`` (in train mode, weights and BN stats kept)."""
+    """A ``ClassifierModule`` around ``load_exported(path)`` (in train mode, weights and BN stats kept).
+
+    A quantized export is refused: its stored weights are already on the quantization grid and its
+    activation ranges are fixed, so plain gradient steps would leave the grid it was verified on.
+    """
+    if read_meta(path).get("quantization") is not None:
+        raise ConfigError(f"{path} is a quantized export (inference only); fine-tune the switchable-precision "
+                          f"supernet (+recipe=alphanet_quant) and export again, or export without bits")
     model = load_exported(path).train()
     if model.num_classes != num_classes:
         raise ConfigError(f"the exported model at {path} has {model.num_classes} classes but data has {num_classes}; "
