@@ -227,8 +227,5 @@ def register_configs() -> None:
 
 
 __all__ = ["DEFAULT_HARDWARE", "ArrayConfig", "BitsConfig", "CalibrationConfig", "CoSearchConfig", "HardwareConfig",
-           "PPAConfig", "PredictorConfig", "QuantizationConfig", "SearchConfig", "register_configs",
-           "register_schemas", "validated"]
-           "PredictorConfig", "QuantizationConfig", "SearchConfig", "SwitchablePrecisionConfig", "register_configs",
-           "register_schemas", "validated"]
->>>>>>> quantsn
+           "PPAConfig", "PredictorConfig", "QuantizationConfig", "SearchConfig", "SwitchablePrecisionConfig",
+           "register_configs", "register_schemas", "validated"]
