@@ -340,14 +340,17 @@ def scalesim_layers(array: Any, acc: Accelerator, layers: Sequence[Layer]) -> li
     """SCALE-Sim mode: ``array``'s one fixed schedule (its cycles and access counts, ``array.simulate``),
     priced with the same PPA energies as mapped mode, so the two compare like for like. SCALE-Sim assumes
     one MAC per PE-cycle; a PE that needs more (bit-serial, extra passes of a narrow PE) or fewer (fused Bit
-    Fusion bricks) stretches the compute cycles by its cycles per MAC; DRAM stall cycles are kept."""
+    Fusion bricks) stretches the compute cycles by its cycles per MAC; DRAM stall and first-prefetch cycles are kept, so on
+    a PE doing one MAC per cycle the latency is :class:`~effnn.hw.SystolicCostModel`'s (SCALE-Sim's "Total
+    Cycles (incl. prefetch)")."""
     srams = acc.ppa.srams()
     dram = acc.ppa.dram_pj_per_bit()
     out = []
     for layer, c in zip(layers, array.simulate(layers)):
         energy_mac, per_mac = acc.ppa.pe.run(layer.weight_bits, layer.act_bits)
         compute = c.compute_cycles * per_mac
-        total = c.total_cycles - c.compute_cycles + compute
+        # SCALE-Sim's reported total (incl. the first prefetch), as SystolicCostModel's latency_s
+        total = c.total_cycles_incl_prefetch - c.compute_cycles + compute
         ab, fb, ob = layer.act_bits, layer.stored_weight_bits, layer.out_bits
         sram = (c.sram_reads_ifmap * ab * srams["ifmap"].read_pj_per_bit
                 + c.dram_reads_ifmap * ab * srams["ifmap"].write_pj_per_bit
