@@ -128,6 +128,7 @@ class RunRecord:
     frequent: list[JointChoice]
     final_cost: float
     history: list[dict[str, float]] = field(default_factory=list)
+    probabilities: dict[str, list[float]] = field(default_factory=dict)  # softmax of the final logits
 
 
 def _seed(*parts: Any) -> int:
@@ -304,7 +305,8 @@ class DifferentiableSearch:
         frequent = [JointChoice.from_dict(json.loads(k)) for k, _ in counts.most_common(self.settings.top_k)]
         with torch.no_grad():
             final = float(self.cost.expected(probs, self.accelerator_weights(probs), self.settings.metric))
-        return RunRecord(lam, argmax, frequent, final, list(self.history))
+        return RunRecord(lam, argmax, frequent, final, list(self.history),
+                         {k: v.detach().tolist() for k, v in probs.items()})
 
     def run(self, resume: bool = False) -> list[RunRecord]:
         """Run every lambda's optimisation (continuing a saved state when resuming); the per-run results."""
@@ -351,7 +353,8 @@ class DifferentiableSearch:
                      for i, s in opt["state"].items()},
             "samples": self.samples, "history": self.history,
             "records": [{"lam": r.lam, "argmax": r.argmax.to_dict(), "frequent": [c.to_dict() for c in r.frequent],
-                         "final_cost": r.final_cost, "history": r.history} for r in self.records],
+                         "final_cost": r.final_cost, "history": r.history, "probabilities": r.probabilities}
+                        for r in self.records],
         }
 
     def save_state(self, run: int) -> None:
@@ -366,10 +369,16 @@ class DifferentiableSearch:
             state = json.loads(self.state_path.read_text())
             if state.get("format") != STATE_FORMAT:
                 raise ValueError(f"format is {state.get('format')!r}, not {STATE_FORMAT!r}")
-            self._check_compatible(state["settings"], state.get("context", {}))
+            settings, context = dict(state["settings"]), dict(state.get("context", {}))
             records = [RunRecord(r["lam"], JointChoice.from_dict(r["argmax"]),
-                                 [JointChoice.from_dict(c) for c in r["frequent"]], r["final_cost"], r["history"])
+                                 [JointChoice.from_dict(c) for c in r["frequent"]], r["final_cost"], r["history"],
+                                 r["probabilities"])
                        for r in state["records"]]
+        except (OSError, ValueError, KeyError, TypeError) as err:
+            raise CheckpointError(f"{self.state_path} is corrupt ({err}); delete it to start over or pass "
+                                  f"resume=false") from err
+        self._check_compatible(settings, context)
+        try:
             self._restore_run(state)
         except (OSError, ValueError, KeyError, TypeError) as err:
             raise CheckpointError(f"{self.state_path} is corrupt ({err}); delete it to start over or pass "
