@@ -47,21 +47,26 @@ def test_one_default_everywhere() -> None:
 
 @pytest.mark.parametrize("choice", [[], ["hardware=systolic_32x32_ws"]])
 def test_train_and_search_price_the_same_accelerator(choice: list[str]) -> None:
-    """The largest subnet's latency/energy that supernet training logs (hw/latency_ms, hw/energy) equal what
-    the search reports for that arch, by default and after ``hardware=systolic_32x32_ws`` on both."""
+    """Supernet training (hw/* metrics) and the search price the same accelerator, by default and after
+    ``hardware=systolic_32x32_ws`` on both: the search's PPA model (effnn.hw.mapping, SCALE-Sim mode, the
+    preset's PE type at its default bits) runs on the very array training logs on."""
+    from effnn.hw import mapping
     from effnn.search.app import build_costs, settings_from_config
 
     module = hydra.utils.instantiate(compose_config(["+recipe=alphanet", *choice]).model)
-    logged = module.hardware_metrics()
     search_cfg = compose_tool("search", *choice)
     costs, co_search = build_costs(search_cfg, settings_from_config(search_cfg.search), module.space,
                                    module.num_classes, module.in_chans)
     reported = costs(module.space.max_arch())
     assert co_search is None
-    assert logged["hw/latency_ms"] == reported["latency_ms"] and logged["hw/energy"] == reported["energy"]
-    default = build_cost_model(DEFAULT_HARDWARE).score(module.space.workload(
-        module.space.max_arch(), module.num_classes, module.in_chans))
-    assert (reported["latency_ms"] == default["latency_ms"]) == (not choice)
+    array = module.cost_model.array
+    assert costs.array == array
+    ppa = mapping.MappedCostModel(mapping.Accelerator.from_array(array, pe_type="int_mac"), mode="scalesim",
+                                  array=array)
+    expected = ppa.score(module.space.workload(module.space.max_arch(), module.num_classes, module.in_chans))
+    for name in ("latency_ms", "energy", "edp", "area_mm2", "power_mw"):
+        assert reported[name] == pytest.approx(expected[name], rel=1e-12), name
+    assert (array == build_cost_model(DEFAULT_HARDWARE).array) == (not choice)
 
 
 def test_wrong_types_fail_while_composing() -> None:

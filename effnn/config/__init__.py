@@ -93,6 +93,15 @@ class DifferentiableConfig:
 
 
 @dataclass
+class BitsConfig:
+    """Per-stage bit-widths as search genes (needs a supernet trained with precision, ``+recipe=alphanet_quant``)."""
+
+    enabled: bool = False
+    weight_choices: list[int] = field(default_factory=lambda: [4, 8])
+    act_choices: list[int] = field(default_factory=lambda: [4, 8])
+
+
+@dataclass
 class SearchConfig:
     """``conf/search/evolution.yaml``: the evolutionary search (its comments document each knob)."""
 
@@ -110,6 +119,7 @@ class SearchConfig:
     calibration: CalibrationConfig = field(default_factory=CalibrationConfig)
     predictor: PredictorConfig = field(default_factory=PredictorConfig)
     hardware: CoSearchConfig = field(default_factory=CoSearchConfig)
+    bits: BitsConfig = field(default_factory=BitsConfig)
     method: str = "evolution"  # evolution | differentiable
     differentiable: DifferentiableConfig = field(default_factory=DifferentiableConfig)
 
@@ -196,7 +206,7 @@ def register_configs() -> None:
         ConfigStore.instance().store(group="smartdeal", name="_schema", node=node)
 
 
-__all__ = ["DEFAULT_HARDWARE", "ArrayConfig", "CalibrationConfig", "CoSearchConfig", "DifferentiableConfig",
-           "HardwareConfig",
+__all__ = ["DEFAULT_HARDWARE", "ArrayConfig", "BitsConfig", "CalibrationConfig", "CoSearchConfig",
+           "DifferentiableConfig", "HardwareConfig",
            "PredictorConfig", "QuantizationConfig", "SearchConfig", "register_configs", "register_schemas",
            "validated"]

@@ -23,14 +23,15 @@ from rich.table import Table
 from effnn.config import SearchConfig, validated
 from effnn.errors import ConfigError
 from effnn.hw import CostModel, build_cost_model
+from effnn.nas.precision import BitsSpace
 from effnn.nas.space import SearchSpace
 from effnn.runtime import build_datamodule, set_threads
 from effnn.search.candidate import Candidate
-from effnn.search.costs import HARDWARE_METRICS, SubnetCosts, best_accelerator
+from effnn.search.costs import HARDWARE_METRICS, SELECTION_METRICS, SubnetCosts, best_accelerator
 from effnn.search.distributed import Ranks
 from effnn.search.evaluator import SubnetAccuracy, fixed_batches
 from effnn.search.evolution import EvolutionarySearch, SearchObserver, SearchResult, SearchSettings
-from effnn.search.hardware import HardwareSpace
+from effnn.search.hardware import DEFAULT_PE_TYPE, AreaModel, HardwareSpace
 from effnn.search.observers import ObserverGroup, RichProgress, TensorBoardScalars
 from effnn.search.report import pareto_figure, pareto_rows, save_figure, write_arch_files, write_pareto_csv
 from effnn.search.supernet_checkpoint import SupernetCheckpoint, load_supernet_checkpoint
@@ -67,20 +68,60 @@ def _plain(node: Any) -> Any:
 
 def hardware_model(hardware: Any) -> CostModel:
     """The cost model of the top-level ``hardware`` group: the accelerator train.py logs hw/* metrics on."""
+    plain = _plain(hardware)
+    if isinstance(plain, Mapping) and "ppa" in plain:  # read by preset_ppa; the search prices with the PPA model
+        plain = {k: v for k, v in plain.items() if k != "ppa"}
     try:
-        return build_cost_model(_plain(hardware))
+        return build_cost_model(plain)
     except (ValueError, TypeError) as err:
         raise ConfigError(f"hardware: {err}") from err
 
 
+def preset_ppa(hardware: Any) -> dict[str, Any]:
+    """The fixed preset's silicon: its ``ppa:`` block (pe_type, weight_bits, act_bits, tech), else int_mac PEs
+    as wide as its ``default_bits``."""
+    plain = _plain(hardware) or {}
+    bits = int(float(plain.get("default_bits", 16.0)))
+    ppa = dict(plain.get("ppa") or {}) if isinstance(plain, Mapping) else {}
+    return {"pe_type": str(ppa.get("pe_type", DEFAULT_PE_TYPE)), "weight_bits": int(ppa.get("weight_bits", bits)),
+            "act_bits": int(ppa.get("act_bits", bits)), "tech": ppa.get("tech")}
+
+
+def bits_space_from_config(cfg: DictConfig, loaded: SupernetCheckpoint) -> BitsSpace | None:
+    """``search.bits`` as a ``BitsSpace`` (None when disabled); one-line errors for a checkpoint that was not
+    trained with precision or choices it was not trained at."""
+    bits_cfg = cfg.search.get("bits") or {}
+    if not bits_cfg.get("enabled", False):
+        return None
+    trained = getattr(loaded, "bits_space", None)
+    if getattr(loaded, "precision", None) is None:
+        raise ConfigError(f"search.bits.enabled=true but {cfg.ckpt} was not trained with precision (no quantizers); "
+                          f"train a switchable-precision supernet with `python train.py +recipe=alphanet_quant`, "
+                          f"or drop search.bits.enabled")
+    try:
+        space = BitsSpace(loaded.space.num_stages, tuple(bits_cfg.get("weight_choices") or ()),
+                          tuple(bits_cfg.get("act_choices") or ()))
+    except ValueError as err:
+        raise ConfigError(f"search.bits: {err}") from err
+    if trained is not None:
+        extra = sorted({*(set(space.weight_choices) - set(trained.weight_choices)),
+                        *(set(space.act_choices) - set(trained.act_choices))})
+        if extra:
+            raise ConfigError(f"search.bits choices {extra} were not trained (the checkpoint knows weights "
+                              f"{list(trained.weight_choices)}, activations {list(trained.act_choices)}); search "
+                              f"within them or retrain with those model.precision choices")
+    return space
+
+
 def build_accuracy(cfg: DictConfig, loaded: SupernetCheckpoint, device: torch.device) -> SubnetAccuracy:
-    """Accuracy on the validation split (never test) after BN recalibration on fixed training batches."""
+    """Accuracy on the validation split (never test) after BN (and activation-range) recalibration on fixed
+    training batches."""
     dm = build_datamodule(cfg.data, loaded.num_classes, loaded.in_chans)
     calib = cfg.search.calibration
     batches = fixed_batches(dm.train_set, int(calib.batches), int(calib.batch_size), int(cfg.search.seed))
     return SubnetAccuracy(loaded.supernet, batches, dm.val_dataloader(), device,
                           channels_last=bool(cfg.search.get("channels_last", False)),
-                          reuse_mb=float(calib.get("reuse_mb", 0.0)))
+                          reuse_mb=float(calib.get("reuse_mb", 0.0)), precision=getattr(loaded, "precision", None))
 
 
 def needs_hardware_metrics(settings: SearchSettings, co_search: bool) -> bool:
@@ -90,11 +131,12 @@ def needs_hardware_metrics(settings: SearchSettings, co_search: bool) -> bool:
 
 def best_hardware_per_subnet(result: SearchResult, costs: SubnetCosts, hardware: HardwareSpace,
                              metric: str) -> dict[Candidate, tuple[Any, dict[str, float]]]:
-    """For each Pareto point, the accelerator in the hardware space that minimizes ``metric`` for its arch."""
+    """For each Pareto point, the accelerator in the hardware space that minimizes ``metric`` for its arch at
+    its bits."""
     tried: dict[Any, list] = {}
     for cand in result.evaluations:
-        tried.setdefault(cand.arch, []).append(cand.hardware)
-    return {cand: best_accelerator(costs, cand.arch, hardware, metric, tried.get(cand.arch, ()))
+        tried.setdefault(cand.key, []).append(cand.hardware)
+    return {cand: best_accelerator(costs, cand.arch, hardware, metric, tried.get(cand.key, ()), bits=cand.bits)
             for cand, _ in result.pareto()}
 
 
@@ -126,11 +168,13 @@ def print_summary(console: Console, result: SearchResult, search: EvolutionarySe
 
 
 def build_costs(cfg: DictConfig, settings: SearchSettings, space: SearchSpace, num_classes: int,
-                in_chans: int) -> tuple[SubnetCosts, HardwareSpace | None]:
+                in_chans: int, bits: BitsSpace | None = None) -> tuple[SubnetCosts, HardwareSpace | None]:
     """The subnet costs on the ``hardware`` group's accelerator (train.py's), and the co-search space.
 
-    Latency/energy/EDP are always reported when the accelerator has them (microseconds per arch), so
-    pareto.csv and train.py's ``hw/*`` metrics describe the same machine by default.
+    Latency/energy/EDP/area/power are always reported when the accelerator has them (microseconds per arch),
+    priced by the PPA model with the preset's PE type (its ``ppa:`` block) at its ``default_bits`` unless bits
+    are searched. In a co-search with bits, the budget pre-filter prices PEs at the narrowest bit choices
+    (each candidate is then checked at its own widest bits).
     """
     hw_cfg = cfg.search.hardware
     co_search = bool(hw_cfg.co_search)
@@ -139,11 +183,20 @@ def build_costs(cfg: DictConfig, settings: SearchSettings, space: SearchSpace, n
     if array is None and needs_hardware_metrics(settings, co_search):
         raise ConfigError(f"hardware={model.name} has no accelerator for latency/energy objectives or a co-search; "
                           f"pick a systolic preset, e.g. hardware=systolic_16x16_os")
-    if co_search and hw_cfg.metric not in HARDWARE_METRICS:
-        raise ConfigError(f"search.hardware.metric={hw_cfg.metric!r} must be one of {', '.join(HARDWARE_METRICS)}")
-    costs = SubnetCosts(space, num_classes, in_chans, array, hardware_metrics=array is not None)
-    hardware = (HardwareSpace.from_config(array, _plain(hw_cfg.space), _plain(hw_cfg.budget), _plain(hw_cfg.area))
-                if co_search else None)
+    if co_search and hw_cfg.metric not in SELECTION_METRICS:
+        raise ConfigError(f"search.hardware.metric={hw_cfg.metric!r} must be one of {', '.join(SELECTION_METRICS)}")
+    ppa = preset_ppa(cfg.hardware)
+    area = dict(_plain(hw_cfg.area) or {})
+    hardware = None
+    if co_search:
+        if bits is not None:
+            area.update(weight_bits=bits.weight_choices[0], act_bits=bits.act_choices[0])
+        hardware = HardwareSpace.from_config(array, _plain(hw_cfg.space), _plain(hw_cfg.budget), area)
+    area_model = hardware.area_model if hardware is not None else AreaModel()
+    costs = SubnetCosts(space, num_classes, in_chans, array, hardware_metrics=array is not None,
+                        default_bits=float(cfg.hardware.get("default_bits", 16.0)), pe_type=ppa["pe_type"],
+                        fixed_design_bits=(ppa["weight_bits"], ppa["act_bits"]), tech=ppa["tech"],
+                        co_design_bits=(area_model.weight_bits, area_model.act_bits))
     return costs, hardware
 
 
@@ -183,10 +236,12 @@ def run_search(cfg: DictConfig, console: Console | None = None) -> SearchResult:
     loaded = load_supernet_checkpoint(cfg.ckpt)
     space = loaded.space
     hw_cfg = cfg.search.hardware
-    costs, hardware = build_costs(cfg, settings, space, loaded.num_classes, loaded.in_chans)
+    bits = bits_space_from_config(cfg, loaded)
+    costs, hardware = build_costs(cfg, settings, space, loaded.num_classes, loaded.in_chans, bits)
     accuracy = build_accuracy(cfg, loaded, fabric.device)
     context = {"ckpt": str(Path(cfg.ckpt).resolve()), "space": space.name, "data": _plain(cfg.data),
                "calibration": _plain(cfg.search.calibration),
+               "bits": None if bits is None else {"weight": list(bits.weight_choices), "act": list(bits.act_choices)},
                "hardware": _plain(hw_cfg) if hardware is not None else None,
                "array": _plain(cfg.hardware) if costs.hardware_metrics else None}
     console = console or Console(stderr=True)
@@ -195,7 +250,7 @@ def run_search(cfg: DictConfig, console: Console | None = None) -> SearchResult:
     if ranks.is_main and cfg.get("progress", True):
         observers.append(RichProgress(console))
     observers.extend(hydra.utils.instantiate(spec) for spec in (cfg.get("observers") or {}).values())
-    search = EvolutionarySearch(space, settings, accuracy, costs, hardware=hardware, ranks=ranks,
+    search = EvolutionarySearch(space, settings, accuracy, costs, hardware=hardware, bits=bits, ranks=ranks,
                                 state_path=state_path, context=context, observer=ObserverGroup(*observers))
     try:
         result = search.run(resume=bool(cfg.resume))

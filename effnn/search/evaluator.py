@@ -5,6 +5,11 @@ re-estimate them on a fixed set of training batches (the same batches for every 
 so an arch's accuracy does not depend on which rank or in which order it was evaluated), then count
 correct top-1 predictions on the held-out (validation) batches. Inputs are resized to the arch's
 resolution exactly as the supernet saw them in training (``effnn.nas.resize_to``).
+
+A quantized supernet (``effnn.nas.precision.StagePrecision``) is evaluated at given per-stage bits: set the
+bits, forget every layer's activation range, recalibrate (which re-estimates BN statistics and activation
+ranges together, for this subnet at these bits alone), then evaluate. Resetting the ranges first makes
+the result a function of (arch, bits) only, independent of what was evaluated before.
 """
 
 from __future__ import annotations
@@ -15,6 +20,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from effnn.nas.bn_calibration import recalibrate_bn
+from effnn.nas.precision import StagePrecision, StageBits
 from effnn.nas.space import Arch
 from effnn.nas.supernet import Supernet, resize_to
 from effnn.search.prefix_reuse import PrefixReuse
@@ -63,16 +69,20 @@ def top1_accuracy(model: torch.nn.Module, batches: Iterable[Batch], resolution: 
 
 
 class SubnetAccuracy:
-    """``acc(arch)`` -> top-1 accuracy in percent of ``arch`` on ``eval_batches`` after BN recalibration.
+    """``acc(arch, bits=None)`` -> top-1 accuracy in percent of ``arch`` (at ``bits`` on a quantized supernet)
+    on ``eval_batches`` after BN (and activation-range) recalibration.
 
-    Leaves the supernet with ``arch``'s recalibrated BN statistics (which is what the exporter relies on)
-    and its previous active arch restored. With ``reuse_mb > 0`` (and a supernet that qualifies, see
-    ``PrefixReuse``) calls reuse the activations and statistics of earlier archs' shared leading layers,
-    with bit-identical results; ``recalibrate`` and ``accuracy`` always compute from scratch.
+    Leaves the supernet with ``arch``'s recalibrated BN statistics (which is what the exporter relies on),
+    at ``bits``, and its previous active arch restored. With ``reuse_mb > 0`` (and a supernet that qualifies,
+    see ``PrefixReuse``) calls reuse the activations and statistics of earlier (arch, bits)' shared leading
+    layers, with bit-identical results; ``recalibrate`` and ``accuracy`` always compute from scratch.
+    ``precision`` is the supernet's ``StagePrecision`` when it is quantized; bits None then runs it at full
+    precision.
     """
 
     def __init__(self, supernet: Supernet, calib_batches: Sequence[Batch], eval_batches: Iterable[Batch],
-                 device: torch.device | str = "cpu", channels_last: bool = False, reuse_mb: float = 1024.0) -> None:
+                 device: torch.device | str = "cpu", channels_last: bool = False, reuse_mb: float = 1024.0,
+                 precision: StagePrecision | None = None) -> None:
         if not calib_batches:
             raise ValueError("BN recalibration needs at least one training batch")
         self.device = torch.device(device)
@@ -82,11 +92,25 @@ class SubnetAccuracy:
         self.eval_batches = [(x.to(self.device, memory_format=fmt), y.to(self.device)) for x, y in eval_batches]
         if not self.eval_batches:
             raise ValueError("accuracy evaluation needs a non-empty held-out split")
-        self.reuse = (PrefixReuse(self.supernet, self.calib_batches, self.eval_batches, reuse_mb)
-                      if reuse_mb > 0 and PrefixReuse.supports(self.supernet) else None)
+        if precision is not None and precision.supernet is not supernet:
+            raise ValueError("precision must be the StagePrecision of this supernet")
+        self.precision = precision
+        self.reuse = (PrefixReuse(self.supernet, self.calib_batches, self.eval_batches, reuse_mb, precision=precision)
+                      if reuse_mb > 0 and PrefixReuse.supports(self.supernet, precision) else None)
 
-    def recalibrate(self, arch: Arch) -> None:
-        """Set ``arch`` active and re-estimate its BN statistics on the calibration batches."""
+    def set_bits(self, bits: StageBits | None) -> None:
+        """Run the supernet at ``bits`` (None: full precision) with its activation ranges forgotten."""
+        if self.precision is None:
+            if bits is not None:
+                raise ValueError("evaluating at bits needs a quantized supernet (SubnetAccuracy(precision=...))")
+            return
+        self.precision.set(bits)
+        self.precision.reset_activation_ranges()
+
+    def recalibrate(self, arch: Arch, bits: StageBits | None = None) -> None:
+        """Set ``arch`` (and ``bits``) active and re-estimate its BN statistics (and activation ranges) on the
+        calibration batches."""
+        self.set_bits(bits)
         recalibrate_subnet(self.supernet, arch, self.calib_batches)
 
     def accuracy(self, arch: Arch) -> float:
@@ -94,12 +118,13 @@ class SubnetAccuracy:
         with self.supernet.set_arch(arch):
             return top1_accuracy(self.supernet, self.eval_batches, arch.resolution)
 
-    def __call__(self, arch: Arch) -> float:
+    def __call__(self, arch: Arch, bits: StageBits | None = None) -> float:
         previous = self.supernet.arch
         try:
             if self.reuse is not None:
-                return self.reuse.evaluate(arch)
-            self.recalibrate(arch)
+                self.set_bits(bits)
+                return self.reuse.evaluate(arch, bits)
+            self.recalibrate(arch, bits)
             return self.accuracy(arch)
         finally:
             if previous is not None:

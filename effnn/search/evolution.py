@@ -8,6 +8,12 @@ probability 0.5), keeps only children inside the constraints, evaluates them, an
 selection, which reduces to AlphaNet's top-k by accuracy for a single cost bin). Every evaluation
 enters a Pareto archive over the objectives.
 
+With a ``BitsSpace`` a candidate also carries per-stage weight/activation bit-widths (genes mutated and
+crossed like the arch's), and with a ``HardwareSpace`` an accelerator (array, SRAMs, dataflow, PE type,
+mapping): the search is then Auto-NBA's joint (network, bits, accelerator) search, evolutionary. Accuracy
+is measured once per (arch, bits); costs are per (arch, accelerator, bits); a co-searched accelerator must
+fit the budget with PEs as wide as its candidate's widest bits.
+
 Resumability: generation ``g`` draws its random numbers from a generator seeded with ``(seed, g)``, and
 the state after each generation (population, every evaluation, history) is written atomically to
 ``search_state.json``. A search resumed from generation ``g`` is therefore identical to one that was
@@ -25,9 +31,10 @@ from typing import Any
 
 from effnn.errors import CheckpointError, ConfigError
 from effnn.io import atomic_write_json
+from effnn.nas.precision import BitsSpace, StageBits
 from effnn.nas.space import Arch, SearchSpace
 from effnn.search.candidate import Candidate
-from effnn.search.costs import CostFn, check_metric_names
+from effnn.search.costs import CostFn, candidate_budget_ok, check_metric_names
 from effnn.search.distributed import Ranks, map_over_ranks
 from effnn.search.hardware import HardwareSpace
 from effnn.search.pareto import Objective, ParetoArchive, rank_by_pareto
@@ -139,34 +146,40 @@ class SearchResult:
 
 
 class EvolutionarySearch:
-    """Searches ``space`` for candidates trading ``accuracy(arch)`` against ``costs(arch, accelerator)``.
+    """Searches ``space`` for candidates trading ``accuracy(arch[, bits])`` against
+    ``costs(arch, accelerator, bits)``.
 
     ``accuracy`` is the expensive part and is split over ``ranks``; everything else runs identically on
-    every rank. ``hardware`` turns the search into an (arch, accelerator) co-search. ``state_path``
-    (written by rank 0 only) makes the search resumable.
+    every rank. ``hardware`` adds the accelerator to the genes, ``bits`` the per-stage bit-widths (then
+    ``accuracy`` is called as ``accuracy(arch, bits)``). ``state_path`` (written by rank 0 only) makes the
+    search resumable.
     """
 
-    def __init__(self, space: SearchSpace, settings: SearchSettings, accuracy: Callable[[Arch], float],
-                 costs: CostFn, *, hardware: HardwareSpace | None = None, ranks: Ranks | None = None,
-                 state_path: str | Path | None = None, context: Mapping[str, Any] | None = None,
-                 observer: SearchObserver | None = None) -> None:
+    def __init__(self, space: SearchSpace, settings: SearchSettings, accuracy: Callable[..., float],
+                 costs: CostFn, *, hardware: HardwareSpace | None = None, bits: BitsSpace | None = None,
+                 ranks: Ranks | None = None, state_path: str | Path | None = None,
+                 context: Mapping[str, Any] | None = None, observer: SearchObserver | None = None) -> None:
         self.space = space
         self.settings = settings
         self.accuracy_fn = accuracy
         self.costs = costs
         self.hardware = hardware
+        self.bits = bits
+        if bits is not None and bits.num_stages != space.num_stages:
+            raise ConfigError(f"the bits space has {bits.num_stages} stages; space {space.name!r} has "
+                              f"{space.num_stages}")
         self.ranks = ranks or Ranks.current()
         self.state_path = Path(state_path) if state_path is not None else None
         self.context = dict(context or {})
         self.observer = observer or SearchObserver()
         self.objectives = tuple(Objective.named(n) for n in settings.objectives)
         self.archive = ParetoArchive(self.objectives)
-        self.accuracies: dict[Arch, float] = {}
+        self.accuracies: dict[tuple[Arch, StageBits | None], float] = {}
         self.evaluations: dict[Candidate, dict[str, float]] = {}
         self.population: list[Candidate] = []
         self.history: list[GenerationSummary] = []
         self.generation = -1  # last completed generation
-        self.predictor = AccuracyPredictor(space) if settings.predictor else None
+        self.predictor = AccuracyPredictor(space, bits) if settings.predictor else None
 
     # ---------------------------------------------------------------------------------------- candidates
 
@@ -174,11 +187,20 @@ class EvolutionarySearch:
         """The generator of one generation: a function of (seed, generation) only, so resuming is exact."""
         return random.Random(f"effnn-search:{self.settings.seed}:{generation}")
 
+    def cost(self, candidate: Candidate) -> Mapping[str, float]:
+        """The candidate's cost metrics (bits are passed only when searched: plain cost callables keep working)."""
+        if candidate.bits is None:
+            return self.costs(candidate.arch, candidate.hardware)
+        return self.costs(candidate.arch, candidate.hardware, candidate.bits)
+
     def feasible(self, candidate: Candidate) -> bool:
-        """Inside every ``[lo, hi]`` constraint (cost metrics only, so no accuracy evaluation is needed)."""
+        """Inside the hardware budget at the candidate's PE widths and every ``[lo, hi]`` constraint (cost
+        metrics only, so no accuracy evaluation is needed)."""
+        if not candidate_budget_ok(self.hardware, candidate.hardware, candidate.bits):
+            return False
         if not self.settings.constraints:
             return True
-        metrics = self.costs(candidate.arch, candidate.hardware)
+        metrics = self.cost(candidate)
         for name, (lo, hi) in self.settings.constraints.items():
             value = metrics[name]
             if (lo is not None and value < lo) or (hi is not None and value > hi):
@@ -187,20 +209,23 @@ class EvolutionarySearch:
 
     def _constraint_hint(self) -> str:
         hw = self.hardware.initial() if self.hardware else None
-        lo = self.costs(self.space.min_arch(), hw)
-        hi = self.costs(self.space.max_arch(), hw)
+        lo = self.cost(Candidate(self.space.min_arch(), hw, self.bits.min_bits() if self.bits else None))
+        hi = self.cost(Candidate(self.space.max_arch(), hw, self.bits.max_bits() if self.bits else None))
         return "; ".join(f"{n} spans about [{lo[n]:.4g}, {hi[n]:.4g}] in this space"
                          for n in self.settings.constraints)
 
     def initial_population(self, rng: random.Random) -> list[Candidate]:
-        """The smallest subnet (if it satisfies the constraints) plus random feasible candidates."""
+        """The smallest subnet at the lowest bits (if it satisfies the constraints) plus random feasible
+        candidates."""
         size = self.settings.population
-        first = Candidate(self.space.min_arch(), self.hardware.initial() if self.hardware else None)
+        first = Candidate(self.space.min_arch(), self.hardware.initial() if self.hardware else None,
+                          self.bits.min_bits() if self.bits else None)
         members = [first] if self.feasible(first) else []
         tries = 0
         while len(members) < size and tries < self.settings.max_tries * size:
             tries += 1
-            cand = Candidate(self.space.sample(rng), self.hardware.sample(rng) if self.hardware else None)
+            cand = Candidate(self.space.sample(rng), self.hardware.sample(rng) if self.hardware else None,
+                             self.bits.sample(rng) if self.bits else None)
             if cand not in members and self.feasible(cand):
                 members.append(cand)
         if not members:
@@ -212,12 +237,14 @@ class EvolutionarySearch:
         p = rng.choice(parents)
         prob = self.settings.mutate_prob
         hw = self.hardware.mutate(p.hardware, prob, rng) if self.hardware else None
-        return Candidate(self.space.mutate(p.arch, prob, rng), hw)
+        arch = self.space.mutate(p.arch, prob, rng)
+        return Candidate(arch, hw, self.bits.mutate(p.bits, prob, rng) if self.bits else None)
 
     def _crossover(self, parents: Sequence[Candidate], rng: random.Random) -> Candidate:
         a, b = rng.sample(list(parents), 2) if len(parents) > 1 else (parents[0], parents[0])
         hw = self.hardware.crossover(a.hardware, b.hardware, rng) if self.hardware else None
-        return Candidate(self.space.crossover(a.arch, b.arch, rng), hw)
+        arch = self.space.crossover(a.arch, b.arch, rng)
+        return Candidate(arch, hw, self.bits.crossover(a.bits, b.bits, rng) if self.bits else None)
 
     def _children(self, parents: Sequence[Candidate], rng: random.Random, factor: int) -> list[Candidate]:
         """New feasible candidates not seen before; each child gets up to ``max_tries`` attempts."""
@@ -243,10 +270,10 @@ class EvolutionarySearch:
         keep = self.settings.num_mutations + self.settings.num_crossovers
         if self.predictor is None or len(children) <= keep:
             return children
-        archs = list(self.accuracies)
-        self.predictor.fit(archs, [self.accuracies[a] for a in archs])
-        predicted = self.predictor.predict([c.arch for c in children])
-        vectors = [self.archive.vector({**self.costs(c.arch, c.hardware), "acc": float(p)})
+        keys = list(self.accuracies)
+        self.predictor.fit(keys, [self.accuracies[k] for k in keys])
+        predicted = self.predictor.predict([c.key for c in children])
+        vectors = [self.archive.vector({**self.cost(c), "acc": float(p)})
                    for c, p in zip(children, predicted)]
         return [children[i] for i in sorted(rank_by_pareto(vectors)[:keep])]
 
@@ -259,21 +286,26 @@ class EvolutionarySearch:
     # ---------------------------------------------------------------------------------------- evaluation
 
     def evaluate(self, candidates: Sequence[Candidate], generation: int) -> int:
-        """Metrics of every candidate (accuracy split over ranks, once per arch). Returns archs evaluated."""
-        new_archs = list(dict.fromkeys(c.arch for c in candidates if c.arch not in self.accuracies))
-        self.observer.on_evaluations_start(generation, len(self.ranks.share(len(new_archs))))
-        accs = map_over_ranks(self.accuracy_fn, new_archs, self.ranks,
+        """Metrics of every candidate (accuracy split over ranks, once per (arch, bits)). Returns the number of
+        accuracy evaluations."""
+        new_keys = list(dict.fromkeys(c.key for c in candidates if c.key not in self.accuracies))
+        self.observer.on_evaluations_start(generation, len(self.ranks.share(len(new_keys))))
+        accs = map_over_ranks(self._accuracy, new_keys, self.ranks,
                               on_done=lambda k: self.observer.on_evaluation_done(generation, k))
-        self.accuracies.update(zip(new_archs, (float(a) for a in accs)))
+        self.accuracies.update(zip(new_keys, (float(a) for a in accs)))
         for cand in candidates:
             if cand not in self.evaluations:
-                metrics = {"acc": self.accuracies[cand.arch], **self.costs(cand.arch, cand.hardware)}
+                metrics = {"acc": self.accuracies[cand.key], **self.cost(cand)}
                 if self.hardware is not None:
                     metrics["pes"] = float(cand.hardware.num_pes)
-                    metrics["area_mm2"] = self.hardware.area_mm2(cand.hardware)
+                    metrics.setdefault("area_mm2", self.hardware.area_mm2(cand.hardware))
                 self.evaluations[cand] = metrics
                 self.archive.add(cand, metrics)
-        return len(new_archs)
+        return len(new_keys)
+
+    def _accuracy(self, key: tuple[Arch, StageBits | None]) -> float:
+        arch, bits = key
+        return self.accuracy_fn(arch) if bits is None else self.accuracy_fn(arch, bits)
 
     def step(self, generation: int) -> GenerationSummary:
         """Run one generation (0: the initial population)."""
@@ -298,6 +330,7 @@ class EvolutionarySearch:
     def _summary(self, generation: int, new: int) -> GenerationSummary:
         points = [m for _, m in self.archive.entries()]
         costs = [o.name for o in self.objectives if not o.maximize]
+        costs += [n for n in ("latency_ms", "energy", "area_mm2", "power_mw") if n not in costs and n in points[0]]
         return GenerationSummary(generation, new, len(self.accuracies), len(self.archive),
                                  max(m["acc"] for m in points), {n: min(m[n] for m in points) for n in costs})
 
@@ -351,7 +384,10 @@ class EvolutionarySearch:
         self._check_compatible(state.get("settings", {}), state.get("context", {}))
         for cand, metrics in evaluations:
             self.space.validate(cand.arch)
-            self.accuracies.setdefault(cand.arch, metrics["acc"])
+            if (cand.bits is not None) != (self.bits is not None) or (cand.bits and not self.bits.contains(cand.bits)):
+                raise ConfigError(f"cannot resume {path}: its candidates' bits ({cand.bits_json() or 'none'}) do not "
+                                  f"match search.bits; use the same settings or a new out= directory")
+            self.accuracies.setdefault(cand.key, metrics["acc"])
             self.evaluations[cand] = metrics
             self.archive.add(cand, metrics)
         self.population, self.history, self.generation = population, history, generation

@@ -17,9 +17,12 @@ floating-point blocking of a kernel could differ: the logits were bit-identical 
 written on, and tests check that accuracies equal the from-scratch path's). Everything runs under
 ``torch.inference_mode``. The activation cache is an LRU bounded in megabytes.
 
-Only a supernet whose only buffers are BN statistics qualifies (``PrefixReuse.supports``): quantized
-supernets keep activation ranges that every recalibration updates cumulatively, so their results depend on
-the order of evaluation and they are evaluated from scratch.
+Only a supernet whose only buffers are BN statistics qualifies (``PrefixReuse.supports``), or a quantized
+one evaluated through its ``StagePrecision``: its activation-range buffers are reset before every
+evaluation (``SubnetAccuracy.set_bits``), so after recalibration a layer's range, like its BN statistics,
+depends only on the layers before it and their bit-widths. Segment keys then include each segment's
+(weight, activation) bits, and calibration also runs the head (whose convs and classifier quantize their
+inputs with ranges estimated in training mode) as the from-scratch forward does.
 """
 
 from __future__ import annotations
@@ -32,6 +35,7 @@ import torch
 import torch.nn as nn
 
 from effnn.nas.bn_calibration import bn_layers
+from effnn.nas.precision import StageBits, StagePrecision
 from effnn.nas.space import Arch
 from effnn.nas.supernet import Supernet, resize_to
 
@@ -135,11 +139,12 @@ class PrefixReuse:
     """
 
     def __init__(self, supernet: Supernet, calib_batches: Sequence[Batch], eval_batches: Sequence[Batch],
-                 max_mb: float = 1024.0, eval_chunk_mb: float = 64.0) -> None:
-        if not self.supports(supernet):
-            raise ValueError("prefix reuse needs a supernet whose only buffers are BN statistics "
-                             "(quantized supernets are evaluated from scratch)")
+                 max_mb: float = 1024.0, eval_chunk_mb: float = 64.0, precision: StagePrecision | None = None) -> None:
+        if not self.supports(supernet, precision):
+            raise ValueError("prefix reuse needs a supernet whose only buffers are BN statistics, or a quantized "
+                             "one given with its StagePrecision")
         self.supernet = supernet
+        self.precision = precision
         self.calib_inputs = [x for x, _ in calib_batches]
         self.eval_batches = merge_batches(eval_batches, eval_chunk_mb)
         self._resized: dict[int, tuple[list[torch.Tensor], list[torch.Tensor]]] = {}
@@ -148,18 +153,25 @@ class PrefixReuse:
         self.computed_segments = 0
 
     @staticmethod
-    def supports(supernet: nn.Module) -> bool:
-        """True when every buffer belongs to a BN layer (nothing else carries recalibration history)."""
-        bn_buffers = {id(b) for m in bn_layers(supernet) for b in m.buffers(recurse=False)}
-        return all(id(b) in bn_buffers for b in supernet.buffers())
+    def supports(supernet: nn.Module, precision: StagePrecision | None = None) -> bool:
+        """True when every buffer belongs to a BN layer, or (with ``precision``) to one of its quantizers,
+        whose ranges are reset before each evaluation: nothing else carries recalibration history."""
+        owners = list(bn_layers(supernet)) + (precision.quantizers() if precision is not None else [])
+        known = {id(b) for m in owners for b in m.buffers(recurse=False)}
+        return all(id(b) in known for b in supernet.buffers())
 
-    def segments(self, arch: Arch) -> list[Segment]:
-        """Stem and blocks of the active ``arch``, each keyed by everything up to and including it."""
+    def segments(self, arch: Arch, bits: StageBits | None = None) -> list[Segment]:
+        """Stem and blocks of the active ``arch``, each keyed by everything up to and including it (with
+        ``bits``: the (weight, activation) bits of each segment's stage too)."""
         net = self.supernet
-        key: Hashable = ("stem", arch.resolution, arch.width[0])
+
+        def at(stage: int) -> tuple[int, int] | None:
+            return None if bits is None else bits.stage(stage)
+
+        key: Hashable = ("stem", arch.resolution, arch.width[0], at(0))
         segments = [Segment(key, net.forward_stem, (net.conv_stem, net.bn1))]
         for index, cfg in zip(net.active_blocks, net.space.blocks(arch), strict=True):
-            key = (key, index, cfg)
+            key = (key, index, cfg, at(cfg.stage))
             block = net.blocks[index]
             segments.append(Segment(key, block, (block,)))
         return segments
@@ -176,10 +188,14 @@ class PrefixReuse:
         return [b for m in segment.modules for b in m.buffers()]
 
     @torch.inference_mode()
-    def evaluate(self, arch: Arch) -> float:
+    def evaluate(self, arch: Arch, bits: StageBits | None = None) -> float:
+        """Accuracy of ``arch`` at ``bits`` (which the caller has set on the ``StagePrecision``, with its
+        activation ranges reset)."""
         net = self.supernet
+        if bits is not None and (self.precision is None or self.precision.bits != bits):
+            raise ValueError("PrefixReuse.evaluate(arch, bits): set the bits on its StagePrecision first")
         net.set_arch(arch)
-        segments = self.segments(arch)
+        segments = self.segments(arch, bits)
         start = self.cache.longest_prefix([s.key for s in segments])
         layers = bn_layers(net)
         modes = [(m, m.training) for m in net.modules()]
@@ -219,8 +235,10 @@ class PrefixReuse:
             kept += size if keep else 0
             calib_outputs.append(calib if keep else None)
             self.cache.put_state(segment.key, self._buffers(segment))
-        for x in calib:  # the last BN's statistics (the layers after it hold no statistics)
-            net.forward_last_conv(x)
+        for x in calib:  # the last BN's statistics (the layers after it hold no statistics but quantizer ranges)
+            last = net.forward_last_conv(x)
+            if self.precision is not None:
+                net.forward_head(last)
         net.eval()
         for segment, calib_out in zip(tail, calib_outputs, strict=True):
             evals = [segment.run(x) for x in evals]

@@ -25,7 +25,8 @@ ARCH_FILE_PREFIX = "pareto_"
 #: Axis labels with units (the energy unit is the energy table's, MAC-normalised by default).
 AXIS_LABELS = {
     "acc": "top-1 accuracy (%)", "macs": "MACs (millions)", "params": "parameters (millions)",
-    "latency_ms": "latency (ms)", "energy": "energy (energy-table units)", "edp": "energy x delay (units x ms)",
+    "latency_ms": "latency (ms)", "energy": "energy (uJ)", "edp": "energy x delay (uJ x ms)",
+    "area_mm2": "area (mm^2)", "power_mw": "average power (mW)",
 }
 _SCALE = {"macs": 1e-6, "params": 1e-6}
 
@@ -41,15 +42,20 @@ def _columns(entries: Sequence[tuple[Candidate, Mapping[str, float]]]) -> list[s
 
 def pareto_rows(entries: Sequence[tuple[Candidate, Mapping[str, float]]],
                 best_hardware: BestHardware | None = None) -> list[dict[str, Any]]:
-    """One dict per Pareto point: name, every metric, the arch (and accelerators) as JSON."""
+    """One dict per Pareto point: name, every metric, the arch, its bits (when searched, with the widest
+    weight/activation bits) and accelerators (as JSON, plus its PE type and mapping as columns)."""
     columns = _columns(entries)
     rows = []
     for i, (cand, metrics) in enumerate(entries):
         row: dict[str, Any] = {"name": f"{ARCH_FILE_PREFIX}{i:03d}"}
         row.update({c: metrics.get(c, "") for c in columns})
         row["arch"] = cand.arch_json()
+        if cand.bits is not None:
+            row["bits"] = cand.bits_json()
+            row["max_weight_bits"], row["max_act_bits"] = max(cand.bits.weight), max(cand.bits.act)
         if cand.hardware is not None:
             row["hardware"] = json.dumps(cand.hardware.to_dict(), separators=(",", ":"))
+            row["pe_type"], row["mapping"] = cand.hardware.pe_type, cand.hardware.mapping
         if best_hardware is not None and cand in best_hardware:
             acc, hw_metrics = best_hardware[cand]
             row["best_hardware"] = json.dumps(acc.to_dict(), separators=(",", ":"))
@@ -72,12 +78,15 @@ def write_pareto_csv(path: str | Path, rows: Sequence[Mapping[str, Any]]) -> Pat
 def write_arch_files(directory: str | Path, entries: Sequence[tuple[Candidate, Mapping[str, float]]],
                      best_hardware: BestHardware | None = None) -> list[Path]:
     """``archs/pareto_NNN.yaml`` (same order and names as ``pareto.csv``): the arch under AlphaNet's keys,
-    loadable by ``tools/export.py arch=``, plus its metrics and accelerators. The directory is replaced as a
+    loadable by ``tools/export.py arch=``, plus its ``bits`` (when searched), metrics and accelerators (with PE
+    type and mapping). The directory is replaced as a
     whole (files of an earlier, larger front never survive, a kill never leaves a mix)."""
     directory = Path(directory)
     with atomic_directory(directory, "arch files", overwrite=True) as tmp:  # never old and new files mixed
         for i, (cand, metrics) in enumerate(entries):
             data: dict[str, Any] = cand.arch.to_dict()
+            if cand.bits is not None:
+                data["bits"] = cand.bits.to_dict()
             data["metrics"] = {k: float(v) for k, v in metrics.items()}
             if cand.hardware is not None:
                 data["hardware"] = cand.hardware.to_dict()
