@@ -3,6 +3,7 @@ its gradient against the closed form, cost pressure, exact re-evaluation of the 
 
 from __future__ import annotations
 
+import functools
 import itertools
 import json
 import math
@@ -17,10 +18,10 @@ from search_support import digits, micro_space, trained_supernet, write_checkpoi
 from effnn.errors import ConfigError
 from effnn.hw import SystolicArray
 from effnn.nas.precision import BitsSpace, BitsWorkload, StagePrecision
-from effnn.search.costs import SubnetCosts
+from effnn.search.costs import SubnetCosts, design_bits
 from effnn.search.diff_cost import arch_from_choice, bits_from_choice
 from effnn.search.differentiable import DifferentiableSearch, DifferentiableSettings
-from effnn.search.differentiable_app import (JointEvaluator, build_expected_cost, candidates_of,
+from effnn.search.differentiable_app import (JointEvaluator, build_expected_cost, candidates_of, evaluate_all,
                                              settings_from_config)
 from effnn.search.evaluator import SubnetAccuracy, fixed_batches
 from effnn.search.hardware import HardwareSpace
@@ -36,20 +37,22 @@ def one_thread():
     torch.set_num_threads(threads)
 
 
-def setup(bits: BitsSpace | None):
+@functools.cache  # the tables take seconds; tests share them (nothing here is mutated)
+def setup(bits: BitsSpace | None, pe_type: tuple[str, ...] = ("int_mac",)):
     space = micro_space()
     costs = SubnetCosts(space, 10, 3, SystolicArray(16, 16, "os"))
-    hw = HardwareSpace(costs.array, [8, 16], [8, 16], ["os", "ws"], [16], [16, 64], [16], max_pes=256)
+    hw = HardwareSpace(costs.array, [8, 16], [8, 16], ["os", "ws"], [16], [16, 64], [16], max_pes=256,
+                       pe_type=pe_type)
     return space, costs, hw, build_expected_cost(space, costs, bits, hw)
 
 
 def enumerate_costs(space, costs, hw, bits, probs):
-    """E[latency | a] and E[energy | a] by enumerating every (arch, bits) and scoring its whole workload."""
+    """E[latency | a] and E[energy | a] by enumerating every (arch, bits) and pricing it exactly (the search's
+    cost function: whole workload, PEs as wide as the candidate's widest bits)."""
     decisions = list(space.choices().items())
     bit_names = ([f"bits.weight[{s}]" for s in range(space.num_stages)] +
                  [f"bits.act[{s}]" for s in range(space.num_stages)])
     bit_opts = [bits.weight_choices] * space.num_stages + [bits.act_choices] * space.num_stages
-    workload = BitsWorkload(space)
     accs = list(hw.feasible())
     lat = torch.zeros(len(accs), dtype=torch.float64)
     energy = torch.zeros(len(accs), dtype=torch.float64)
@@ -61,9 +64,8 @@ def enumerate_costs(space, costs, hw, bits, probs):
         for bvalues in itertools.product(*bit_opts):
             p = p_arch * math.prod(float(probs[n][o.index(v)]) for n, o, v in zip(bit_names, bit_opts, bvalues))
             stage_bits = bits_from_choice(space.num_stages, dict(zip(bit_names, bvalues)))
-            sections = workload.sections(arch, stage_bits, 10, 3)
             for a, acc in enumerate(accs):
-                m = costs.cost_model(acc).score_sections(sections)
+                m = costs(arch, acc, stage_bits)
                 lat[a] += p * m["latency_ms"]
                 energy[a] += p * m["energy"]
                 by_resolution[arch.resolution][a] += p * m["latency_ms"]
@@ -77,13 +79,13 @@ def random_probs(cost, seed: int = 0) -> dict[str, torch.Tensor]:
 
 
 def test_expected_cost_equals_enumeration_and_its_gradient_the_closed_form() -> None:
-    bits = BitsSpace(3, (4, 8), (8,))
-    space, costs, hw, cost = setup(bits)
+    bits = BitsSpace(3, (4, 8), (8,))  # 2^3 weight-bit choices: the PE width (the widest) couples the stages
+    space, costs, hw, cost = setup(bits, ("int_mac", "bit_serial"))
     probs = random_probs(cost)
     lat, energy, by_res = enumerate_costs(space, costs, hw, bits, probs)
     got_lat, got_energy = cost.per_accelerator(probs)
-    torch.testing.assert_close(got_lat, lat, rtol=1e-12, atol=0)
-    torch.testing.assert_close(got_energy, energy, rtol=1e-12, atol=0)
+    torch.testing.assert_close(got_lat, lat, rtol=1e-11, atol=0)
+    torch.testing.assert_close(got_energy, energy, rtol=1e-11, atol=0)
     # d log E[L] / d logit_i = p_i (E[L | res_i] - E[L]) / E[L] for softmax logits, on a fixed accelerator
     logits = torch.log(probs["resolution"]).clone().requires_grad_(True)
     weights = torch.zeros(len(cost.accelerators), dtype=torch.float64)
@@ -136,23 +138,24 @@ def test_results_lie_in_the_space_and_their_metrics_equal_an_exact_reevaluation(
     records = search(net, cost, settings, bits, hw, precision=precision).run()
     choices = candidates_of(records)
     assert 2 <= len(choices) <= 6
-    evaluator = JointEvaluator(SubnetAccuracy(net, calib, dm.val_dataloader(), reuse_mb=0), costs, precision, hw)
-    metrics = {c: evaluator(c) for c in choices}
+    accuracy = SubnetAccuracy(net, calib, dm.val_dataloader(), reuse_mb=0, precision=precision)
+    archive, evaluations = evaluate_all(choices, JointEvaluator(accuracy, costs, hw), ("acc", "edp"), {}, hw)
+    assert len(archive) >= 1 and set(evaluations) <= set(choices)
     for c in choices:
         space.validate(c.arch)
         assert bits.contains(c.bits) and hw.contains(c.hardware)
-    # an independent evaluation: the static quantized subnet would need export; here a fresh evaluator on a
-    # fresh copy of the supernet, and the cost model on the flat layer list (not the sections)
+    # independently: a fresh supernet and evaluator, and the PPA model on the flat layer list (not sections)
     fresh_net = trained_supernet()
-    fresh = JointEvaluator(SubnetAccuracy(fresh_net, calib, dm.val_dataloader(), reuse_mb=0),
-                           SubnetCosts(space, 10, 3, costs.array), StagePrecision(fresh_net), hw)
-    for c in reversed(choices):
+    fresh_costs = SubnetCosts(space, 10, 3, costs.array)
+    fresh = JointEvaluator(SubnetAccuracy(fresh_net, calib, dm.val_dataloader(), reuse_mb=0,
+                                          precision=StagePrecision(fresh_net)), fresh_costs, hw)
+    for c in reversed(list(evaluations)):
         again = fresh(c)
-        assert again == metrics[c]
+        assert again == evaluations[c]
         layers = BitsWorkload(space).layers(c.arch, c.bits, 10, 3)
-        flat = costs.cost_model(c.hardware).score(layers)
-        assert flat["latency_ms"] == again["latency_ms"] and math.isclose(flat["energy"], again["energy"],
-                                                                           rel_tol=1e-12)
+        flat = fresh_costs.cost_model(c.hardware, design_bits(c.bits)).score(layers)
+        assert math.isclose(flat["latency_ms"], again["latency_ms"], rel_tol=1e-12)
+        assert math.isclose(flat["energy"], again["energy"], rel_tol=1e-12)
 
 
 def test_resume_reproduces_the_uninterrupted_search(tmp_path: Path) -> None:
@@ -209,6 +212,7 @@ def test_cli_differentiable_search_writes_the_outputs(tmp_path: Path) -> None:
             "search.hardware.space.rows=[8,16]", "search.hardware.space.cols=[8,16]",
             "search.hardware.space.dataflow=[os,ws]", "search.hardware.space.ifmap_sram_kb=[16]",
             "search.hardware.space.filter_sram_kb=[16]", "search.hardware.space.ofmap_sram_kb=[16]",
+            "search.hardware.space.pe_type=[int_mac,bit_serial]", "search.hardware.space.mapping=[scalesim]",
             "search.differentiable.steps=6", "search.differentiable.lambdas=[0,3]",
             "search.differentiable.batch_size=32", "search.differentiable.save_every=2", "progress=false"]
     proc = run_cli(args, env=ENV)
@@ -221,7 +225,7 @@ def test_cli_differentiable_search_writes_the_outputs(tmp_path: Path) -> None:
     micro_space().validate(arch_from_choice(micro_space(), {
         "resolution": data["resolution"], **{f"width[{i}]": w for i, w in enumerate(data["width"])},
         **{f"{k}[{i}]": v for k in ("depth", "kernel_size", "expand_ratio") for i, v in enumerate(data[k])}}))
-    assert set(data["hardware"]) >= {"rows", "cols", "dataflow"} and data["metrics"]["edp"] > 0
+    assert set(data["hardware"]) >= {"rows", "cols", "dataflow", "pe_type"} and data["metrics"]["edp"] > 0
     assert (out / "pareto.png").read_bytes()[:4] == b"\x89PNG"
     assert list((out / "tensorboard").glob("events.out.tfevents.*"))
     assert len(json.loads((out / "search_state.json").read_text())["records"]) == 2

@@ -12,6 +12,11 @@ a multilinear polynomial in the choice probabilities, computed from tables of ex
 (one ``score_sections`` call per section configuration and accelerator, once, before the search). The
 accelerator itself is a distribution over the feasible configurations (product of per-gene weights,
 renormalised over those within budget), so the expected cost is differentiable in every logit.
+A co-searched accelerator's PEs are as wide as the candidate's widest weight and activation bits
+(``effnn.search.costs.design_bits``), which couples every section to the bits of all stages. That is kept
+exact too: the tables have one entry per PE design width, and a section of stage ``s`` at its own width
+``u`` is weighted by P(max over all stages = W | stage s at u) = [W = u] F_s(u) + [W > u] (F_s(W) - F_s(W-)),
+with F_s the CDF of the maximum over the other stages (a product of per-stage CDFs).
 EDP is priced per accelerator as E[energy | a] * E[latency | a] (a product of expectations, not the
 expectation of the product: the one approximation here; the exact EDP of every discretised result is
 computed afterwards).
@@ -27,6 +32,7 @@ from typing import Any
 
 import torch
 
+from effnn.errors import ConfigError
 from effnn.nas.precision import BitsSpace, BitsWorkload, StageBits
 from effnn.nas.space import Arch, SearchSpace
 
@@ -73,97 +79,149 @@ class SectionSlot:
     """One position of the workload: the choices its cost depends on and when it runs (``depth > slot``)."""
 
     position: int            # index into workload_sections of an arch with every stage at its deepest
-    deps: tuple[str, ...]    # decision names the section's shape and bits depend on
+    deps: tuple[str, ...]    # decision names the section's shape depends on (bits excluded)
     depth_gate: str | None   # depth decision that switches it off, None for the stem and the head
+    stage: int               # the stage whose bits price it
     slot: int = 0
 
 
-def section_slots(space: SearchSpace, with_bits: bool) -> list[SectionSlot]:
+def section_slots(space: SearchSpace) -> list[SectionSlot]:
     """Stem, every block slot of every stage (at maximum depth), head -- with their dependencies."""
     n = space.num_stages
-
-    def bits(stage: int) -> tuple[str, ...]:
-        return (f"bits.weight[{stage}]", f"bits.act[{stage}]") if with_bits else ()
-
-    slots = [SectionSlot(0, ("width[0]", "resolution", *bits(0)), None)]
+    slots = [SectionSlot(0, ("width[0]", "resolution"), None, 0)]
     position = 1
     for s, spec in enumerate(space.stages):
         for j in range(max(spec.depths)):
             ins = (f"width[{s}]",) if j == 0 else ()
-            deps = (*ins, f"width[{s + 1}]", f"kernel_size[{s}]", f"expand_ratio[{s}]", "resolution", *bits(s))
-            slots.append(SectionSlot(position, deps, f"depth[{s}]", j))
+            deps = (*ins, f"width[{s + 1}]", f"kernel_size[{s}]", f"expand_ratio[{s}]", "resolution")
+            slots.append(SectionSlot(position, deps, f"depth[{s}]", s, j))
             position += 1
-    slots.append(SectionSlot(position, (f"width[{n}]", f"width[{n + 1}]", "resolution", *bits(n - 1)), None))
+    slots.append(SectionSlot(position, (f"width[{n}]", f"width[{n + 1}]", "resolution"), None, n - 1))
     return slots
 
 
-SectionCosts = Callable[[Any, Sequence[Any]], tuple[Sequence[float], Sequence[float]]]
+def max_coupling(probs: Sequence[torch.Tensor], stage: int) -> torch.Tensor:
+    """``M[u, W]`` = P(max over all stages = option W | ``stage`` at option u), options sorted ascending."""
+    cdfs = [torch.cumsum(p.to(torch.float64), 0) for p in probs]
+    others = torch.ones_like(cdfs[0])
+    for s, cdf in enumerate(cdfs):
+        if s != stage:
+            others = others * cdf
+    step = torch.diff(others, prepend=torch.zeros(1, dtype=torch.float64))  # P(max of the others = W)
+    k = len(others)
+    u = torch.arange(k).unsqueeze(1)
+    w = torch.arange(k).unsqueeze(0)
+    return torch.where(w == u, others.unsqueeze(0).expand(k, k), torch.where(w > u, step.unsqueeze(0).expand(k, k),
+                                                                             torch.zeros((), dtype=torch.float64)))
+
+
+#: (accelerator, PE design widths or None, sections) -> (latencies in ms, energies), one per section
+SectionCosts = Callable[[Any, tuple[int, int] | None, Sequence[Any]], tuple[Sequence[float], Sequence[float]]]
+#: most table entries (accelerators x PE widths x section configurations) built before refusing
+MAX_TABLE_ENTRIES = 4_000_000
 
 
 class ExpectedCost:
     """Exact per-section latency/energy tables over ``accelerators`` and the expected cost of a relaxed choice.
 
-    ``section_costs(accelerator, sections)`` -> ``(latencies_ms, energies)``, one per workload section (e.g.
-    a ``SystolicCostModel``'s ``score_many`` over the sections' layers: one vectorised batch per
-    accelerator). ``accelerators`` is the feasible list (``[None]`` when only the network is searched on a
-    fixed array).
+    ``section_costs(accelerator, pe_bits, sections)`` prices each workload section alone (e.g. with
+    ``SubnetCosts.cost_model(accelerator, pe_bits)``). ``accelerators`` is the feasible list (``[None]`` for the
+    fixed array). ``couple_pe_bits``: the PEs are as wide as the candidate's widest bits (a co-search with
+    bits); otherwise ``pe_bits`` is None and the cost model's own widths apply.
     """
 
     def __init__(self, space: SearchSpace, decisions: Sequence[Decision], accelerators: Sequence[Any],
                  section_costs: SectionCosts, num_classes: int, in_chans: int = 3,
-                 bits_space: BitsSpace | None = None) -> None:
+                 bits_space: BitsSpace | None = None, couple_pe_bits: bool = False) -> None:
         self.space = space
         self.decisions = {d.name: d for d in decisions}
         self.accelerators = list(accelerators)
         self.bits_space = bits_space
-        self.slots = section_slots(space, bits_space is not None)
-        workload = BitsWorkload(space) if bits_space is not None else None
-        sections, shapes = [], []
-        for slot in self.slots:
-            options = [self.decisions[d].options for d in slot.deps]
-            shapes.append([len(o) for o in options])
-            for values in product(*options):
-                arch, bits = self._representative(slot, values)
-                found = (workload.sections(arch, bits, num_classes, in_chans) if workload is not None
-                         else space.workload_sections(arch, num_classes, in_chans))
-                sections.append(found[slot.position])
-        lat = torch.zeros(len(self.accelerators), len(sections), dtype=torch.float64)
+        self.couple = couple_pe_bits and bits_space is not None
+        self.slots = section_slots(space)
+        own = list(product(bits_space.weight_choices, bits_space.act_choices)) if bits_space is not None else [None]
+        designs = own if self.couple else [None]
+        sections, owners, shapes = self._sections(own, num_classes, in_chans)
+        entries = len(self.accelerators) * len(designs) * len(sections)
+        if entries > MAX_TABLE_ENTRIES:
+            raise ConfigError(f"the differentiable cost needs {entries:,} table entries ({len(self.accelerators)} "
+                              f"accelerators x {len(designs)} PE widths x {len(sections)} section configurations), "
+                              f"more than {MAX_TABLE_ENTRIES:,}; narrow search.hardware.space (e.g. fewer pe_type or "
+                              f"mapping choices) or the bit choices")
+        lat = torch.zeros(len(self.accelerators), len(designs), len(sections), dtype=torch.float64)
         energy = torch.zeros_like(lat)
-        for a, acc in enumerate(self.accelerators):
-            la, en = section_costs(acc, sections)
-            lat[a] = torch.tensor(la, dtype=torch.float64)
-            energy[a] = torch.tensor(en, dtype=torch.float64)
-        self.latency: list[torch.Tensor] = []
-        self.energy: list[torch.Tensor] = []
+        for d, design in enumerate(designs):
+            # a stage's own bits never exceed the PE width (the widest bits): those entries stay 0, unused
+            needed = [i for i, pair in enumerate(owners)
+                      if design is None or (pair[0] <= design[0] and pair[1] <= design[1])]
+            for a, acc in enumerate(self.accelerators):
+                la, en = section_costs(acc, design, [sections[i] for i in needed])
+                lat[a, d, needed] = torch.tensor(la, dtype=torch.float64)
+                energy[a, d, needed] = torch.tensor(en, dtype=torch.float64)
+        dw = len(bits_space.weight_choices) if self.couple else 1
+        da = len(bits_space.act_choices) if self.couple else 1
+        self.latency, self.energy = [], []
         start = 0
-        for shape in shapes:
+        for shape in shapes:  # each slot's block: [A, Wd, Ad, u, v, *deps]
             count = math.prod(shape)
-            self.latency.append(lat[:, start:start + count].reshape(len(self.accelerators), *shape))
-            self.energy.append(energy[:, start:start + count].reshape(len(self.accelerators), *shape))
+            full = (len(self.accelerators), dw, da, *shape)
+            self.latency.append(lat[:, :, start:start + count].reshape(full))
+            self.energy.append(energy[:, :, start:start + count].reshape(full))
             start += count
 
-    def _representative(self, slot: SectionSlot, values: Sequence[Any]) -> tuple[Arch, StageBits | None]:
-        """An arch (every stage deepest) and bits with ``slot``'s dependencies at ``values``."""
-        choice = {name: max(d.options) for name, d in self.decisions.items()}
-        choice.update(zip(slot.deps, values))
-        arch = arch_from_choice(self.space, choice)
-        bits = bits_from_choice(self.space.num_stages, choice) if self.bits_space is not None else None
-        return arch, bits
+    def _sections(self, own: Sequence[tuple[int, int] | None], num_classes: int, in_chans: int
+                  ) -> tuple[list[Any], list[Any], list[list[int]]]:
+        """Every slot's sections for each own-bits pair and dependency combination, each one's own bits, and
+        the slots' shapes."""
+        workload = BitsWorkload(self.space) if self.bits_space is not None else None
+        nu = len(self.bits_space.weight_choices) if self.bits_space is not None else 1
+        sections, owners, shapes = [], [], []
+        for slot in self.slots:
+            options = [self.decisions[d].options for d in slot.deps]
+            shapes.append([nu, len(own) // nu, *(len(o) for o in options)])
+            for pair in own:
+                for values in product(*options):
+                    choice = {name: max(d.options) for name, d in self.decisions.items()}
+                    choice.update(zip(slot.deps, values))
+                    arch = arch_from_choice(self.space, choice)
+                    if workload is None:
+                        found = self.space.workload_sections(arch, num_classes, in_chans)
+                    else:
+                        bits = StageBits.uniform(self.space.num_stages, pair[0], pair[1])
+                        found = workload.sections(arch, bits, num_classes, in_chans)
+                    sections.append(found[slot.position])
+                    owners.append(pair)
+        return sections, owners, shapes
+
+    def _bits_probs(self, probs: Mapping[str, torch.Tensor], kind: str) -> list[torch.Tensor]:
+        return [probs[f"bits.{kind}[{s}]"].to(torch.float64) for s in range(self.space.num_stages)]
 
     def per_accelerator(self, probs: Mapping[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
         """``(E[latency | a], E[energy | a])`` for every accelerator ``a`` under independent ``probs``."""
-        total_lat = total_energy = None
-        for slot, lat, energy in zip(self.slots, self.latency, self.energy):
-            for p in (probs[d].to(torch.float64) for d in reversed(slot.deps)):
-                lat, energy = lat @ p, energy @ p
-            if slot.depth_gate is not None:
-                d = self.decisions[slot.depth_gate]
-                runs = torch.tensor([1.0 if v > slot.slot else 0.0 for v in d.options], dtype=torch.float64)
-                active = probs[slot.depth_gate].to(torch.float64) @ runs
-                lat, energy = lat * active, energy * active
-            total_lat = lat if total_lat is None else total_lat + lat
-            total_energy = energy if total_energy is None else total_energy + energy
-        return total_lat, total_energy
+        one = torch.ones(1, dtype=torch.float64)
+        if self.bits_space is not None:
+            wprobs, aprobs = self._bits_probs(probs, "weight"), self._bits_probs(probs, "act")
+        totals = []
+        for tables in (self.latency, self.energy):
+            total = None
+            for slot, table in zip(self.slots, tables):
+                x = table
+                for p in (probs[d].to(torch.float64) for d in reversed(slot.deps)):
+                    x = x @ p
+                if self.bits_space is None:
+                    pu, pv, m, n = one, one, one.reshape(1, 1), one.reshape(1, 1)
+                else:
+                    pu, pv = wprobs[slot.stage], aprobs[slot.stage]
+                    m = max_coupling(wprobs, slot.stage) if self.couple else torch.ones(len(pu), 1, dtype=torch.float64)
+                    n = max_coupling(aprobs, slot.stage) if self.couple else torch.ones(len(pv), 1, dtype=torch.float64)
+                x = torch.einsum("awxuv,u,uw,v,vx->a", x, pu, m, pv, n)
+                if slot.depth_gate is not None:
+                    d = self.decisions[slot.depth_gate]
+                    runs = torch.tensor([1.0 if v > slot.slot else 0.0 for v in d.options], dtype=torch.float64)
+                    x = x * (probs[slot.depth_gate].to(torch.float64) @ runs)
+                total = x if total is None else total + x
+            totals.append(total)
+        return totals[0], totals[1]
 
     def expected(self, probs: Mapping[str, torch.Tensor], acc_weights: torch.Tensor, metric: str) -> torch.Tensor:
         """The relaxed ``metric`` (see the module docstring) under network ``probs`` and accelerator weights."""
@@ -172,5 +230,5 @@ class ExpectedCost:
         return acc_weights.to(torch.float64) @ per_acc
 
 
-__all__ = ["Decision", "ExpectedCost", "RELAXED_METRICS", "SectionSlot", "arch_from_choice", "bits_from_choice",
-           "network_decisions", "section_slots"]
+__all__ = ["Decision", "ExpectedCost", "MAX_TABLE_ENTRIES", "RELAXED_METRICS", "SectionSlot", "arch_from_choice",
+           "bits_from_choice", "max_coupling", "network_decisions", "section_slots"]

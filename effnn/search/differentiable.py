@@ -10,7 +10,8 @@ each accelerator gene (rows, cols, dataflow, SRAMs) -- gets a vector of learnabl
   (its width, depth, kernel, expand, bits) and the pooled head features (head width) -- so cross-entropy
   on a training batch reaches those logits;
 * **accelerator, soft** (Auto-NBA's heterogeneous sampling): each gene's soft Gumbel-softmax weights,
-  multiplied and renormalised over the configurations within budget, weight the per-accelerator costs;
+  multiplied and renormalised over the configurations within budget (with PEs at the narrowest bit
+  choices, the co-search's necessary condition), weight the per-accelerator costs;
 * **cost**: the expected latency/energy/EDP of the relaxed network on the relaxed accelerator from exact
   per-section tables (:mod:`effnn.search.diff_cost`); the loss is ``CE + lambda * log(cost)`` (the log makes
   ``lambda`` independent of the cost's unit).
@@ -45,6 +46,8 @@ from effnn.nas.space import Arch, SearchSpace
 from effnn.nas.supernet import Supernet, resize_to
 from effnn.search.diff_cost import (RELAXED_METRICS, Decision, ExpectedCost, arch_from_choice, bits_from_choice,
                                     network_decisions)
+from effnn.search.candidate import Candidate
+from effnn.search.costs import design_bits
 from effnn.search.hardware import Accelerator, HardwareSpace
 
 STATE_FORMAT = "effnn-differentiable-search"
@@ -100,32 +103,13 @@ class DifferentiableSettings:
         return data
 
 
-@dataclass(frozen=True)
-class JointChoice:
-    """A discrete point of the joint space: arch, bits (None: not searched) and accelerator (None: fixed)."""
-
-    arch: Arch
-    bits: StageBits | None = None
-    hardware: Accelerator | None = None
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"arch": self.arch.to_dict(), "bits": None if self.bits is None else self.bits.to_dict(),
-                "hardware": None if self.hardware is None else self.hardware.to_dict()}
-
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> JointChoice:
-        bits, hw = data.get("bits"), data.get("hardware")
-        return cls(Arch.from_dict(data["arch"]), None if bits is None else StageBits.from_dict(bits),
-                   None if hw is None else Accelerator.from_dict(hw))
-
-
 @dataclass
 class RunRecord:
     """What one lambda's run ended with (kept in the state file)."""
 
     lam: float
-    argmax: JointChoice
-    frequent: list[JointChoice]
+    argmax: Candidate
+    frequent: list[Candidate]
     final_cost: float
     history: list[dict[str, float]] = field(default_factory=list)
     probabilities: dict[str, list[float]] = field(default_factory=dict)  # softmax of the final logits
@@ -211,7 +195,7 @@ class DifferentiableSearch:
             gates[d.name] = 1.0 - y[i].detach() + y[i]
         return index, gates, soft
 
-    def choice(self, index: Mapping[str, int]) -> JointChoice:
+    def choice(self, index: Mapping[str, int]) -> Candidate:
         """The discrete point of per-decision option indices (accelerator genes optional)."""
         values = {d.name: d.options[index[d.name]] for d in self.net_decisions}
         arch = arch_from_choice(self.space, values)
@@ -219,7 +203,7 @@ class DifferentiableSearch:
         hw = None
         if self.hw_decisions and all(d.name in index for d in self.hw_decisions):
             hw = Accelerator.from_dict({d.name[3:]: d.options[index[d.name]] for d in self.hw_decisions})
-        return JointChoice(arch, bits, hw)
+        return Candidate(arch, hw, bits)
 
     def _batch(self, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
         idx = torch.randperm(len(self.train_set), generator=generator)[:self.settings.batch_size].tolist()
@@ -243,7 +227,7 @@ class DifferentiableSearch:
         pooled = net.forward_head(net.forward_last_conv(h), pre_logits=True) * gates[f"width[{n + 1}]"]
         return net.classifier(net.dropout(pooled))
 
-    def _forward_loss(self, choice: JointChoice, gates: Mapping[str, torch.Tensor],
+    def _forward_loss(self, choice: Candidate, gates: Mapping[str, torch.Tensor],
                       batch: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
         from effnn.search.evaluator import recalibrate_subnet
 
@@ -280,16 +264,22 @@ class DifferentiableSearch:
         self.optimizer.step()
         self.step_in_run = t + 1
         if t >= self.settings.steps * (1.0 - self.settings.tail_fraction):
-            self.samples.append(dict(index, **self._hw_argmax(soft)))
+            self.samples.append(dict(index, **self._hw_argmax(soft, choice.bits)))
         record = {"ce": ce.item(), "cost": cost.item(), "loss": loss.item(), "tau": tau}
         self.history.append(record)
         return record
 
-    def _hw_argmax(self, soft: Mapping[str, torch.Tensor]) -> dict[str, int]:
-        """The accelerator a soft sample weights most (argmax of the renormalised joint weights)."""
+    def _hw_argmax(self, weights: Mapping[str, torch.Tensor], bits: StageBits | None) -> dict[str, int]:
+        """The accelerator ``weights`` favour most among those within budget with PEs as wide as ``bits`` need
+        (the relaxation masks with the necessary condition, PEs at the narrowest bit choices)."""
         if not self.hw_decisions:
             return {}
-        best = int(self.accelerator_weights(soft).argmax())
+        joint = self.accelerator_weights(weights)
+        pe_bits = design_bits(bits) if bits is not None else None
+        fits = torch.tensor([self.hardware.within_budget(acc, pe_bits) for acc in self.accelerators])
+        if bool(fits.any()):
+            joint = torch.where(fits, joint, torch.full_like(joint, -1.0))
+        best = int(joint.argmax())
         return {d.name: int(i) for d, i in zip(self.hw_decisions, self._accelerator_index()[best])}
 
     # ---------------------------------------------------------------------------------------- the search
@@ -299,10 +289,10 @@ class DifferentiableSearch:
         frequent distinct samples of the run's last steps."""
         probs = self.probabilities()
         index = {d.name: int(probs[d.name].argmax()) for d in self.net_decisions}
-        index.update(self._hw_argmax(probs))
+        index.update(self._hw_argmax(probs, self.choice(index).bits))
         argmax = self.choice(index)
         counts = Counter(json.dumps(self.choice(s).to_dict(), sort_keys=True) for s in self.samples)
-        frequent = [JointChoice.from_dict(json.loads(k)) for k, _ in counts.most_common(self.settings.top_k)]
+        frequent = [Candidate.from_dict(json.loads(k)) for k, _ in counts.most_common(self.settings.top_k)]
         with torch.no_grad():
             final = float(self.cost.expected(probs, self.accelerator_weights(probs), self.settings.metric))
         return RunRecord(lam, argmax, frequent, final, list(self.history),
@@ -370,8 +360,8 @@ class DifferentiableSearch:
             if state.get("format") != STATE_FORMAT:
                 raise ValueError(f"format is {state.get('format')!r}, not {STATE_FORMAT!r}")
             settings, context = dict(state["settings"]), dict(state.get("context", {}))
-            records = [RunRecord(r["lam"], JointChoice.from_dict(r["argmax"]),
-                                 [JointChoice.from_dict(c) for c in r["frequent"]], r["final_cost"], r["history"],
+            records = [RunRecord(r["lam"], Candidate.from_dict(r["argmax"]),
+                                 [Candidate.from_dict(c) for c in r["frequent"]], r["final_cost"], r["history"],
                                  r["probabilities"])
                        for r in state["records"]]
         except (OSError, ValueError, KeyError, TypeError) as err:
@@ -408,4 +398,4 @@ class DifferentiableSearch:
                               f"({'; '.join(diff)}); use the same settings or a new out= directory")
 
 
-__all__ = ["BN_MODES", "DifferentiableSearch", "DifferentiableSettings", "JointChoice", "RunRecord"]
+__all__ = ["BN_MODES", "DifferentiableSearch", "DifferentiableSettings", "Candidate", "RunRecord"]

@@ -8,27 +8,23 @@ evolutionary search's (pareto.csv, archs/*.yaml with bits and accelerator, paret
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-import yaml
 from omegaconf import DictConfig, OmegaConf
 
 from effnn.config import DifferentiableConfig, validated
 from effnn.errors import ConfigError
-from effnn.io import atomic_directory, atomic_write_text
-from effnn.nas.precision import BitsSpace, BitsWorkload, StageBits, StagePrecision
+from effnn.nas.precision import BitsSpace, StageBits
 from effnn.nas.space import Arch, SearchSpace
 from effnn.search.candidate import Candidate
-from effnn.search.costs import SubnetCosts
-from effnn.search.diff_cost import ExpectedCost, network_decisions
-from effnn.search.differentiable import DifferentiableSearch, DifferentiableSettings, JointChoice, RunRecord
-from effnn.search.evaluator import SubnetAccuracy
+from effnn.search.costs import SubnetCosts, candidate_budget_ok
+from effnn.search.diff_cost import ExpectedCost, SectionCosts, network_decisions
+from effnn.search.differentiable import DifferentiableSearch, DifferentiableSettings, RunRecord
 from effnn.search.hardware import Accelerator, HardwareSpace
 from effnn.search.pareto import Objective, ParetoArchive
-from effnn.search.report import ARCH_FILE_PREFIX, pareto_figure, pareto_rows, save_figure, write_pareto_csv
+from effnn.search.report import pareto_figure, pareto_rows, save_figure, write_arch_files, write_pareto_csv
 
 
 def settings_from_config(node: Any) -> DifferentiableSettings:
@@ -40,61 +36,33 @@ def settings_from_config(node: Any) -> DifferentiableSettings:
     return DifferentiableSettings(**data)
 
 
-def bits_space_from_config(search: DictConfig, num_stages: int) -> BitsSpace | None:
-    """The ``search.bits`` block (enabled, weight/act choices) when the config has one and it is on."""
-    bits = search.get("bits") if isinstance(search, DictConfig) else None
-    if bits is None or not bool(bits.get("enabled", False)):
-        return None
-    try:
-        return BitsSpace(num_stages, tuple(bits.get("weight_choices", (4, 8))), tuple(bits.get("act_choices", (4, 8))))
-    except ValueError as err:
-        raise ConfigError(f"search.bits: {err}") from err
-
-
 class JointEvaluator:
-    """Exact metrics of a :class:`JointChoice`: accuracy (at its bits) and costs on its accelerator."""
+    """Exact metrics of a candidate, as the evolutionary search computes them: accuracy at its bits (BN and
+    activation ranges recalibrated) and the PPA costs of its whole workload on its accelerator."""
 
-    def __init__(self, accuracy: SubnetAccuracy, costs: SubnetCosts, precision: StagePrecision | None = None,
-                 hardware: HardwareSpace | None = None) -> None:
-        self.accuracy, self.costs, self.precision, self.hardware = accuracy, costs, precision, hardware
-        self.workload = BitsWorkload(costs.space)
+    def __init__(self, accuracy: Callable[..., float], costs: SubnetCosts, hardware: HardwareSpace | None = None
+                 ) -> None:
+        self.accuracy, self.costs, self.hardware = accuracy, costs, hardware
         self._acc: dict[tuple[Arch, StageBits | None], float] = {}
 
-    def acc(self, arch: Arch, bits: StageBits | None) -> float:
-        """Top-1 (%) after BN recalibration; at ``bits``, activation ranges are re-estimated in the same
-        training-mode passes (``StagePrecision.reset_activation_ranges``)."""
-        key = (arch, bits)
-        if key not in self._acc:
-            if bits is None or self.precision is None:
-                self._acc[key] = float(self.accuracy(arch))
-            else:
-                with self.precision.use(bits):
-                    self.precision.reset_activation_ranges()
-                    self.accuracy.recalibrate(arch)
-                    self._acc[key] = float(self.accuracy.accuracy(arch))
-        return self._acc[key]
-
-    def cost(self, arch: Arch, bits: StageBits | None, hardware: Accelerator | None) -> dict[str, float]:
-        """macs, params, latency_ms, energy, edp of the whole workload (plus PEs and area in a co-search)."""
-        space = self.costs.space
-        sections = (self.workload.sections(arch, bits, self.costs.num_classes, self.costs.in_chans)
-                    if bits is not None else space.workload_sections(arch, self.costs.num_classes, self.costs.in_chans))
-        scored = self.costs.cost_model(hardware).score_sections(sections)
-        out = {m: float(scored[m]) for m in ("macs", "params", "latency_ms", "energy", "edp")}
-        if hardware is not None and self.hardware is not None:
-            out["pes"] = float(hardware.num_pes)
-            out["area_mm2"] = float(self.hardware.area_mm2(hardware))
-        return out
-
-    def __call__(self, choice: JointChoice) -> dict[str, float]:
-        return {"acc": self.acc(choice.arch, choice.bits), **self.cost(choice.arch, choice.bits, choice.hardware)}
+    def __call__(self, cand: Candidate) -> dict[str, float]:
+        if cand.key not in self._acc:
+            self._acc[cand.key] = float(self.accuracy(cand.arch) if cand.bits is None
+                                        else self.accuracy(cand.arch, cand.bits))
+        metrics = {"acc": self._acc[cand.key], **self.costs(cand.arch, cand.hardware, cand.bits)}
+        if self.hardware is not None and cand.hardware is not None:
+            metrics["pes"] = float(cand.hardware.num_pes)
+            metrics.setdefault("area_mm2", self.hardware.area_mm2(cand.hardware))
+        return metrics
 
 
-def section_costs_fn(costs: SubnetCosts) -> Callable[[Accelerator | None, Sequence[Any]],
-                                                      tuple[list[float], list[float]]]:
-    """Latency and energy of each section on an accelerator: one vectorised ``score_many`` per accelerator."""
-    def section_costs(acc: Accelerator | None, sections: Sequence[Any]) -> tuple[list[float], list[float]]:
-        scored = costs.cost_model(acc).score_many([s.layers for s in sections])
+def section_costs_fn(costs: SubnetCosts) -> SectionCosts:
+    """Latency and energy of each section alone on an accelerator with PEs ``pe_bits`` wide (None: the
+    cost model's own widths), from the same cost models the exact evaluation uses."""
+    def section_costs(acc: Accelerator | None, pe_bits: tuple[int, int] | None, sections: Sequence[Any]
+                      ) -> tuple[list[float], list[float]]:
+        model = costs.cost_model(acc, pe_bits or costs.pe_bits(acc, None))
+        scored = [model.score_sections([s]) for s in sections]
         return [m["latency_ms"] for m in scored], [m["energy"] for m in scored]
 
     return section_costs
@@ -104,10 +72,10 @@ def build_expected_cost(space: SearchSpace, costs: SubnetCosts, bits: BitsSpace 
                         hardware: HardwareSpace | None) -> ExpectedCost:
     accelerators = list(hardware.feasible()) if hardware is not None else [None]
     return ExpectedCost(space, network_decisions(space, bits), accelerators, section_costs_fn(costs),
-                        costs.num_classes, costs.in_chans, bits)
+                        costs.num_classes, costs.in_chans, bits, couple_pe_bits=hardware is not None)
 
 
-def candidates_of(records: Sequence[RunRecord]) -> list[JointChoice]:
+def candidates_of(records: Sequence[RunRecord]) -> list[Candidate]:
     """Every run's argmax and frequent samples, first occurrence first."""
     return list(dict.fromkeys(c for r in records for c in (r.argmax, *r.frequent)))
 
@@ -117,42 +85,33 @@ def feasible(metrics: Mapping[str, float], constraints: Mapping[str, tuple[float
                for n, (lo, hi) in constraints.items())
 
 
-def evaluate_all(choices: Sequence[JointChoice], evaluator: Callable[[JointChoice], dict[str, float]],
-                 objectives: Sequence[str], constraints: Mapping[str, Any]
-                 ) -> tuple[ParetoArchive, dict[JointChoice, dict[str, float]]]:
-    """Exact metrics of every choice and the Pareto archive of those inside the constraints."""
+def evaluate_all(candidates: Sequence[Candidate], evaluator: Callable[[Candidate], dict[str, float]],
+                 objectives: Sequence[str], constraints: Mapping[str, Any], hardware: HardwareSpace | None = None
+                 ) -> tuple[ParetoArchive, dict[Candidate, dict[str, float]]]:
+    """Exact metrics of every candidate within the budget (at its own PE widths) and the Pareto archive of
+    those inside the constraints."""
     archive = ParetoArchive(tuple(Objective.named(n) for n in objectives))
     evaluations = {}
-    for choice in choices:
-        metrics = evaluator(choice)
-        evaluations[choice] = metrics
+    for cand in candidates:
+        if not candidate_budget_ok(hardware, cand.hardware, cand.bits):
+            continue
+        metrics = evaluator(cand)
+        evaluations[cand] = metrics
         if feasible(metrics, constraints):
-            archive.add(choice, metrics)
+            archive.add(cand, metrics)
     return archive, evaluations
 
 
-def write_joint_outputs(out: Path, archive: ParetoArchive, evaluations: Mapping[JointChoice, Mapping[str, float]],
-                        objectives: Sequence[str]) -> list[tuple[JointChoice, dict[str, float]]]:
-    """pareto.csv (with a ``bits`` column), archs/pareto_NNN.yaml (AlphaNet keys + ``bits`` + ``hardware`` +
-    ``metrics``) and pareto.png, each written atomically, in the evolutionary search's layout."""
+def write_joint_outputs(out: Path, archive: ParetoArchive, evaluations: Mapping[Candidate, Mapping[str, float]],
+                        objectives: Sequence[str]) -> tuple[list[tuple[Candidate, dict[str, float]]], Any]:
+    """pareto.csv, archs/pareto_NNN.yaml (with ``bits`` and ``hardware``) and pareto.png through the
+    evolutionary search's writers; returns the entries and the (open) figure."""
     entries = archive.entries()
-    rows = pareto_rows([(Candidate(c.arch, c.hardware), m) for c, m in entries])
-    for row, (choice, _) in zip(rows, entries):
-        if choice.bits is not None:
-            row["bits"] = json.dumps(choice.bits.to_dict(), separators=(",", ":"))
-    write_pareto_csv(out / "pareto.csv", rows)
-    with atomic_directory(out / "archs", "arch files", overwrite=True) as tmp:
-        for i, (choice, metrics) in enumerate(entries):
-            data: dict[str, Any] = choice.arch.to_dict()
-            if choice.bits is not None:
-                data["bits"] = choice.bits.to_dict()
-            data["metrics"] = {k: float(v) for k, v in metrics.items()}
-            if choice.hardware is not None:
-                data["hardware"] = choice.hardware.to_dict()
-            atomic_write_text(tmp / f"{ARCH_FILE_PREFIX}{i:03d}.yaml", yaml.safe_dump(data, sort_keys=False))
+    write_pareto_csv(out / "pareto.csv", pareto_rows(entries))
+    write_arch_files(out / "archs", entries)
     fig = pareto_figure(evaluations, entries, tuple(Objective.named(n) for n in objectives))
     save_figure(fig, out / "pareto.png")
-    return entries  # type: ignore[return-value]
+    return entries, fig  # type: ignore[return-value]
 
 
 def _plain(node: Any) -> Any:
@@ -190,7 +149,7 @@ def _tensorboard(out: Path, records: Sequence[RunRecord], fig: Any) -> None:
     writer.close()
 
 
-def run_differentiable(cfg: DictConfig, console: Any = None) -> list[tuple[JointChoice, dict[str, float]]]:
+def run_differentiable(cfg: DictConfig, console: Any = None) -> list[tuple[Candidate, dict[str, float]]]:
     """``tools/search.py search.method=differentiable``: search, evaluate exactly, write the outputs."""
     from rich.console import Console
 
@@ -206,12 +165,12 @@ def run_differentiable(cfg: DictConfig, console: Any = None) -> list[tuple[Joint
     search_settings = app.settings_from_config(cfg.search)
     settings = settings_from_config(cfg.search.differentiable)
     loaded = load_supernet_checkpoint(cfg.ckpt)
-    costs, hardware = app.build_costs(cfg, search_settings, loaded.space, loaded.num_classes, loaded.in_chans)
+    bits = app.bits_space_from_config(cfg, loaded)
+    costs, hardware = app.build_costs(cfg, search_settings, loaded.space, loaded.num_classes, loaded.in_chans, bits)
     if not costs.hardware_metrics:
         raise ConfigError("search.method=differentiable prices latency/energy on an accelerator; pick a systolic "
                           "hardware preset, e.g. hardware=systolic_16x16_os")
-    bits = bits_space_from_config(cfg.search, loaded.space.num_stages)
-    precision = getattr(loaded, "precision", None) or (StagePrecision(loaded.supernet) if bits else None)
+    precision = getattr(loaded, "precision", None)
     accuracy = app.build_accuracy(cfg, loaded, fabric.device)
     dm = build_datamodule(cfg.data, loaded.num_classes, loaded.in_chans)
     context = {"ckpt": str(Path(cfg.ckpt).resolve()), "space": loaded.space.name, "data": _plain(cfg.data),
@@ -231,21 +190,19 @@ def run_differentiable(cfg: DictConfig, console: Any = None) -> list[tuple[Joint
     finally:
         if progress is not None:
             progress.close()
-    evaluator = JointEvaluator(accuracy, costs, precision if bits else None, hardware)
-    archive, evaluations = evaluate_all(candidates_of(records), evaluator, search_settings.objectives,
-                                        search_settings.constraints)
-    entries = write_joint_outputs(out, archive, evaluations, search_settings.objectives)
+    archive, evaluations = evaluate_all(candidates_of(records), JointEvaluator(accuracy, costs, hardware),
+                                        search_settings.objectives, search_settings.constraints, hardware)
+    entries, fig = write_joint_outputs(out, archive, evaluations, search_settings.objectives)
     if cfg.get("tensorboard", True):
-        import matplotlib.pyplot as plt
-
-        fig = pareto_figure(evaluations, entries, tuple(Objective.named(n) for n in search_settings.objectives))
         _tensorboard(out, records, fig)
-        plt.close(fig)
+    import matplotlib.pyplot as plt
+
+    plt.close(fig)
     console.print(f"differentiable search: {len(records)} runs, {len(evaluations)} candidates evaluated exactly, "
                   f"{len(entries)} on the Pareto front; wrote {out}/pareto.csv, archs/, pareto.png, tensorboard/, "
                   f"{app.STATE_FILE}")
     return entries
 
 
-__all__ = ["JointEvaluator", "build_expected_cost", "bits_space_from_config", "candidates_of", "evaluate_all",
+__all__ = ["JointEvaluator", "build_expected_cost", "candidates_of", "evaluate_all",
            "run_differentiable", "settings_from_config", "write_joint_outputs"]
