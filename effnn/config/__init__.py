@@ -157,6 +157,30 @@ class QuantizationConfig:
         return validated(cls, value, "quantization")
 
 
+@dataclass
+class SwitchablePrecisionConfig:
+    """``model.precision`` of the supernet module: switchable-precision (InstantNet-style) training.
+
+    ``weight_choices``/``act_choices``: per-stage bit-widths the supernet is trained (and later searched) at.
+    ``ladder``: uniform precisions of the cascade, applied to weights and activations alike (32 = full
+    precision), highest first after sorting; null = the widths common to both choice lists.
+    ``middle_bits``: how the sandwich's middle subnets draw bits: ``mixed`` (per stage, BitsSpace.sample)
+    or ``uniform`` (one random ladder level). ``cascade``: run the largest and the smallest subnet at every
+    lower ladder level too, each distilled from the level above. ``eval_bits``: uniform precisions
+    validated (null: full precision + the ladder). ``keep_classifier``/``act_momentum``: as
+    :class:`QuantizationConfig`.
+    """
+
+    weight_choices: list[int] = field(default_factory=lambda: [4, 8])
+    act_choices: list[int] = field(default_factory=lambda: [4, 8])
+    ladder: list[int] | None = None
+    middle_bits: str = "mixed"
+    cascade: bool = True
+    eval_bits: list[int] | None = None
+    keep_classifier: bool = False
+    act_momentum: float = 0.9
+
+
 def validated(schema: type[T], value: Any, where: str) -> T:
     """``value`` (a mapping or DictConfig) checked against ``schema``: unknown keys and wrong types raise
     one-line ConfigErrors naming ``where``; returns the filled-in dataclass instance."""
@@ -185,6 +209,7 @@ def register_schemas() -> None:
     cs.store(group="hardware", name="_schema", node=HardwareConfig)
     cs.store(group="search", name="_schema", node=SearchConfig)
     cs.store(group="precision", name="_quantization_schema", node=QuantizationConfig)
+    cs.store(group="precision", name="_switchable_schema", node=SwitchablePrecisionConfig)
 
 
 def register_configs() -> None:
@@ -207,6 +232,5 @@ def register_configs() -> None:
 
 
 __all__ = ["DEFAULT_HARDWARE", "ArrayConfig", "BitsConfig", "CalibrationConfig", "CoSearchConfig",
-           "DifferentiableConfig", "HardwareConfig",
-           "PredictorConfig", "QuantizationConfig", "SearchConfig", "register_configs", "register_schemas",
-           "validated"]
+           "DifferentiableConfig", "HardwareConfig", "PredictorConfig", "QuantizationConfig", "SearchConfig",
+           "SwitchablePrecisionConfig", "register_configs", "register_schemas", "validated"]

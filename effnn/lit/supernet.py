@@ -6,6 +6,9 @@ one optimizer step. Under DDP every backward but the last skips gradient sync, a
 one identically seeded generator, and attentive scores are averaged over ranks before choosing.
 Validation re-estimates BN statistics of each evaluated subnet before measuring it, and logs the
 latency and energy of each evaluated subnet on the configured accelerator (``effnn.hw``).
+With ``precision`` the supernet is quantized per stage and every step also draws bit-widths
+(switchable precision, ``effnn.nas.switchable``); validation then measures each evaluated subnet at
+each evaluated precision.
 """
 
 from __future__ import annotations
@@ -33,6 +36,8 @@ from effnn.nas.samplers import CostFn, SandwichSampler, build_sampler, macs_cost
 from effnn.nas.sandwich import sandwich_backward
 from effnn.nas.space import Arch, SearchSpace, get_space
 from effnn.nas.supernet import MBNet, Supernet, resize_to
+from effnn.nas.switchable import (SwitchableSettings, attach_precision, bits_label, calibrated_copy, step_groups,
+                                  switchable_backward)
 
 #: sampler.cost names served by the hardware plugin, and the metric each reads
 HARDWARE_COSTS = {"latency": "latency_ms", "energy": "energy", "edp": "edp"}
@@ -103,6 +108,10 @@ class SupernetModule(L.LightningModule):
     ``hardware`` (an ``effnn.hw`` preset name or ``effnn/conf/hardware``-style mapping; None: off) prices every
     evaluated subnet: ``hw/latency_ms_<name>``, ``hw/energy_<name>`` and, for the largest subnet,
     ``hw/latency_ms`` and ``hw/energy``, logged with each validation and test.
+    ``precision`` (``effnn.config.SwitchablePrecisionConfig`` fields; None: full precision, as before) trains
+    a switchable-precision supernet; each evaluated subnet is then logged as ``val/acc_<name>_<bits>``
+    (e.g. ``val/acc_max_w8a8``, ``val/acc_min_fp``) and ``val/acc_<name>`` is its accuracy at the ladder's
+    top precision.
     """
 
     def __init__(self, optimizer: Callable[..., Optimizer], num_classes: int, space: str = "tiny32",
@@ -111,13 +120,18 @@ class SupernetModule(L.LightningModule):
                  grad_clip_value: float | None = 1.0, scheduler: Mapping[str, Any] | None = None,
                  dropout: float = 0.0, bn_calibration_batches: int = 16,
                  eval_archs: Mapping[str, Mapping[str, Any]] | None = None,
-                 channels_last: bool = False, hardware: str | Mapping[str, Any] | None = DEFAULT_HARDWARE
-                 ) -> None:
+                 channels_last: bool = False, hardware: str | Mapping[str, Any] | None = DEFAULT_HARDWARE,
+                 precision: Mapping[str, Any] | None = None) -> None:
         super().__init__()
         self.save_hyperparameters(ignore=["optimizer"], logger=False)
         self.automatic_optimization = False
         self.space = get_space(space)
         self.net = Supernet(self.space, num_classes, in_chans, dropout)
+        #: switchable precision (None: a full-precision supernet, unchanged behaviour)
+        self.precision_settings = (None if precision is None
+                                   else SwitchableSettings.parse(precision, self.space.num_stages))
+        self.stage_precision = (None if self.precision_settings is None
+                                else attach_precision(self.net, self.precision_settings))
         if channels_last:
             self.net = self.net.to(memory_format=torch.channels_last)
         self.channels_last = channels_last
@@ -152,16 +166,22 @@ class SupernetModule(L.LightningModule):
                 self.eval_archs[name] = self.space.validate(Arch.from_dict(data, strict=False))
             except ValueError as err:
                 raise ConfigError(f"model.eval_archs.{name}: {err}") from err
+        #: metric name -> (arch name, bits); bits None = full precision
+        self.eval_targets: dict[str, tuple[str, Any]] = {n: (n, None) for n in self.eval_archs}
+        if self.precision_settings is not None:
+            self.eval_targets = {f"{n}_{bits_label(b)}": (n, b) for n in self.eval_archs
+                                 for b in self.precision_settings.eval_bits}
         self.val_acc = nn.ModuleDict({n: MulticlassAccuracy(num_classes, average="micro")
-                                      for n in self.eval_archs})
+                                      for n in self.eval_targets})
         self.test_acc = nn.ModuleDict({n: MulticlassAccuracy(num_classes, average="micro")
-                                       for n in self.eval_archs})
-        self._eval_models: dict[str, MBNet] = {}
+                                       for n in self.eval_targets})
+        self._eval_models: dict[str, nn.Module] = {}
         self._hardware_metrics: dict[str, float] | None = None
         #: archs of the last training step (max, middle..., min) and, for attentive sampling, this rank's
         #: own candidate scores before averaging over ranks; kept for logging and tests
         self.last_archs: tuple[Arch, ...] = ()
         self.last_local_scores: list[list[float]] = []
+        self.last_groups: list = []  # switchable precision: the (arch, bits) groups of the last step
 
     def _build_sampler(self, cfg: dict[str, Any], num_classes: int) -> tuple[SandwichSampler, int]:
         kind = cfg.pop("kind", "uniform")
@@ -231,9 +251,17 @@ class SupernetModule(L.LightningModule):
         self.last_archs = tuple(archs)
         opt.zero_grad(set_to_none=True)
         kd = self.kd if self.kd is not None else LabelTargets(self.ce, y)
-        max_loss, kd_mean = sandwich_backward(
-            self.net, archs, x, y, self.ce, kd, prepare=self._inputs, backward=self.manual_backward,
-            skip_grad_sync=self._skip_grad_sync)
+        if self.stage_precision is None:
+            max_loss, kd_mean = sandwich_backward(
+                self.net, archs, x, y, self.ce, kd, prepare=self._inputs, backward=self.manual_backward,
+                skip_grad_sync=self._skip_grad_sync)
+        else:
+            self.last_groups = step_groups(self.precision_settings, archs, self.arch_rng)
+            losses = switchable_backward(
+                self.net, self.stage_precision, self.last_groups, x, y, self.ce, kd, prepare=self._inputs,
+                backward=self.manual_backward, skip_grad_sync=self._skip_grad_sync)
+            max_loss, kd_mean = losses["max"], losses["kd"]
+            self.log("train/loss_cascade", losses["cascade"], on_step=True, on_epoch=True)
         if self.grad_clip_value:
             self.clip_gradients(opt, gradient_clip_val=self.grad_clip_value, gradient_clip_algorithm="value")
         opt.step()
@@ -274,12 +302,24 @@ class SupernetModule(L.LightningModule):
             return self.net.extract(arch).eval()
 
     def _prepare_eval(self) -> None:
-        self._eval_models = {name: self.calibrated_subnet(arch) for name, arch in self.eval_archs.items()}
+        if self.stage_precision is None:
+            self._eval_models = {name: self.calibrated_subnet(arch) for name, arch in self.eval_archs.items()}
+            return
+        batches = []  # the same calibration batches for every subnet and precision
+        for batch in self._calibration_batches():
+            if len(batches) == self.bn_calibration_batches:
+                break
+            batches.append(batch)
+        self._eval_models = {
+            key: calibrated_copy(self.stage_precision, self.eval_archs[name], bits, batches, len(batches),
+                                 self._inputs)
+            for key, (name, bits) in self.eval_targets.items()}
 
     def _eval_step(self, batch: tuple[torch.Tensor, torch.Tensor], metrics: nn.ModuleDict) -> None:
         x, y = batch
-        for name, model in self._eval_models.items():
-            metrics[name].update(model(self._inputs(x, self.eval_archs[name].resolution)), y)
+        for key, model in self._eval_models.items():
+            arch = self.eval_archs[self.eval_targets[key][0]]
+            metrics[key].update(model(self._inputs(x, arch.resolution)), y)
 
     def hardware_metrics(self) -> dict[str, float]:
         """``hw/<metric>_<name>`` of every evaluated subnet on ``hardware`` (+ ``hw/<metric>`` of the
@@ -298,11 +338,19 @@ class SupernetModule(L.LightningModule):
         return self._hardware_metrics
 
     def _log_eval(self, stage: str, metrics: nn.ModuleDict) -> None:
-        for name, metric in metrics.items():
+        top = None
+        if self.precision_settings is not None:
+            top, evaluated = self.precision_settings.ladder[0], self.precision_settings.eval_bits
+            top = top if top in evaluated else evaluated[0]
+        for key, metric in metrics.items():
             value = metric.compute()  # torchmetrics syncs over ranks
-            self.log(f"{stage}/acc_{name}", value, prog_bar=name in ("max", "min"))
-            if name == "max":
-                self.log(f"{stage}/acc", value)
+            name, bits = self.eval_targets[key]
+            if key != name:
+                self.log(f"{stage}/acc_{key}", value)
+            if bits == top:  # the plain name: full precision, or the ladder's top precision
+                self.log(f"{stage}/acc_{name}", value, prog_bar=name in ("max", "min"))
+                if name == "max":
+                    self.log(f"{stage}/acc", value)
             metric.reset()
         for key, value in self.hardware_metrics().items():
             self.log(key, value)

@@ -4,6 +4,11 @@ The supernet's search space is read from the checkpoint's saved hyper-parameters
 a name or a ``SearchSpace``), else from the run's ``.hydra/config.yaml`` beside the checkpoint, else
 found by matching the checkpoint's tensor shapes against every registered space. The number of classes
 and input channels come from the weights themselves, so they cannot disagree with them.
+
+A checkpoint trained with ``model.precision`` (switchable precision, ``effnn.nas.switchable``) comes back
+quantized: ``precision`` is the ``StagePrecision`` wrapping the supernet (at full precision until
+``precision.set(bits)``), ``bits_space`` the ``BitsSpace`` it was trained for, and the activation-range
+buffers of every quantizer are restored with the weights. Other checkpoints have both None.
 """
 
 from __future__ import annotations
@@ -18,12 +23,17 @@ import yaml
 
 from effnn.errors import CheckpointError
 from effnn.lit.checkpoint_io import load_checkpoint_file
+from effnn.nas.precision import BitsSpace, StagePrecision
 from effnn.nas.space import SearchSpace, get_space, list_spaces
 from effnn.nas.supernet import Supernet, build_supernet
+from effnn.nas.switchable import SwitchableSettings, attach_precision
 
 SPACE_KEYS = ("space", "space_name", "search_space")
 _STEM = "conv_stem.weight"
 _PREFERRED_PREFIXES = ("net.", "supernet.", "model.", "")
+#: what quantize_model's weight parametrization and activation quantizer add to a layer's state-dict keys
+_PARAMETRIZED = ".parametrizations.weight.original"
+_QUANTIZER = ".quantizer."
 
 
 @dataclass
@@ -36,10 +46,20 @@ class SupernetCheckpoint:
     in_chans: int
     path: Path
     hyper_parameters: dict[str, Any] = field(default_factory=dict)
+    #: the supernet's per-stage quantization (switchable-precision checkpoints), else None
+    precision: StagePrecision | None = None
+    #: the bit-width choices it was trained for (with ``precision``), else None
+    bits_space: BitsSpace | None = None
+    #: the validated ``model.precision`` settings (ladder, evaluated precisions), else None
+    settings: SwitchableSettings | None = None
 
     @property
     def space_name(self) -> str:
         return self.space.name
+
+    @property
+    def quantized(self) -> bool:
+        return self.precision is not None
 
 
 def _walk(obj: Any, depth: int = 0) -> Iterator[tuple[str, Any]]:
@@ -73,6 +93,17 @@ def _run_config(path: Path) -> dict[str, Any] | None:
     except (OSError, yaml.YAMLError):
         return None
     return data if isinstance(data, dict) else None
+
+
+def _plain_keys(state_dict: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """The state dict as an unquantized model's: parametrized weights under their plain names, no quantizer
+    buffers (to recognise the space of a switchable-precision supernet by its shapes)."""
+    return {k.replace(_PARAMETRIZED, ".weight"): v for k, v in state_dict.items() if _QUANTIZER not in k}
+
+
+def _precision_hparams(hparams: Mapping[str, Any]) -> Mapping[str, Any] | None:
+    value = hparams.get("precision")
+    return value if isinstance(value, Mapping) else None
 
 
 def _prefixes(state_dict: Mapping[str, torch.Tensor]) -> list[str]:
@@ -111,11 +142,38 @@ def _is_finetuned_export(path: Path, prefixes: list[str]) -> bool:
     return str(target).endswith("exported_classifier") or any(p.endswith("net.model.") for p in prefixes)
 
 
+def _build(space: SearchSpace, num_classes: int, in_chans: int, weights: dict[str, torch.Tensor], path: Path,
+           hparams: dict[str, Any]) -> SupernetCheckpoint:
+    """The supernet of ``space`` holding ``weights``, quantized first if it was trained with precision."""
+    supernet = Supernet(space, num_classes, in_chans)
+    config = _precision_hparams(hparams)
+    quantized = any(_QUANTIZER in k for k in weights)
+    if config is None and quantized:
+        raise CheckpointError(f"{path} holds quantizer buffers but no model.precision hyper-parameters; was it "
+                              f"written by `python train.py +recipe=alphanet_quant`?")
+    settings = precision = None
+    if config is not None:
+        try:
+            settings = SwitchableSettings.parse(config, space.num_stages, "precision (checkpoint hyper-parameters)")
+        except ValueError as err:
+            raise CheckpointError(f"{path}: {err}") from err
+        precision = attach_precision(supernet, settings)
+    try:
+        supernet.load_state_dict(weights)
+    except RuntimeError as err:
+        first = next((ln.strip() for ln in str(err).splitlines()[1:] if ln.strip()), str(err))
+        raise CheckpointError(f"{path}: the weights do not fit a {'quantized ' if precision else ''}supernet "
+                              f"of space {space.name!r} ({first})") from err
+    return SupernetCheckpoint(supernet.eval(), space, num_classes, in_chans, path, hparams, precision,
+                              None if settings is None else settings.space, settings)
+
+
 def load_supernet_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> SupernetCheckpoint:
     """The supernet stored in a ``train.py +recipe=alphanet`` checkpoint (CheckpointError on anything else)."""
     path = Path(path)
     ckpt = load_checkpoint_file(path, map_location)
-    state_dict = ckpt["state_dict"]
+    stored = ckpt["state_dict"]
+    state_dict = _plain_keys(stored)
     prefixes = _prefixes(state_dict)
     if not prefixes:
         example = next(iter(state_dict), "nothing")
@@ -135,9 +193,7 @@ def load_supernet_checkpoint(path: str | Path, map_location: str | torch.device 
         for space in candidates:
             problem = _shape_mismatch(space, weights, num_classes, in_chans)
             if problem is None:
-                supernet = Supernet(space, num_classes, in_chans)
-                supernet.load_state_dict(weights)
-                return SupernetCheckpoint(supernet.eval(), space, num_classes, in_chans, path, hparams)
+                return _build(space, num_classes, in_chans, _strip(stored, prefix), path, hparams)
             problems.append(f"space {space.name!r}: {problem}")
     if _is_finetuned_export(path, prefixes):
         raise CheckpointError(f"{path} is a fine-tuned exported subnet (a static model), not a supernet; search the "
