@@ -21,8 +21,13 @@ from effnn.nas.precision import BitsSpace, BitsWorkload, StagePrecision
 from effnn.search.costs import SubnetCosts, design_bits
 from effnn.search.diff_cost import arch_from_choice, bits_from_choice
 from effnn.search.differentiable import DifferentiableSearch, DifferentiableSettings
-from effnn.search.differentiable_app import (JointEvaluator, build_expected_cost, candidates_of, evaluate_all,
-                                             settings_from_config)
+from effnn.search.differentiable_app import (
+    JointEvaluator,
+    build_expected_cost,
+    candidates_of,
+    evaluate_all,
+    settings_from_config,
+)
 from effnn.search.evaluator import SubnetAccuracy, fixed_batches
 from effnn.search.hardware import HardwareSpace
 

@@ -44,10 +44,16 @@ from effnn.io import atomic_write_json
 from effnn.nas.precision import BitsSpace, StageBits, StagePrecision
 from effnn.nas.space import Arch, SearchSpace
 from effnn.nas.supernet import Supernet, resize_to
-from effnn.search.diff_cost import (RELAXED_METRICS, Decision, ExpectedCost, arch_from_choice, bits_from_choice,
-                                    network_decisions)
 from effnn.search.candidate import Candidate
 from effnn.search.costs import design_bits
+from effnn.search.diff_cost import (
+    RELAXED_METRICS,
+    Decision,
+    ExpectedCost,
+    arch_from_choice,
+    bits_from_choice,
+    network_decisions,
+)
 from effnn.search.hardware import Accelerator, HardwareSpace
 
 STATE_FORMAT = "effnn-differentiable-search"
