@@ -117,8 +117,10 @@ def max_coupling(probs: Sequence[torch.Tensor], stage: int) -> torch.Tensor:
 
 #: (accelerator, PE design widths or None, sections) -> (latencies in ms, energies), one per section
 SectionCosts = Callable[[Any, tuple[int, int] | None, Sequence[Any]], tuple[Sequence[float], Sequence[float]]]
-#: most table entries (accelerators x PE widths x section configurations) built before refusing
-MAX_TABLE_ENTRIES = 4_000_000
+#: most table entries (accelerators x PE widths x section configurations) built before refusing: about
+#: 0.13 ms each on one CPU core in SCALE-Sim mode (tiny32 with 4/8-bit choices: 218k entries for 32 accelerators
+#: in 29 s), far more in mapped modes (a mapping search per new layer shape)
+MAX_TABLE_ENTRIES = 1_000_000
 
 
 class ExpectedCost:

@@ -9,6 +9,7 @@ evolutionary search's (pareto.csv, archs/*.yaml with bits and accelerator, paret
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -68,11 +69,15 @@ def section_costs_fn(costs: SubnetCosts) -> SectionCosts:
         if model.mode != "scalesim":
             scored = [model.score_sections([s]) for s in sections]
             return [m["latency_ms"] for m in scored], [m["energy"] for m in scored]
-        priced = hw_mapping.scalesim_layers(model.array, model.acc, [layer for s in sections for layer in s.layers])
-        lat, energy, start = [], [], 0
-        for s in sections:
-            report = hw_mapping.totals(priced[start:start + len(s.layers)], model.acc)
-            start += len(s.layers)
+        unique: dict[Any, Any] = {}  # layers by shape and bits (names differ between slots of equal shape)
+        keys = [[replace(layer, name="") for layer in sec.layers] for sec in sections]
+        for sec, sec_keys in zip(sections, keys):
+            for layer, key in zip(sec.layers, sec_keys):
+                unique.setdefault(key, layer)
+        priced = dict(zip(unique, hw_mapping.scalesim_layers(model.array, model.acc, list(unique.values()))))
+        lat, energy = [], []
+        for sec_keys in keys:
+            report = hw_mapping.totals([priced[k] for k in sec_keys], model.acc)
             lat.append(report["latency_ms"])
             energy.append(report["energy"])
         return lat, energy
