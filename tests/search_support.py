@@ -76,3 +76,27 @@ def write_checkpoint(path: Path, prefix: str = "net.", hyper_parameters: dict | 
     torch.save({"state_dict": {prefix + k: v for k, v in state.items()}, "hyper_parameters": hparams,
                 "epoch": 1, "global_step": 40}, path)
     return path
+
+
+#: the bit-width choices of the quantized test checkpoint (``model.precision`` of a switchable-precision run)
+PRECISION = {"weight_choices": [4, 8], "act_choices": [4, 8]}
+
+
+def quantized_supernet():
+    """The session's trained micro supernet quantized per stage as ``train.py +recipe=alphanet_quant`` does
+    (``effnn.nas.switchable.attach_precision``); returns (supernet, StagePrecision)."""
+    from effnn.nas.switchable import SwitchableSettings, attach_precision
+
+    net = trained_supernet()
+    return net, attach_precision(net, SwitchableSettings.parse(PRECISION, net.space.num_stages))
+
+
+def write_quantized_checkpoint(path: Path, prefix: str = "net.") -> Path:
+    """A switchable-precision checkpoint: the quantized supernet's state (quantizer buffers included) and the
+    ``precision`` hyper-parameters the loader rebuilds its ``StagePrecision`` from."""
+    net, _ = quantized_supernet()
+    hparams = {"space": net.space, "num_classes": 10, "precision": dict(PRECISION)}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.save({"state_dict": {prefix + k: v for k, v in net.state_dict().items()}, "hyper_parameters": hparams,
+                "epoch": 1, "global_step": 40}, path)
+    return path

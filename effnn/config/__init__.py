@@ -165,8 +165,9 @@ class SwitchablePrecisionConfig:
     ``ladder``: uniform precisions of the cascade, applied to weights and activations alike (32 = full
     precision), highest first after sorting; null = the widths common to both choice lists.
     ``middle_bits``: how the sandwich's middle subnets draw bits: ``mixed`` (per stage, BitsSpace.sample)
-    or ``uniform`` (one random ladder level). ``cascade``: run the largest and the smallest subnet at every
-    lower ladder level too, each distilled from the level above. ``eval_bits``: uniform precisions
+    or ``uniform`` (one random ladder level). ``cascade``: ``largest`` runs the largest subnet at every
+    lower ladder level too, each distilled from the level above; ``both`` also the smallest (distilled from
+    the largest at its level); ``off``: neither. ``eval_bits``: uniform precisions
     validated (null: full precision + the ladder). ``keep_classifier``/``act_momentum``: as
     :class:`QuantizationConfig`.
     """
@@ -175,7 +176,7 @@ class SwitchablePrecisionConfig:
     act_choices: list[int] = field(default_factory=lambda: [4, 8])
     ladder: list[int] | None = None
     middle_bits: str = "mixed"
-    cascade: bool = True
+    cascade: str = "largest"
     eval_bits: list[int] | None = None
     keep_classifier: bool = False
     act_momentum: float = 0.9

@@ -36,20 +36,12 @@ from effnn.nas.samplers import CostFn, SandwichSampler, build_sampler, macs_cost
 from effnn.nas.sandwich import sandwich_backward
 from effnn.nas.space import Arch, SearchSpace, get_space
 from effnn.nas.supernet import MBNet, Supernet, resize_to
+from effnn.nas import switchable  # the module: effnn.nas.switchable -> effnn.precision -> effnn.lit is a cycle
 
 #: sampler.cost names served by the hardware plugin, and the metric each reads
 HARDWARE_COSTS = {"latency": "latency_ms", "energy": "energy", "edp": "edp"}
 #: hardware metrics logged for every evaluated subnet as hw/<metric>_<name>
 HARDWARE_LOGGED = ("latency_ms", "energy")
-
-
-def _switchable():  # noqa: ANN202
-    """``effnn.nas.switchable``, imported on first use: it imports ``effnn.nas.precision``, whose
-    ``effnn.precision`` imports reach back into ``effnn.lit``, so a top-level import is circular whenever
-    ``effnn.nas.precision`` is imported first (as ``effnn.search`` does)."""
-    from effnn.nas import switchable
-
-    return switchable
 
 
 def hardware_cost_model(hardware: Any, where: str = "model.hardware") -> CostModel:
@@ -136,9 +128,9 @@ class SupernetModule(L.LightningModule):
         self.net = Supernet(self.space, num_classes, in_chans, dropout)
         #: switchable precision (None: a full-precision supernet, unchanged behaviour)
         self.precision_settings = (None if precision is None
-                                   else _switchable().SwitchableSettings.parse(precision, self.space.num_stages))
+                                   else switchable.SwitchableSettings.parse(precision, self.space.num_stages))
         self.stage_precision = (None if self.precision_settings is None
-                                else _switchable().attach_precision(self.net, self.precision_settings))
+                                else switchable.attach_precision(self.net, self.precision_settings))
         if channels_last:
             self.net = self.net.to(memory_format=torch.channels_last)
         self.channels_last = channels_last
@@ -176,7 +168,7 @@ class SupernetModule(L.LightningModule):
         #: metric name -> (arch name, bits); bits None = full precision
         self.eval_targets: dict[str, tuple[str, Any]] = {n: (n, None) for n in self.eval_archs}
         if self.precision_settings is not None:
-            self.eval_targets = {f"{n}_{_switchable().bits_label(b)}": (n, b) for n in self.eval_archs
+            self.eval_targets = {f"{n}_{switchable.bits_label(b)}": (n, b) for n in self.eval_archs
                                  for b in self.precision_settings.eval_bits}
         self.val_acc = nn.ModuleDict({n: MulticlassAccuracy(num_classes, average="micro")
                                       for n in self.eval_targets})
@@ -263,8 +255,8 @@ class SupernetModule(L.LightningModule):
                 self.net, archs, x, y, self.ce, kd, prepare=self._inputs, backward=self.manual_backward,
                 skip_grad_sync=self._skip_grad_sync)
         else:
-            self.last_groups = _switchable().step_groups(self.precision_settings, archs, self.arch_rng)
-            losses = _switchable().switchable_backward(
+            self.last_groups = switchable.step_groups(self.precision_settings, archs, self.arch_rng)
+            losses = switchable.switchable_backward(
                 self.net, self.stage_precision, self.last_groups, x, y, self.ce, kd, prepare=self._inputs,
                 backward=self.manual_backward, skip_grad_sync=self._skip_grad_sync)
             max_loss, kd_mean = losses["max"], losses["kd"]
@@ -318,7 +310,7 @@ class SupernetModule(L.LightningModule):
                 break
             batches.append(batch)
         self._eval_models = {
-            key: _switchable().calibrated_copy(self.stage_precision, self.eval_archs[name], bits, batches, len(batches),
+            key: switchable.calibrated_copy(self.stage_precision, self.eval_archs[name], bits, batches, len(batches),
                                  self._inputs)
             for key, (name, bits) in self.eval_targets.items()}
 

@@ -3,10 +3,10 @@
 A supernet trained with ``model.precision`` is quantized per stage (``effnn.nas.precision.StagePrecision``)
 and every sandwich step also draws bit-widths: the largest subnet at the ladder's highest precision learns
 from the labels and teaches; the middle subnets run at sampled per-stage bits (``BitsSpace.sample``) or
-at a random uniform ladder level; with ``cascade`` the largest and the smallest subnet also run at every
-lower ladder level, the largest distilled from itself one level up and the smallest from the largest at
-its own level (InstantNet's cascade distillation, see docs/supernet.md for the deviations). Each group of
-subnets that shares one teacher is one call of ``effnn.nas.sandwich.sandwich_backward``.
+at a random uniform ladder level, the smallest at the lowest level; with ``cascade=largest`` the largest
+subnet also runs at every lower ladder level, distilled from itself one level up (InstantNet's cascade
+distillation; ``both`` also moves the smallest down the ladder; docs/supernet.md lists the deviations).
+Each group of subnets that shares one teacher is one call of ``effnn.nas.sandwich.sandwich_backward``.
 
 ``SwitchablePrecision`` is also what ``effnn.search.load_supernet_checkpoint`` rebuilds from a checkpoint's
 hyper-parameters, so the search and the export evaluate the supernet at any bits the same way training did.
@@ -18,7 +18,7 @@ import contextlib
 import copy
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 import torch.distributed as dist
@@ -27,12 +27,20 @@ import torch.nn as nn
 from effnn.config import QuantizationConfig, SwitchablePrecisionConfig, validated
 from effnn.errors import ConfigError
 from effnn.nas.bn_calibration import recalibrate_bn
-from effnn.nas.precision import FULL_PRECISION, BitsSpace, StageBits, StagePrecision
+# the module, not its names: importing effnn.nas.precision imports effnn.precision -> effnn.lit -> the supernet
+# module -> this module, so its names may not exist yet while this module loads
+from effnn.nas import precision as stage_bits
 from effnn.nas.sandwich import SyncBlocker, sandwich_backward
 from effnn.nas.space import Arch
 from effnn.nas.supernet import Supernet, resize_to
 
+if TYPE_CHECKING:
+    from effnn.nas.precision import BitsSpace, StageBits, StagePrecision
+
+FULL_PRECISION = 32
 MIDDLE_BITS = ("mixed", "uniform")
+#: which subnets also run at every lower ladder level (see ``step_groups``)
+CASCADES = ("off", "largest", "both")
 
 
 def bits_label(bits: StageBits | None) -> str:
@@ -46,7 +54,7 @@ def bits_label(bits: StageBits | None) -> str:
 
 def _widths(values: Iterable[Any], where: str) -> tuple[int, ...]:
     try:
-        return StageBits((*values,), (*values,)).weight
+        return stage_bits.StageBits((*values,), (*values,)).weight
     except ValueError as err:
         raise ConfigError(f"{where}: {err}".replace("bits.weight", where)) from err
 
@@ -59,7 +67,7 @@ class SwitchableSettings:
     space: BitsSpace
     ladder: tuple[StageBits, ...]
     middle_bits: str
-    cascade: bool
+    cascade: str
     eval_bits: tuple[StageBits, ...]
     quantization: QuantizationConfig
 
@@ -70,9 +78,13 @@ class SwitchableSettings:
         cfg = value if isinstance(value, SwitchablePrecisionConfig) else validated(
             SwitchablePrecisionConfig, value, where)
         try:
-            space = BitsSpace(num_stages, tuple(cfg.weight_choices), tuple(cfg.act_choices))
+            space = stage_bits.BitsSpace(num_stages, tuple(cfg.weight_choices), tuple(cfg.act_choices))
         except ValueError as err:
-            raise ConfigError(f"{where}: {err}".replace("bits.", f"{where}.")) from err
+            raise ConfigError(str(err).replace("bits.", f"{where}.")) from err
+        cascade = str(cfg.cascade)
+        if cascade not in CASCADES:
+            raise ConfigError(f"{where}.cascade={cfg.cascade!r} is unknown; choose off, largest (the largest "
+                              f"subnet at every lower ladder level) or both (the largest and the smallest)")
         if cfg.middle_bits not in MIDDLE_BITS:
             raise ConfigError(f"{where}.middle_bits={cfg.middle_bits!r} is unknown; choose mixed (per-stage "
                               f"bits, BitsSpace.sample) or uniform (a random ladder level)")
@@ -81,18 +93,18 @@ class SwitchableSettings:
         widths = tuple(sorted(set(widths), reverse=True))
         if not widths:
             raise ConfigError(f"{where}: weight_choices {list(space.weight_choices)} and act_choices "
-                              f"{list(space.act_choices)} share no bit-width; set {where}.ladder, e.g. [8, 4]")
+                              f"{list(space.act_choices)} share no bit-width; set {where}.ladder to widths in both (or [32], full precision)")
         outside = [w for w in widths if w != FULL_PRECISION and w not in shared]
         if outside:
             raise ConfigError(f"{where}.ladder level {outside[0]} is not in both weight_choices and act_choices "
                               f"(shared: {shared}); use those widths or 32 (full precision)")
-        ladder = tuple(StageBits.uniform(num_stages, w) for w in widths)
+        ladder = tuple(stage_bits.StageBits.uniform(num_stages, w) for w in widths)
         evals = (_widths(cfg.eval_bits, f"{where}.eval_bits") if cfg.eval_bits is not None
                  else (FULL_PRECISION, *widths))
-        eval_bits = tuple(StageBits.uniform(num_stages, w) for w in dict.fromkeys(evals))
+        eval_bits = tuple(stage_bits.StageBits.uniform(num_stages, w) for w in dict.fromkeys(evals))
         quant = QuantizationConfig(keep_classifier=cfg.keep_classifier, gradients=False,
                                    act_momentum=cfg.act_momentum)
-        return cls(space, ladder, cfg.middle_bits, cfg.cascade, eval_bits, quant)
+        return cls(space, ladder, cfg.middle_bits, cascade, eval_bits, quant)
 
     def middle(self, rng: torch.Generator) -> StageBits:
         """Bits of one middle subnet: per-stage from the choices (mixed) or one random ladder level."""
@@ -103,7 +115,7 @@ class SwitchableSettings:
 
 def attach_precision(supernet: Supernet, settings: SwitchableSettings) -> StagePrecision:
     """Quantize ``supernet`` per stage (in place) as ``settings`` say; it starts at full precision."""
-    return StagePrecision(supernet, settings.quantization)
+    return stage_bits.StagePrecision(supernet, settings.quantization)
 
 
 # ------------------------------------------------------------------------------------------------ training
@@ -165,19 +177,20 @@ def step_groups(settings: SwitchableSettings, archs: Sequence[Arch], rng: torch.
                 ) -> list[list[Candidate]]:
     """The candidates of one step, one group per teacher, highest precision first.
 
-    Group 0: largest@top (labels), middles@drawn bits, smallest@top (cascade) or @lowest (no cascade), all
-    taught by largest@top. With cascade, group k: largest@level k (taught by largest@level k-1), then
-    smallest@level k (taught by largest@level k).
+    Group 0: largest@top (labels), middles@drawn bits, smallest@lowest (cascade off or largest) or @top
+    (both), all taught by largest@top. Cascade ``largest``/``both``: group k is largest@level k, taught by
+    largest@level k-1; with ``both`` followed by smallest@level k, taught by largest@level k.
     """
     top, lowest = settings.ladder[0], settings.ladder[-1]
     largest, smallest, middles = archs[0], archs[-1], archs[1:-1]
+    both = settings.cascade == "both" and len(archs) > 1
     first = [Candidate(largest, top), *(Candidate(a, settings.middle(rng)) for a in middles)]
     if len(archs) > 1:
-        first.append(Candidate(smallest, top if settings.cascade else lowest))
+        first.append(Candidate(smallest, top if both else lowest))
     groups = [first]
-    if settings.cascade:
+    if settings.cascade != "off":
         for level in settings.ladder[1:]:
-            groups.append([Candidate(largest, level)] + ([Candidate(smallest, level)] if len(archs) > 1 else []))
+            groups.append([Candidate(largest, level)] + ([Candidate(smallest, level)] if both else []))
     return groups
 
 

@@ -196,7 +196,7 @@ def build_costs(cfg: DictConfig, settings: SearchSettings, space: SearchSpace, n
     costs = SubnetCosts(space, num_classes, in_chans, array, hardware_metrics=array is not None,
                         default_bits=float(cfg.hardware.get("default_bits", 16.0)), pe_type=ppa["pe_type"],
                         fixed_design_bits=(ppa["weight_bits"], ppa["act_bits"]), tech=ppa["tech"],
-                        co_design_bits=(area_model.weight_bits, area_model.act_bits))
+                        co_design_bits=(area_model.weight_bits, area_model.act_bits), co_tech=area_model.tech)
     return costs, hardware
 
 

@@ -48,14 +48,16 @@ class SubnetCosts:
     Hardware metrics are computed only if ``hardware_metrics`` is true (the search asks for them when an
     objective or constraint needs them), on ``array`` with ``pe_type`` PEs ``fixed_design_bits`` wide priced
     in SCALE-Sim mode, or on an ``Accelerator``'s genes in a co-search (one cost model per accelerator and PE
-    width, each caching per section). Layers run at ``bits``, else at ``default_bits``. ``energy`` is in uJ, ``power_mw`` is the average power over the
-    modelled latency (dynamic + leakage). Results are memoized.
+    width, each caching per section). Layers run at ``bits``, else at ``default_bits``. ``tech`` is the fixed
+    preset's technology table, ``co_tech`` the co-searched accelerators' (the PPA model's default when None).
+    ``energy`` is in uJ, ``power_mw`` is the average power over the modelled latency (dynamic + leakage).
+    Results are memoized.
     """
 
     def __init__(self, space: SearchSpace, num_classes: int, in_chans: int = 3, array: SystolicArray | None = None,
                  hardware_metrics: bool = True, default_bits: float = 16.0, pe_type: str = "int_mac",
                  fixed_design_bits: DesignBits | None = None, tech: str | None = None,
-                 co_design_bits: DesignBits | None = None) -> None:
+                 co_design_bits: DesignBits | None = None, co_tech: str | None = None) -> None:
         self.space = space
         self.num_classes = num_classes
         self.in_chans = in_chans
@@ -66,6 +68,7 @@ class SubnetCosts:
         self.fixed_design_bits = fixed_design_bits or (int(default_bits), int(default_bits))
         self.co_design_bits = co_design_bits or self.fixed_design_bits
         self.tech = tech
+        self.co_tech = co_tech
         self.workload = BitsWorkload(space)
         self._models: dict[tuple[Accelerator, DesignBits], hw_mapping.MappedCostModel] = {}
         self._cache: dict[tuple[Arch, Accelerator | None, StageBits | None], dict[str, float]] = {}
@@ -87,7 +90,8 @@ class SubnetCosts:
         model = self._models.get((acc, pe_bits))
         if model is None:
             array = acc.array(self.array)
-            extra: dict[str, Any] = {} if self.tech is None else {"tech": self.tech}
+            tech = self.tech if accelerator is None else self.co_tech
+            extra: dict[str, Any] = {} if tech is None else {"tech": tech}
             hw = hw_mapping.Accelerator.from_array(array, pe_type=acc.pe_type, weight_bits=pe_bits[0],
                                                    act_bits=pe_bits[1], **extra)
             mode, objective = ("scalesim", "edp") if acc.mapping == "scalesim" else ("mapped", acc.mapping)

@@ -20,7 +20,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from effnn.nas.bn_calibration import recalibrate_bn
-from effnn.nas.precision import StagePrecision, StageBits
+from effnn.nas.precision import StageBits, StagePrecision
 from effnn.nas.space import Arch
 from effnn.nas.supernet import Supernet, resize_to
 from effnn.search.prefix_reuse import PrefixReuse
