@@ -89,6 +89,24 @@ class CoSearchConfig:
 
 
 @dataclass
+class DifferentiableConfig:
+    """``search.differentiable``: Auto-NBA's gradient search (``effnn.search.differentiable`` documents each)."""
+
+    steps: int = 200
+    lr: float = 0.05
+    tau_start: float = 5.0
+    tau_end: float = 0.5
+    lambdas: list[float] = field(default_factory=lambda: [0.0, 0.3, 1.0, 3.0])
+    metric: str = "edp"
+    batch_size: int = 64
+    seed: int = 0
+    bn_mode: str = "train"
+    save_every: int = 20
+    top_k: int = 3
+    tail_fraction: float = 0.25
+
+
+@dataclass
 class BitsConfig:
     """Per-stage bit-widths as search genes (needs a supernet trained with precision, ``+recipe=alphanet_quant``)."""
 
@@ -116,6 +134,8 @@ class SearchConfig:
     predictor: PredictorConfig = field(default_factory=PredictorConfig)
     hardware: CoSearchConfig = field(default_factory=CoSearchConfig)
     bits: BitsConfig = field(default_factory=BitsConfig)
+    method: str = "evolution"  # evolution | differentiable
+    differentiable: DifferentiableConfig = field(default_factory=DifferentiableConfig)
 
 
 @dataclass
@@ -226,6 +246,6 @@ def register_configs() -> None:
         ConfigStore.instance().store(group="smartdeal", name="_schema", node=node)
 
 
-__all__ = ["DEFAULT_HARDWARE", "ArrayConfig", "BitsConfig", "CalibrationConfig", "CoSearchConfig", "HardwareConfig",
-           "PPAConfig", "PredictorConfig", "QuantizationConfig", "SearchConfig", "SwitchablePrecisionConfig",
-           "register_configs", "register_schemas", "validated"]
+__all__ = ["DEFAULT_HARDWARE", "ArrayConfig", "BitsConfig", "CalibrationConfig", "CoSearchConfig",
+           "DifferentiableConfig", "HardwareConfig", "PPAConfig", "PredictorConfig", "QuantizationConfig",
+           "SearchConfig", "SwitchablePrecisionConfig", "register_configs", "register_schemas", "validated"]

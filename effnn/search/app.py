@@ -220,6 +220,13 @@ def prepare_output_dir(out: Path, resume: bool, overwrite: bool, is_main: bool =
 
 def run_search(cfg: DictConfig, console: Console | None = None) -> SearchResult:
     """Run (or resume) the search configured by ``conf/search.yaml`` and write its outputs on rank 0."""
+    method = str(cfg.search.get("method", "evolution"))
+    if method == "differentiable":
+        from effnn.search.differentiable_app import run_differentiable
+
+        return run_differentiable(cfg, console)  # type: ignore[return-value]
+    if method != "evolution":
+        raise ConfigError(f"search.method={method!r}; choose evolution or differentiable")
     fabric = launch(cfg)
     ranks = Ranks(fabric.global_rank, fabric.world_size)
     out = Path(cfg.out)
