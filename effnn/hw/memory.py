@@ -17,6 +17,7 @@ Every rule, and the SCALE-Sim quirk behind it, is listed in ``docs/hardware.md``
 
 from __future__ import annotations
 
+import bisect
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -171,72 +172,82 @@ def _load_order(used_rows: int, used_cols: int) -> tuple[np.ndarray, np.ndarray]
     return row.ravel(), col.ravel()
 
 
-def operand_streams(dataflow: str, rows: int, cols: int, m: int, n: int, k: int, geometry: ConvGeometry,
-                    want: tuple[bool, bool] = (True, True)) -> tuple[np.ndarray | None, np.ndarray | None]:
-    """(ifmap, filter) addresses in the order SCALE-Sim's array demands them (folds: columns outer,
-    rows inner), without the -1 it never fetches; ``want`` skips either. Filter ``(k, n)`` is address
-    ``k * N + n``. A streamed operand's folds repeat for every column fold, so they are built once.
-    Long on purpose: the three dataflows' address orders share the fold loops and the skew cache."""
+def _per_fold(keys: np.ndarray, pattern: Callable[[int], tuple[np.ndarray, np.ndarray]]
+              ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(fold of each element, pattern's first array, its second) over folds whose element pattern depends
+    only on an integer key (the lanes a fold maps): each distinct pattern is built once and gathered, so
+    the work is numpy over the elements, not Python per fold."""
+    uniq, inverse = np.unique(keys, return_inverse=True)
+    built = [pattern(int(u)) for u in uniq]
+    lengths = np.array([len(b[0]) for b in built], dtype=np.int64)
+    starts = np.cumsum(lengths) - lengths
+    sizes = lengths[inverse]
+    fold = np.repeat(np.arange(len(keys)), sizes)
+    index = np.arange(int(sizes.sum())) - np.repeat(np.cumsum(sizes) - sizes - starts[inverse], sizes)
+    first = np.concatenate([b[0] for b in built])
+    second = np.concatenate([b[1] for b in built])
+    return fold, first[index], second[index]
+
+
+Stream = tuple[np.ndarray, np.ndarray]  # (address, demand line), -1 addresses (nothing fetched) included
+
+
+def fold_streams(dataflow: str, rows: int, cols: int, m: int, n: int, k: int, geometry: ConvGeometry,
+                 want: tuple[bool, bool] = (True, True)) -> tuple[Stream | None, Stream | None]:
+    """((ifmap address, demand line), (filter address, demand line)) in SCALE-Sim's demand order (folds:
+    columns outer, rows inner); ``want`` skips either. Filter ``(k, n)`` is address ``k * N + n``.
+
+    A fold lasts ``T + rows + cols - 2`` lines (os) or ``T + 2 rows + cols - 2`` (ws/is); inside it a
+    streamed operand's lane ``r`` reads time step ``t`` at line ``t + r`` (after ``rows`` lines of loading
+    in ws/is), a stationary fold is loaded bottom row first, one row per line. A streamed operand depends
+    on the row fold only, so one pass over the row folds is built and repeated per column fold."""
     sr, sc = {"os": (m, n), "ws": (k, n), "is": (k, m)}[dataflow]
     t = {"os": k, "ws": m, "is": n}[dataflow]
     row_folds, col_folds = -(-sr // rows), -(-sc // cols)
-    skews: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+    length = t + rows + cols - 2 if dataflow == "os" else t + 2 * rows + cols - 2
+    lead = 0 if dataflow == "os" else rows
+    r0 = np.arange(row_folds) * rows
+    ru = np.minimum(rows, sr - r0)
+    c0 = np.arange(col_folds) * cols
+    cu = np.minimum(cols, sc - c0)
 
-    def skewed(used: int) -> tuple[np.ndarray, np.ndarray]:
-        if used not in skews:
-            skews[used] = _skew_order(t, used)
-        return skews[used]
+    def streamed(address: Callable[[np.ndarray, np.ndarray, np.ndarray], np.ndarray]) -> Stream:
+        """One pass over the row folds (skewed lanes), repeated for every column fold."""
+        fr, tt, lane = _per_fold(ru, lambda used: _skew_order(t, used))
+        addr = address(fr, tt, lane)
+        line = fr * length + lead + tt + lane
+        shift = np.repeat(np.arange(col_folds) * (row_folds * length), len(addr))
+        return np.tile(addr, col_folds), np.tile(line, col_folds) + shift
 
-    def row_pass(address: Callable[[int, int], np.ndarray]) -> np.ndarray:
-        """One pass over the row folds (what each column fold repeats)."""
-        return np.concatenate([address(fr * rows, min(rows, sr - fr * rows)) for fr in range(row_folds)])
+    def stationary(address: Callable[[np.ndarray, np.ndarray, np.ndarray, np.ndarray], np.ndarray]) -> Stream:
+        """Every fold's stationary block, bottom row first; keyed by (mapped rows, mapped columns)."""
+        keys = (ru[None, :] * (cols + 1) + cu[:, None]).ravel()  # column folds outer, row folds inner
+        f, row, col = _per_fold(keys, lambda key: _load_order(key // (cols + 1), key % (cols + 1)))
+        fc, fr = np.divmod(f, row_folds)
+        return address(fc, fr, row, col), f * length + rows - 1 - row
 
-    def grid(address: Callable[[int, int, int, int], np.ndarray]) -> np.ndarray:
-        return np.concatenate([address(fc * cols, min(cols, sc - fc * cols), fr * rows,
-                                       min(rows, sr - fr * rows))
-                               for fc in range(col_folds) for fr in range(row_folds)])
-
-    def os_ifmap(r0: int, ru: int) -> np.ndarray:
-        tt, lane = skewed(ru)
-        return geometry.ifmap_address(r0 + lane, tt)
-
-    def os_filter(c0: int, cu: int, r0: int, ru: int) -> np.ndarray:
-        tt, lane = skewed(cu)
-        return tt * n + c0 + lane
-
-    def ws_ifmap(r0: int, ru: int) -> np.ndarray:
-        tt, lane = skewed(ru)
-        return geometry.ifmap_address(tt, r0 + lane)
-
-    def ws_filter(c0: int, cu: int, r0: int, ru: int) -> np.ndarray:
-        row, col = _load_order(ru, cu)
-        return (r0 + row) * n + c0 + col
-
-    def is_ifmap(c0: int, cu: int, r0: int, ru: int) -> np.ndarray:
-        row, col = _load_order(ru, cu)
-        return geometry.ifmap_address(c0 + col, r0 + row)
-
-    def is_filter(r0: int, ru: int) -> np.ndarray:
-        tt, lane = skewed(ru)
-        return (r0 + lane) * n + tt
-
-    ifmap = filt = None
     if dataflow == "os":
-        if want[0]:
-            ifmap = np.tile(row_pass(os_ifmap), col_folds)
-        if want[1]:
-            filt = grid(os_filter)
+        ifmap = streamed(lambda fr, tt, lane: geometry.ifmap_address(r0[fr] + lane, tt)) if want[0] else None
+        filt = None
+        if want[1]:  # a column fold's filters stream again in each of its row folds
+            f, tt, lane = _per_fold(np.repeat(cu, row_folds), lambda used: _skew_order(t, used))
+            filt = tt * n + c0[f // row_folds] + lane, f * length + tt + lane
     elif dataflow == "ws":
-        if want[0]:
-            ifmap = np.tile(row_pass(ws_ifmap), col_folds)
-        if want[1]:
-            filt = grid(ws_filter)
+        ifmap = streamed(lambda fr, tt, lane: geometry.ifmap_address(tt, r0[fr] + lane)) if want[0] else None
+        filt = stationary(lambda fc, fr, row, col: (r0[fr] + row) * n + c0[fc] + col) if want[1] else None
     else:
-        if want[0]:
-            ifmap = grid(is_ifmap)
-        if want[1]:
-            filt = np.tile(row_pass(is_filter), col_folds)
-    return (None if ifmap is None else ifmap[ifmap >= 0]), filt
+        ifmap = stationary(lambda fc, fr, row, col: geometry.ifmap_address(c0[fc] + col, r0[fr] + row)) \
+            if want[0] else None
+        filt = streamed(lambda fr, tt, lane: (r0[fr] + lane) * n + tt) if want[1] else None
+    return ifmap, filt
+
+
+def operand_streams(dataflow: str, rows: int, cols: int, m: int, n: int, k: int, geometry: ConvGeometry,
+                    want: tuple[bool, bool] = (True, True)) -> tuple[np.ndarray | None, np.ndarray | None]:
+    """(ifmap, filter) addresses in the order SCALE-Sim's array demands them, without the -1 it never
+    fetches; ``want`` skips either (what the CALC-mode read buffers see)."""
+    ifmap, filt = fold_streams(dataflow, rows, cols, m, n, k, geometry, want)
+    return (None if ifmap is None else ifmap[0][ifmap[0] >= 0]), (None if filt is None else filt[0])
 
 
 def chunked_misses(stream: np.ndarray, capacity: int) -> int:
@@ -272,63 +283,13 @@ def chunked_misses(stream: np.ndarray, capacity: int) -> int:
 # --------------------------------------------------------------------------------------------------------
 # USER bandwidth mode: read buffers that prefetch a fixed order, an ofmap buffer that can stall the array
 
-def _fold_grid(sr: int, sc: int, rows: int, cols: int) -> list[tuple[int, int, int, int, int]]:
-    """(fold index, c0, cu, r0, ru) of every fold, columns outer, rows inner (SCALE-Sim's order)."""
-    row_folds, col_folds = -(-sr // rows), -(-sc // cols)
-    return [(fc * row_folds + fr, fc * cols, min(cols, sc - fc * cols), fr * rows, min(rows, sr - fr * rows))
-            for fc in range(col_folds) for fr in range(row_folds)]
-
-
 def demand_streams(dataflow: str, rows: int, cols: int, m: int, n: int, k: int, geometry: ConvGeometry
                    ) -> tuple[tuple[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]]:
     """((ifmap address, demand line), (filter address, demand line)) in SCALE-Sim's demand order, -1s
-    dropped. A fold lasts ``T + rows + cols - 2`` lines (os) or ``T + 2 rows + cols - 2`` (ws/is); inside
-    it a streamed operand's lane ``r`` reads time step ``t`` at line ``t + r`` (after ``rows`` lines of
-    loading in ws/is), a stationary fold is loaded bottom row first, one row per line."""
-    sr, sc = {"os": (m, n), "ws": (k, n), "is": (k, m)}[dataflow]
-    t = {"os": k, "ws": m, "is": n}[dataflow]
-    length = t + rows + cols - 2 if dataflow == "os" else t + 2 * rows + cols - 2
-    lead = 0 if dataflow == "os" else rows
-    ifm, ifl, flt, fll = [], [], [], []
-    skews: dict[int, tuple[np.ndarray, np.ndarray]] = {}
-    loads: dict[tuple[int, int], tuple[np.ndarray, np.ndarray]] = {}
-
-    def skewed(used: int) -> tuple[np.ndarray, np.ndarray]:
-        if used not in skews:
-            skews[used] = _skew_order(t, used)
-        return skews[used]
-
-    def stationary(used_rows: int, used_cols: int) -> tuple[np.ndarray, np.ndarray]:
-        if (used_rows, used_cols) not in loads:
-            loads[used_rows, used_cols] = _load_order(used_rows, used_cols)
-        return loads[used_rows, used_cols]
-
-    for f, c0, cu, r0, ru in _fold_grid(sr, sc, rows, cols):
-        base = f * length
-        if dataflow == "os":
-            tt, lane = skewed(ru)
-            ifm.append(geometry.ifmap_address(r0 + lane, tt))
-            ifl.append(base + tt + lane)
-            tt, lane = skewed(cu)
-            flt.append(tt * n + c0 + lane)
-            fll.append(base + tt + lane)
-        else:
-            tt, lane = skewed(ru)
-            row, col = stationary(ru, cu)
-            stream_line, load_line = base + lead + tt + lane, base + rows - 1 - row
-            if dataflow == "ws":
-                ifm.append(geometry.ifmap_address(tt, r0 + lane))
-                ifl.append(stream_line)
-                flt.append((r0 + row) * n + c0 + col)
-                fll.append(load_line)
-            else:
-                ifm.append(geometry.ifmap_address(c0 + col, r0 + row))
-                ifl.append(load_line)
-                flt.append((r0 + lane) * n + tt)
-                fll.append(stream_line)
-    ifmap, if_line = np.concatenate(ifm), np.concatenate(ifl)
+    dropped (:func:`fold_streams`)."""
+    (ifmap, if_line), filt = fold_streams(dataflow, rows, cols, m, n, k, geometry)
     keep = ifmap >= 0
-    return (ifmap[keep], if_line[keep]), (np.concatenate(flt), np.concatenate(fll))
+    return (ifmap[keep], if_line[keep]), filt
 
 
 def _antidiagonal(height: int, width: int) -> tuple[np.ndarray, np.ndarray]:
@@ -426,15 +387,17 @@ def user_read_buffer(fetch: np.ndarray, demand: np.ndarray, demand_line: np.ndar
             pos += len(chunk)
             continue
         pos += int(np.argmin(hit))
-        addr = demand[pos:pos + 1]
+        addr = int(demand[pos])
+        lo, hi = np.searchsorted(keys, (addr * num_sets, (addr + 1) * num_sets)).tolist()
+        sets = (keys[lo:hi] - addr * num_sets).tolist()  # the sets that fetch this address
         count = 0
         while True:
-            if pf_sets == 0 or count * pf_sets > num_sets + pf_sets:  # a full turn of the ring: not there
-                raise ValueError(f"SCALE-Sim read buffer replay: address {int(addr[0])} is not in the fetch "
+            if not sets or pf_sets == 0 or count * pf_sets > num_sets + pf_sets:  # a full turn: not there
+                raise ValueError(f"SCALE-Sim read buffer replay: address {addr} is not in the fetch "
                                  f"order (internal error; please report the layer)")
             start = (start + pf_sets) % num_sets
             count += 1
-            if _in_window(keys, addr, start, act_sets, num_sets)[0]:
+            if any((s - start) % num_sets < act_sets for s in sets):
                 break
         moves += count
         miss_lines.append(int(demand_line[pos]))
@@ -526,30 +489,31 @@ class _WriteBuffer:
         events are stored at once."""
         if cycle < self.drain_end:
             if self.free - count > 0:
-                self._store(count)
+                self.store(count)
                 return cycle
         elif self.free - count >= self.active:
-            self._store(count)
+            self.store(count)
             return cycle
         while count > 0:
             if cycle < self.drain_end:
                 step = count if self.free - count > 0 else max(1, self.free)
-                self._store(step)
+                self.store(step)
                 count -= step
                 if self.free <= 0:
                     cycle = self.drain_end
             else:
                 step = max(1, self.free - self.active + 1)
                 if step > count:
-                    self._store(count)
+                    self.store(count)
                     count = 0
                 else:
-                    self._store(step)
+                    self.store(step)
                     count -= step
                     self.drain_end = self.drain(cycle)
         return cycle
 
-    def _store(self, count: int) -> None:
+    def store(self, count: int) -> None:
+        """Hold ``count`` more writes (no drain, no stall)."""
         self.free -= count
         self.stored += count
 
@@ -563,14 +527,36 @@ class _WriteBuffer:
 def user_mode(writes_per_cycle: np.ndarray, ifmap: ReadBufferTrace, filt: ReadBufferTrace,
               ofmap_elems: int, ofmap_bandwidth: int) -> UserRun:
     """Replay SCALE-Sim's USER-mode memory system over one (sub-)layer's demand lines: each line waits
-    for the worst of its ifmap, filter and ofmap stalls, and every later line shifts by them."""
+    for the worst of its ifmap, filter and ofmap stalls, and every later line shifts by them.
+
+    Only lines where something can happen are stepped one by one: a read-buffer miss, or a write that
+    fills the ofmap buffer past its drain threshold (or, during a drain, fills it up). The writing lines
+    in between cannot stall, so they are stored in one step, found by bisecting the running write count."""
     buffer = _WriteBuffer(ofmap_elems, ofmap_bandwidth)
-    events = np.union1d(np.flatnonzero(writes_per_cycle), np.union1d(ifmap.miss_lines, filt.miss_lines))
-    counts = writes_per_cycle[events].tolist()
+    miss = np.union1d(ifmap.miss_lines, filt.miss_lines)
+    events = np.union1d(np.flatnonzero(writes_per_cycle), miss)
+    counts = writes_per_cycle[events]
+    cum = np.cumsum(counts).tolist()  # writes stored up to and including each event line
+    counts, lines = counts.tolist(), events.tolist()
+    miss_at = np.searchsorted(events, miss).tolist() + [len(lines)]  # event index of each miss line
     if_lines, f_lines = ifmap.miss_lines.tolist() + [-1], filt.miss_lines.tolist() + [-1]
-    stall = 0
+    stall, pos, next_miss = 0, 0, 0
     state = [0, 0, 0, 0]  # ifmap miss index, ifmap prefetches done, filter miss index, filter prefetches
-    for line, count in zip(events.tolist(), counts):
+    while pos < len(lines):
+        while miss_at[next_miss] < pos:
+            next_miss += 1
+        base = cum[pos - 1] if pos else 0
+        draining_until = bisect.bisect_left(lines, buffer.drain_end - stall, pos)
+        if pos < draining_until:  # fast while the buffer does not fill up
+            end = min(draining_until, bisect.bisect_left(cum, buffer.free + base, pos))
+        else:  # fast while at least `active` slots stay free
+            end = bisect.bisect_right(cum, buffer.free - buffer.active + base, pos)
+        end = min(end, miss_at[next_miss])
+        if end > pos:
+            buffer.store(cum[end - 1] - base)
+            pos = end
+            continue
+        line, count = lines[pos], counts[pos]
         cycle = line + stall
         worst = 0
         if if_lines[state[0]] == line:
@@ -581,6 +567,7 @@ def user_mode(writes_per_cycle: np.ndarray, ifmap: ReadBufferTrace, filt: ReadBu
             worst = max(worst, f_stall)
         done = buffer.write(count, cycle) if count else cycle
         stall += max(worst, done - cycle)
+        pos += 1
     last = len(writes_per_cycle) - 1
     total = last + stall
     buffer.finish(total)
