@@ -134,7 +134,9 @@ class ConvGeometry:
     ``out_w`` output columns; window index ``k`` = ``(ky * S + kx) * C + c``. A GEMM is ``H = M``,
     ``W = K``, a ``1 x K`` kernel, ``C = 1`` (SCALE-Sim's own conversion). ``pad_h``/``pad_w`` (top/left
     padding of a PyTorch conv; SCALE-Sim topologies are pre-padded, 0) are never fetched, like the
-    bottom/right overhang SCALE-Sim marks -1.
+    bottom/right overhang SCALE-Sim marks -1. A batch (``image_pixels`` > 0: output pixels per image) is
+    images stored one after the other, output pixel ``m`` of image ``m // image_pixels``: what SCALE-Sim
+    would see for a ``batch * H x W`` ifmap whose windows never straddle two images.
     """
 
     in_h: int
@@ -146,14 +148,19 @@ class ConvGeometry:
     out_w: int
     pad_h: int = 0
     pad_w: int = 0
+    image_pixels: int = 0
 
     def ifmap_address(self, m: np.ndarray, k: np.ndarray) -> np.ndarray:
         """Address of window element ``k`` of output pixel ``m``; -1 where the window runs off the edge."""
+        image = 0
+        if self.image_pixels:
+            image, m = np.divmod(m, self.image_pixels)
         oy, ox = np.divmod(m, self.out_w)
         ky, rest = np.divmod(k, self.kernel_w * self.channels)
         kx, c = np.divmod(rest, self.channels)
         y, x = oy * self.stride_h + ky - self.pad_h, ox * self.stride_w + kx - self.pad_w
         inside = (y >= 0) & (y < self.in_h) & (x >= 0) & (x < self.in_w)
+        y = y + image * self.in_h
         return np.where(inside, (y * self.in_w + x) * self.channels + c, -1)
 
 
