@@ -166,11 +166,19 @@ class ConvGeometry:
 
 def _skew_order(t: int, used: int) -> tuple[np.ndarray, np.ndarray]:
     """(time, lane) of a ``t x used`` block in SCALE-Sim's skewed demand order: line ``j`` holds lane
-    ``r`` at time ``j - r``, lanes ascending within a line."""
-    time, lane = np.meshgrid(np.arange(t), np.arange(used), indexing="ij")
-    time, lane = time.ravel(), lane.ravel()
-    order = np.lexsort((lane, time + lane))
-    return time[order], lane[order]
+    ``r`` at time ``j - r``, lanes ascending within a line (built diagonal by diagonal, no sort)."""
+    line, offset = _diagonals(t, used)
+    lane = np.maximum(0, line - t + 1) + offset
+    return line - lane, lane
+
+
+def _diagonals(height: int, width: int) -> tuple[np.ndarray, np.ndarray]:
+    """(diagonal ``d = row + col``, position within it) of every cell of a ``height x width`` matrix,
+    diagonal by diagonal."""
+    d = np.arange(height + width - 1)
+    count = np.minimum(d, width - 1) - np.maximum(0, d - height + 1) + 1
+    diagonal = np.repeat(d, count)
+    return diagonal, np.arange(len(diagonal)) - np.repeat(np.cumsum(count) - count, count)
 
 
 def _load_order(used_rows: int, used_cols: int) -> tuple[np.ndarray, np.ndarray]:
@@ -184,8 +192,9 @@ def _per_fold(keys: np.ndarray, pattern: Callable[[int], tuple[np.ndarray, np.nd
     """(fold of each element, pattern's first array, its second) over folds whose element pattern depends
     only on an integer key (the lanes a fold maps): each distinct pattern is built once and gathered, so
     the work is numpy over the elements, not Python per fold."""
-    uniq, inverse = np.unique(keys, return_inverse=True)
-    built = [pattern(int(u)) for u in uniq]
+    distinct = sorted(set(keys.tolist()))  # a few (full and last, partial folds)
+    inverse = np.searchsorted(np.array(distinct), keys)
+    built = [pattern(u) for u in distinct]
     lengths = np.array([len(b[0]) for b in built], dtype=np.int64)
     starts = np.cumsum(lengths) - lengths
     sizes = lengths[inverse]
@@ -301,10 +310,9 @@ def demand_streams(dataflow: str, rows: int, cols: int, m: int, n: int, k: int, 
 
 def _antidiagonal(height: int, width: int) -> tuple[np.ndarray, np.ndarray]:
     """(row, col) of a ``height x width`` matrix read by anti-diagonals, bottom row first in each."""
-    row, col = np.meshgrid(np.arange(height), np.arange(width), indexing="ij")
-    row, col = row.ravel(), col.ravel()
-    order = np.lexsort((-row, row + col))
-    return row[order], col[order]
+    diagonal, offset = _diagonals(height, width)
+    row = np.minimum(diagonal, height - 1) - offset
+    return row, diagonal - row
 
 
 def fetch_streams(dataflow: str, rows: int, cols: int, m: int, n: int, k: int, geometry: ConvGeometry
@@ -382,17 +390,28 @@ def user_read_buffer(fetch: np.ndarray, demand: np.ndarray, demand_line: np.ndar
     pf_sets = min(math.ceil((buffer_elems - active) / per_set), num_sets - act_sets)
     first = min(math.ceil(active / bandwidth), math.ceil(len(fetch) / bandwidth))
     pf_lines = math.ceil((buffer_elems - active) / bandwidth)
-    keys = np.unique(valid * num_sets + np.arange(len(valid)) // per_set)  # (address, set) pairs, sorted
+    keys = np.sort(valid * num_sets + np.arange(len(valid)) // per_set)  # (address, set) pairs
+    # an operand fetched once per address (filters): each read's one set, so a window test is arithmetic
+    only_set = None
+    if act_sets < num_sets and not np.any(np.diff(keys // num_sets) == 0):
+        found = np.minimum(np.searchsorted(keys, demand * num_sets), len(keys) - 1)
+        only_set = np.where(keys[found] // num_sets == demand, keys[found] % num_sets, -num_sets * 2)
     miss_lines: list[int] = []
     miss_counts: list[int] = []
     start, moves, pos, size = 0, 0, 0, len(demand)
-    block = max(256, 4 * pf_sets * per_set)
+    step = max(64, pf_sets * per_set)
+    block = step
     while pos < size:
-        chunk = demand[pos:pos + block]
-        hit = _in_window(keys, chunk, start, act_sets, num_sets)
+        if only_set is not None:
+            sets = only_set[pos:pos + block]
+            hit = (sets >= 0) & ((sets - start) % num_sets < act_sets)
+        else:
+            hit = _in_window(keys, demand[pos:pos + block], start, act_sets, num_sets)
         if hit.all():
-            pos += len(chunk)
+            pos += len(hit)
+            block *= 2
             continue
+        block = step
         pos += int(np.argmin(hit))
         addr = int(demand[pos])
         lo, hi = np.searchsorted(keys, (addr * num_sets, (addr + 1) * num_sets)).tolist()
@@ -540,8 +559,11 @@ def user_mode(writes_per_cycle: np.ndarray, ifmap: ReadBufferTrace, filt: ReadBu
     fills the ofmap buffer past its drain threshold (or, during a drain, fills it up). The writing lines
     in between cannot stall, so they are stored in one step, found by bisecting the running write count."""
     buffer = _WriteBuffer(ofmap_elems, ofmap_bandwidth)
-    miss = np.union1d(ifmap.miss_lines, filt.miss_lines)
-    events = np.union1d(np.flatnonzero(writes_per_cycle), miss)
+    missing = np.zeros(len(writes_per_cycle), dtype=bool)
+    missing[ifmap.miss_lines] = True
+    missing[filt.miss_lines] = True
+    miss = np.flatnonzero(missing)
+    events = np.flatnonzero(missing | (writes_per_cycle > 0))
     counts = writes_per_cycle[events]
     cum = np.cumsum(counts).tolist()  # writes stored up to and including each event line
     counts, lines = counts.tolist(), events.tolist()
