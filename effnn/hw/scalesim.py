@@ -22,9 +22,8 @@ without it.
 
 from __future__ import annotations
 
-import dataclasses
-
 import configparser
+import dataclasses
 import os
 from pathlib import Path
 
