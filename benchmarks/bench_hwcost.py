@@ -78,21 +78,63 @@ for _ in range(repeats):
 print(json.dumps(statistics.median(rates)))
 """
 
+#: Median single-call ``simulate`` seconds per regime of the generated grid (``argv[1]``), run in a
+#: subprocess against whichever ``effnn`` is on its path (both revisions have these helpers).
+REPLAY_SNIPPET = """
+import json, statistics, sys, time
+from effnn.hw.scalesim import reference_array, reference_layers, reference_regime
+times = {}
+for record in json.load(open(sys.argv[1]))["records"]:
+    array, layers = reference_array(record), reference_layers(record)
+    best = []
+    for _ in range(3):
+        start = time.perf_counter()
+        array.simulate(layers)
+        best.append(time.perf_counter() - start)
+    times.setdefault(reference_regime(record), []).append(min(best))
+print(json.dumps({regime: statistics.median(t) for regime, t in sorted(times.items())}))
+"""
+
+
+def _require_checkout(baseline: Path) -> None:
+    if not (baseline / "effnn" / "hw" / "cost.py").is_file():
+        raise SystemExit(f"--baseline {baseline}: not an effnn checkout (no effnn/hw/cost.py); make one with "
+                         f"`git worktree add {baseline} main`")
+
+
+def _run_in(root: Path, snippet: str, *args: str) -> str:
+    """The last stdout line of ``snippet`` run with ``root``'s effnn first on the path."""
+    env = {**os.environ, "PYTHONPATH": str(root), "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run([sys.executable, "-c", snippet, *args], cwd=root, env=env, capture_output=True,
+                          text=True, check=True)
+    return proc.stdout.strip().splitlines()[-1]
+
+
+def replay_against(baseline: Path, rounds: int) -> dict[str, tuple[float, float, float]]:
+    """Per regime of the generated grid: (this checkout's median single-call seconds, the baseline's,
+    median over alternating rounds of baseline / this) -- the replay speed-up on the same machine."""
+    import json
+
+    _require_checkout(baseline)
+    ours: list[dict[str, float]] = []
+    theirs: list[dict[str, float]] = []
+    for _ in range(rounds):
+        ours.append(json.loads(_run_in(ROOT, REPLAY_SNIPPET, str(GENERATED))))
+        theirs.append(json.loads(_run_in(baseline, REPLAY_SNIPPET, str(GENERATED))))
+    return {regime: (statistics.median(o[regime] for o in ours), statistics.median(t[regime] for t in theirs),
+                     statistics.median(t[regime] / o[regime] for o, t in zip(ours, theirs)))
+            for regime in ours[0]}
+
 
 def bench_against(baseline: Path, hardware: str, n_archs: int, repeats: int, rounds: int
                   ) -> tuple[float, float, float]:
     """(this checkout's median warm rate, the baseline's, median over rounds of their ratio), measured in
     alternating subprocesses so both see the same machine load."""
-    if not (baseline / "effnn" / "hw" / "cost.py").is_file():
-        raise SystemExit(f"--baseline {baseline}: not an effnn checkout (no effnn/hw/cost.py); make one with "
-                         f"`git worktree add {baseline} main`")
+    _require_checkout(baseline)
     ours, theirs = [], []
     for _ in range(rounds):
         for root, out in ((ROOT, ours), (baseline, theirs)):
-            env = {**os.environ, "PYTHONPATH": str(root), "OMP_NUM_THREADS": "1"}
-            proc = subprocess.run([sys.executable, "-c", WARM_SNIPPET, str(n_archs), str(repeats), hardware],
-                                  cwd=root, env=env, capture_output=True, text=True, check=True)
-            out.append(float(proc.stdout.strip().splitlines()[-1]))
+            out.append(float(_run_in(root, WARM_SNIPPET, str(n_archs), str(repeats), hardware)))
     ratios = [a / b for a, b in zip(ours, theirs)]
     print("rounds (this checkout / baseline, subnets/s): "
           + ", ".join(f"{a:,.0f}/{b:,.0f}" for a, b in zip(ours, theirs)))
@@ -336,6 +378,10 @@ def main() -> None:
     console.width = max(console.width, 140)
     if not args.scalesim_only:
         print_subnet_rates(args, console)
+    if args.baseline is not None:
+        for regime, (ours, theirs, ratio) in replay_against(args.baseline.resolve(), args.rounds).items():
+            console.print(f"single-call simulate, generated {regime}: this checkout {ours * 1e6:,.0f} us, "
+                          f"{args.baseline} {theirs * 1e6:,.0f} us -> median ratio {ratio:.2f}x faster")
     table = Table(title="seconds per layer vs SCALE-Sim 3.0.0's recorded wall time (median over rows; ratio = "
                         "median of per-row SCALE-Sim / effnn)")
     for col in ("reference rows", "rows", "effnn single call", "effnn in a batch", "SCALE-Sim",

@@ -14,9 +14,9 @@ is        K          M          N          T + 2 rows + cols - 2  ifmap
 with ``ceil(Sr/rows) * ceil(Sc/cols)`` folds run back to back. Compute cycles and SRAM counts are closed
 forms that reproduce SCALE-Sim 3.0.0 exactly (its quirks are listed in ``docs/hardware.md`` and next to
 the code below). DRAM counts, stalls and SCALE-Sim's "total cycles incl. prefetch" are closed forms too
-where every operand fits its buffer; where one spills or the bandwidth is finite, layers SCALE-Sim itself
-could run (word-wide operands, up to ``replay_limit``) are replayed on its memory system
-(:mod:`effnn.hw.memory`), the rest use a closed-form estimate. All closed-form arithmetic is numpy over a
+where every operand fits its buffer; where one spills or the bandwidth is finite, layers SCALE-Sim could
+run with words of the operands' widths (whole bits, whole elements per cycle, up to ``replay_limit``) are
+replayed on its memory system (:mod:`effnn.hw.memory`), the rest use a closed-form estimate. All closed-form arithmetic is numpy over a
 batch of layers, so a whole network costs microseconds.
 """
 
@@ -212,7 +212,7 @@ class SystolicArray:
     #: sub-layers (one group) with at most this many SRAM reads (ifmap + filter) and compute cycles are
     #: replayed on SCALE-Sim's memory system (exact); larger ones use the closed-form
     #: estimate (exact whenever every operand fits, approximate when one spills or in USER mode). 0: closed
-    #: form only. At the default a new replayed shape costs ~1-150 ms (docs/hardware.md, *Speed*).
+    #: form only. At the default a new replayed shape costs ~0.3-100 ms (docs/hardware.md, *Speed*).
     replay_limit: int = 1 << 16
 
     def __post_init__(self) -> None:
@@ -405,7 +405,9 @@ class SystolicArray:
             "energy_mac": e_mac, "energy_rf": e_rf, "energy_array": e_array, "energy_sram": e_sram,
             "energy_dram": e_dram, "energy": energy,
         }
-        return {key: np.asarray(out[key], dtype=np.float64) * np.ones_like(m) for key in METRICS}
+        # one fresh float64 array per metric (broadcasting the scalars), never two keys sharing one
+        return {key: np.array(out[key], dtype=np.float64) if np.shape(out[key]) == m.shape
+                else np.full(m.shape, out[key], dtype=np.float64) for key in METRICS}
 
     def _calc_reads(self, la: LayerArrays, dram_if: np.ndarray, dram_f: np.ndarray, spill_if: np.ndarray,
                     spill_f: np.ndarray, cap_if: np.ndarray, cap_f: np.ndarray,
