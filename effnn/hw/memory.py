@@ -2,15 +2,17 @@
 
 SCALE-Sim double-buffers an ifmap and a filter read buffer and an ofmap write buffer in front of DRAM and
 simulates them read by read. The array's demand order is a closed form per fold, so this module builds
-each operand's address stream with numpy (:func:`operand_streams`, :func:`demand_streams`,
-:func:`fetch_streams`) and applies SCALE-Sim's buffer rules to it in vectorised blocks:
+each operand's address stream with numpy (:func:`fold_streams`: every distinct fold pattern built once
+and gathered for all folds; :func:`operand_streams`, :func:`demand_streams`, :func:`fetch_streams`) and
+applies SCALE-Sim's buffer rules to it in vectorised blocks:
 
 * CALC-mode read buffers (:func:`chunked_misses`): a reset every 50 sets -- one ``searchsorted`` per reset;
 * USER-mode read buffers (:func:`user_read_buffer`): a ring window over a fixed prefetch order -- one
   block test per window move;
 * the ofmap write buffer (:func:`drain_ofmap`, :class:`_WriteBuffer`): from the number of writes each
   cycle, a closed-form trapezoid per fold (:func:`ofmap_writes_per_cycle`) -- a few operations per drain;
-* the USER-mode stall loop (:func:`user_mode`): once per demand line that writes or misses.
+* the USER-mode stall loop (:func:`user_mode`): one step per demand line with a read miss or an ofmap
+  drain-threshold crossing; the writing lines between them are stored at once.
 
 Every rule, and the SCALE-Sim quirk behind it, is listed in ``docs/hardware.md`` (quirks 10-15).
 """
