@@ -1,12 +1,14 @@
 """The systolic model against real SCALE-Sim 3.0.0 outputs, kept in the repo under ``tests/data/scalesim``.
 
-Three reference sets, all produced by the real simulator (``scalesim`` 3.0.0, numpy 1.26):
+Four reference sets, all produced by the real simulator (``scalesim`` 3.0.0, numpy 1.26):
 
 * ``data/scalesim/shared``: 8x8 arrays, 64 kB SRAMs, CALC bandwidth, 13 layers x 3 dataflows (copied from
   the team's shared reference; its README says how it was made);
 * ``data/scalesim/generated.json``: ``tools/scalesim_reference/generate.py``'s grid -- SRAMs of 1 kB to
   1 MB that spill, CALC and USER bandwidth (1-16 words/cycle), 1xN and non-square arrays, depthwise,
   strides that do not divide ``H - R``, an RGB stem, GEMMs; every metric SCALE-Sim reports;
+* ``data/scalesim/multiword.json``: 4-, 16-bit and mixed-width operands on a byte-word interface, run
+  as SCALE-Sim with words of the operand's width (``generate.py --multiword``);
 * ``test_hw_scalesim_extra.json``: non-square arrays, 8 kB SRAMs, 5x3 kernels (CALC).
 
 A missing reference file is an error (collection fails), never a skip.
