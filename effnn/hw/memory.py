@@ -40,21 +40,19 @@ def ofmap_writes_per_cycle(dataflow: str, rows: int, cols: int, sr: int, sc: int
     """
     row_folds, col_folds = -(-sr // rows), -(-sc // cols)
     prefix, body = (t - 1, rows) if dataflow == "os" else (2 * rows - 1, t)
-    folds: dict[tuple[int, int], np.ndarray] = {}  # (mapped columns, first valid body row) -> its lines
-    pieces = []
-    for fc in range(col_folds):
-        cu = min(cols, sc - fc * cols)
-        for fr in range(row_folds):
-            b0 = rows - min(rows, sr - fr * rows) if dataflow == "os" else 0
-            if (cu, b0) not in folds:
-                line = np.zeros(prefix + body + cols - 1, dtype=np.int64)
-                # count(j) = #{c < cu : b0 <= j - prefix - c < body}: a box convolved with a box
-                valid = np.zeros(body, dtype=np.int64)
-                valid[b0:] = 1
-                line[prefix:prefix + body + cu - 1] = np.convolve(valid, np.ones(cu, dtype=np.int64))
-                folds[cu, b0] = line
-            pieces.append(folds[cu, b0])
-    return np.concatenate(pieces)
+    # only the last column fold maps fewer columns, only the last row fold (os) fewer rows: 2 x 2 patterns
+    last_cu, last_ru = sc - (col_folds - 1) * cols, sr - (row_folds - 1) * rows
+    first_rows = (0, rows - last_ru) if dataflow == "os" else (0, 0)
+    used = np.array([[cols], [cols], [last_cu], [last_cu]])
+    first = np.array([[first_rows[0]], [first_rows[1]]] * 2)
+    j = np.arange(body + cols - 1)
+    patterns = np.zeros((4, prefix + body + cols - 1), dtype=np.int64)
+    # count(j) = #{c < used : first <= j - c < body}: a box convolved with a box, in closed form
+    patterns[:, prefix:] = np.maximum(0, np.minimum(used - 1, j - first) - np.maximum(0, j - body + 1) + 1)
+    index = np.zeros((col_folds, row_folds), dtype=np.int64)  # column folds outer, row folds inner
+    index[-1] += 2
+    index[:, -1] += 1
+    return patterns[index.ravel()].ravel()  # every fold has the same length
 
 
 @dataclass(frozen=True)
@@ -153,17 +151,23 @@ class ConvGeometry:
     image_pixels: int = 0
 
     def ifmap_address(self, m: np.ndarray, k: np.ndarray) -> np.ndarray:
-        """Address of window element ``k`` of output pixel ``m``; -1 where the window runs off the edge."""
+        """Address of window element ``k`` of output pixel ``m``; -1 where the window runs off the edge.
+
+        The address separates into a pixel part and a window part, so the divisions run on the distinct
+        pixels and window elements only, and the elements gather from a (pixel, window) table."""
+        pix = np.arange(int(m.max()) + 1 if m.size else 1)
         image = 0
         if self.image_pixels:
-            image, m = np.divmod(m, self.image_pixels)
-        oy, ox = np.divmod(m, self.out_w)
-        ky, rest = np.divmod(k, self.kernel_w * self.channels)
+            image, pix = np.divmod(pix, self.image_pixels)
+        oy, ox = np.divmod(pix, self.out_w)
+        ky, rest = np.divmod(np.arange(int(k.max()) + 1 if k.size else 1), self.kernel_w * self.channels)
         kx, c = np.divmod(rest, self.channels)
-        y, x = oy * self.stride_h + ky - self.pad_h, ox * self.stride_w + kx - self.pad_w
+        y = (oy * self.stride_h - self.pad_h)[:, None] + ky
+        x = (ox * self.stride_w - self.pad_w)[:, None] + kx
         inside = (y >= 0) & (y < self.in_h) & (x >= 0) & (x < self.in_w)
-        y = y + image * self.in_h
-        return np.where(inside, (y * self.in_w + x) * self.channels + c, -1)
+        table = np.where(inside, ((y + (image * self.in_h)[:, None] if self.image_pixels else y) * self.in_w + x)
+                         * self.channels + c, -1)
+        return table[m, k]
 
 
 def _skew_order(t: int, used: int) -> tuple[np.ndarray, np.ndarray]:
