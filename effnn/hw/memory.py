@@ -305,13 +305,15 @@ def chunked_misses(stream: np.ndarray, capacity: int) -> int:
 # --------------------------------------------------------------------------------------------------------
 # USER bandwidth mode: read buffers that prefetch a fixed order, an ofmap buffer that can stall the array
 
-def demand_streams(dataflow: str, rows: int, cols: int, m: int, n: int, k: int, geometry: ConvGeometry
-                   ) -> tuple[tuple[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]]:
+def demand_streams(dataflow: str, rows: int, cols: int, m: int, n: int, k: int, geometry: ConvGeometry,
+                   want: tuple[bool, bool] = (True, True)) -> tuple[Stream | None, Stream | None]:
     """((ifmap address, demand line), (filter address, demand line)) in SCALE-Sim's demand order, -1s
-    dropped (:func:`fold_streams`)."""
-    (ifmap, if_line), filt = fold_streams(dataflow, rows, cols, m, n, k, geometry)
-    keep = ifmap >= 0
-    return (ifmap[keep], if_line[keep]), filt
+    dropped (:func:`fold_streams`); ``want`` skips either."""
+    ifmap, filt = fold_streams(dataflow, rows, cols, m, n, k, geometry, want)
+    if ifmap is not None:
+        keep = ifmap[0] >= 0
+        ifmap = ifmap[0][keep], ifmap[1][keep]
+    return ifmap, filt
 
 
 def _antidiagonal(height: int, width: int) -> tuple[np.ndarray, np.ndarray]:
@@ -396,6 +398,8 @@ def user_read_buffer(fetch: np.ndarray, demand: np.ndarray, demand_line: np.ndar
     pf_sets = min(math.ceil((buffer_elems - active) / per_set), num_sets - act_sets)
     first = min(math.ceil(active / bandwidth), math.ceil(len(fetch) / bandwidth))
     pf_lines = math.ceil((buffer_elems - active) / bandwidth)
+    if act_sets >= num_sets:  # the first window holds every set: no read moves it (the demand is not read)
+        return ReadBufferTrace(first, pf_lines, 0, np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64))
     keys = np.sort(valid * num_sets + np.arange(len(valid)) // per_set)  # (address, set) pairs
     # an operand fetched once per address (filters): each read's one set, so a window test is arithmetic
     only_set = None
@@ -437,6 +441,14 @@ def user_read_buffer(fetch: np.ndarray, demand: np.ndarray, demand_line: np.ndar
         pos += 1
     return ReadBufferTrace(first, pf_lines, moves, np.asarray(miss_lines, dtype=np.int64),
                            np.asarray(miss_counts, dtype=np.int64))
+
+
+def read_buffer_holds_all(fetch: np.ndarray, buffer_elems: int) -> bool:
+    """Whether a USER-mode read buffer's first active window already holds every set of ``fetch`` (the
+    operand's prefetch order, -1 gaps included), so :func:`user_read_buffer` never moves it and needs no
+    demand stream."""
+    per_set = math.ceil(buffer_elems / 100)
+    return math.ceil(math.ceil(buffer_elems * 0.5) / per_set) >= int(np.count_nonzero(fetch >= 0)) // per_set + 1
 
 
 def _in_window(keys: np.ndarray, addr: np.ndarray, start: int, width: int, num_sets: int) -> np.ndarray:

@@ -39,6 +39,7 @@ from effnn.hw.memory import (
     fetch_streams,
     ofmap_writes_per_cycle,
     operand_streams,
+    read_buffer_holds_all,
     user_mode,
     user_read_buffer,
 )
@@ -477,9 +478,12 @@ class SystolicArray:
             bws = [int(b[i]) for b in bandwidths]
             elems = [int(e[i]) for e in sizes]
             geometry = _geometry(la.geometry[i], m)
-            demand = demand_streams(self.dataflow, self.rows, self.cols, m, n, k, geometry)
             fetch = fetch_streams(self.dataflow, self.rows, self.cols, m, n, k, geometry)
-            traces = [user_read_buffer(fetch[j], *demand[j], elems[j], bws[j]) for j in (0, 1)]
+            want = tuple(not read_buffer_holds_all(fetch[j], elems[j]) for j in (0, 1))  # else no misses
+            demand = demand_streams(self.dataflow, self.rows, self.cols, m, n, k, geometry, want) \
+                if any(want) else (None, None)
+            none = np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64)
+            traces = [user_read_buffer(fetch[j], *(demand[j] or none), elems[j], bws[j]) for j in (0, 1)]
             writes = ofmap_writes_per_cycle(self.dataflow, self.rows, self.cols, int(sr[i]), int(sc[i]),
                                             int(t[i]))
             run = user_mode(writes, traces[0], traces[1], elems[2], bws[2])
