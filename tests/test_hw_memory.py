@@ -14,9 +14,13 @@ from effnn.hw.memory import (
     ReadBufferTrace,
     _antidiagonal,
     _skew_order,
+    chunked_misses,
     demand_streams,
+    fetch_streams,
     ofmap_writes_per_cycle,
+    read_buffer_holds_all,
     user_mode,
+    user_read_buffer,
 )
 
 
@@ -131,3 +135,90 @@ def test_user_mode_skipping_quiet_lines_equals_stepping_every_line() -> None:
         run = user_mode(writes, traces[0], traces[1], size, bandwidth)
         assert (run.stall_cycles, run.dram_writes, run.last_write_cycle) == _stepwise_user_mode(
             writes, traces[0], traces[1], size, bandwidth)
+
+
+def _brute_writes(dataflow: str, rows: int, cols: int, sr: int, sc: int, t: int) -> list[int]:
+    """Valid ofmap writes per cycle, fold by fold (columns outer): ``P`` empty lines, then body row ``b``
+    of output column ``c`` written at line ``P + b + c`` when the row maps an output (os: the fold's rows
+    flipped, the unmapped ones first)."""
+    prefix, body = (t - 1, rows) if dataflow == "os" else (2 * rows - 1, t)
+    out: list[int] = []
+    for c0 in range(0, sc, cols):
+        for r0 in range(0, sr, rows):
+            first = rows - min(rows, sr - r0) if dataflow == "os" else 0
+            line = [0] * (prefix + body + cols - 1)
+            for b in range(first, body):
+                for c in range(min(cols, sc - c0)):
+                    line[prefix + b + c] += 1
+            out += line
+    return out
+
+
+def test_ofmap_writes_per_cycle_match_the_fold_by_fold_definition() -> None:
+    rng = random.Random(0)
+    for _ in range(300):
+        dataflow = rng.choice(["os", "ws", "is"])
+        rows, cols = rng.randint(1, 9), rng.randint(1, 9)
+        sr, sc, t = rng.randint(1, 30), rng.randint(1, 30), rng.randint(1, 20)
+        got = ofmap_writes_per_cycle(dataflow, rows, cols, sr, sc, t)
+        assert got.tolist() == _brute_writes(dataflow, rows, cols, sr, sc, t), (dataflow, rows, cols, sr, sc, t)
+
+
+def _brute_chunked(stream: list[int], capacity: int) -> int:
+    """SCALE-Sim's CALC read buffer read by read: a miss adds the address; the ``capacity``-th distinct
+    address empties the buffer."""
+    held: set[int] = set()
+    misses = 0
+    for address in stream:
+        if address not in held:
+            misses += 1
+            held.add(address)
+            if len(held) == capacity:
+                held = set()
+    return misses
+
+
+@pytest.mark.parametrize("high", [50, 70_000, 1 << 20, 1 << 40])  # one or two 16-bit sort passes, int64
+def test_chunked_misses_equals_the_read_by_read_reset(high: int) -> None:
+    rng = np.random.default_rng(high)
+    for _ in range(40):
+        pool = rng.integers(0, high, size=int(rng.integers(1, 300)))
+        stream = np.tile(rng.choice(pool, size=int(rng.integers(1, 400))), int(rng.integers(1, 4)))
+        capacity = int(rng.integers(1, 120))
+        assert chunked_misses(stream, capacity) == _brute_chunked(stream.tolist(), capacity)
+
+
+def _brute_read_buffer(fetch: list[int], demand: list[int], size: int) -> tuple[int, int]:
+    """(window moves, reads that moved it) of quirk 14 read by read: the valid fetches cut into sets of
+    ``ceil(size / 100)``, a window of ``ceil(active / set)`` sets, moved ``ceil(prefetch / set)`` at a miss."""
+    per_set, active = -(-size // 100), -(-size // 2)
+    valid = [a for a in fetch if a >= 0]
+    num_sets = len(valid) // per_set + 1
+    sets = [set(valid[i * per_set:(i + 1) * per_set]) for i in range(num_sets)]
+    width = min(-(-active // per_set), num_sets)
+    step = min(-(-(size - active) // per_set), num_sets - width)
+    start = moves = missed = 0
+    for address in demand:
+        moved = False
+        while not any(address in sets[(start + i) % num_sets] for i in range(width)):
+            start, moves, moved = (start + step) % num_sets, moves + 1, True
+        missed += moved
+    return moves, missed
+
+
+def test_user_read_buffer_matches_the_read_by_read_window() -> None:
+    geo = ConvGeometry(in_h=10, in_w=10, channels=8, kernel_w=3, stride_h=1, stride_w=1, out_w=8)
+    fetch = fetch_streams("ws", 8, 8, 64, 16, 72, geo)
+    demand = demand_streams("ws", 8, 8, 64, 16, 72, geo)
+    held = 0
+    for j in (0, 1):
+        for size in (256, 1024, 4096, 16384, 65536):
+            trace = user_read_buffer(fetch[j], *demand[j], size, 4)
+            assert (trace.prefetches, len(trace.miss_lines)) == _brute_read_buffer(
+                fetch[j].tolist(), demand[j][0].tolist(), size), (j, size)
+            if read_buffer_holds_all(fetch[j], size):  # then the demand is not even needed
+                held += 1
+                none = np.zeros(0, dtype=np.int64)
+                assert trace.prefetches == 0 and user_read_buffer(fetch[j], none, none, size, 4).prefetches == 0
+    assert held == 5  # 4,608 ifmap fetches fit 50 sets from 16 k elements on, 1,152 filter ones from 4 k;
+    # below that the window moves (ifmap: 107, 26, 6 times at 256, 1024, 4096 elements; filter: 80, 6)

@@ -281,7 +281,7 @@ def chunked_misses(stream: np.ndarray, capacity: int) -> int:
     distinct addresses, each fetched once.
     """
     size = len(stream)
-    order = np.argsort(stream, kind="stable")
+    order = _stable_order(stream)
     ranked = stream[order]
     prev = np.full(size, -1, dtype=np.int64)  # previous position of the same address, -1 if none
     same = ranked[1:] == ranked[:-1]
@@ -300,6 +300,17 @@ def chunked_misses(stream: np.ndarray, capacity: int) -> int:
         count += capacity
         start += end + 1
     return count
+
+
+def _stable_order(values: np.ndarray) -> np.ndarray:
+    """``np.argsort(values, kind="stable")`` for non-negative integers, as one or two 16-bit passes: numpy
+    radix-sorts 16-bit keys, several times faster than its merge sort on int64 addresses."""
+    if values.size == 0 or values.min() < 0 or values.max() >= 1 << 32:
+        return np.argsort(values, kind="stable")
+    if values.max() < 1 << 16:
+        return np.argsort(values.astype(np.uint16), kind="stable")
+    low = np.argsort((values & 0xFFFF).astype(np.uint16), kind="stable")  # least significant digit first
+    return low[np.argsort((values[low] >> 16).astype(np.uint16), kind="stable")]
 
 
 # --------------------------------------------------------------------------------------------------------
