@@ -18,6 +18,8 @@ from effnn.hw.memory import (
     demand_streams,
     fetch_streams,
     ofmap_writes_per_cycle,
+    operand_passes,
+    operand_streams,
     read_buffer_holds_all,
     user_mode,
     user_read_buffer,
@@ -181,11 +183,13 @@ def _brute_chunked(stream: list[int], capacity: int) -> int:
 @pytest.mark.parametrize("high", [50, 70_000, 1 << 20, 1 << 40])  # one or two 16-bit sort passes, int64
 def test_chunked_misses_equals_the_read_by_read_reset(high: int) -> None:
     rng = np.random.default_rng(high)
-    for _ in range(40):
+    for _ in range(60):
         pool = rng.integers(0, high, size=int(rng.integers(1, 300)))
-        stream = np.tile(rng.choice(pool, size=int(rng.integers(1, 400))), int(rng.integers(1, 4)))
+        one_pass, repeats = rng.choice(pool, size=int(rng.integers(1, 400))), int(rng.integers(1, 40))
         capacity = int(rng.integers(1, 120))
-        assert chunked_misses(stream, capacity) == _brute_chunked(stream.tolist(), capacity)
+        expected = _brute_chunked(np.tile(one_pass, repeats).tolist(), capacity)
+        assert chunked_misses(np.tile(one_pass, repeats), capacity) == expected
+        assert chunked_misses(one_pass, capacity, repeats) == expected  # periodic: pieces counted per period
 
 
 def _brute_read_buffer(fetch: list[int], demand: list[int], size: int) -> tuple[int, int]:
@@ -222,3 +226,17 @@ def test_user_read_buffer_matches_the_read_by_read_window() -> None:
                 assert trace.prefetches == 0 and user_read_buffer(fetch[j], none, none, size, 4).prefetches == 0
     assert held == 5  # 4,608 ifmap fetches fit 50 sets from 16 k elements on, 1,152 filter ones from 4 k;
     # below that the window moves (ifmap: 107, 26, 6 times at 256, 1024, 4096 elements; filter: 80, 6)
+
+
+def test_operand_passes_repeated_are_the_operand_streams() -> None:
+    rng = random.Random(1)
+    for _ in range(60):
+        dataflow, rows, cols = rng.choice(["os", "ws", "is"]), rng.randint(1, 6), rng.randint(1, 6)
+        geo = ConvGeometry(in_h=rng.randint(3, 7), in_w=rng.randint(3, 7), channels=rng.randint(1, 3),
+                           kernel_w=2, stride_h=1, stride_w=rng.randint(1, 2), out_w=3)
+        m, n, k = rng.randint(1, 9), rng.randint(1, 20), 4 * geo.channels
+        streams = operand_streams(dataflow, rows, cols, m, n, k, geo)
+        passes = operand_passes(dataflow, rows, cols, m, n, k, geo)
+        for stream, (one_pass, repeats) in zip(streams, passes):
+            assert np.array_equal(np.tile(one_pass, repeats), stream)
+        assert max(p[1] for p in passes) == -(-(m if dataflow == "is" else n) // cols)

@@ -215,14 +215,16 @@ Stream = tuple[np.ndarray, np.ndarray]  # (address, demand line), -1 addresses (
 
 
 def fold_streams(dataflow: str, rows: int, cols: int, m: int, n: int, k: int, geometry: ConvGeometry,
-                 want: tuple[bool, bool] = (True, True)) -> tuple[Stream | None, Stream | None]:
+                 want: tuple[bool, bool] = (True, True), one_pass: bool = False
+                 ) -> tuple[Stream | None, Stream | None]:
     """((ifmap address, demand line), (filter address, demand line)) in SCALE-Sim's demand order (folds:
     columns outer, rows inner); ``want`` skips either. Filter ``(k, n)`` is address ``k * N + n``.
 
     A fold lasts ``T + rows + cols - 2`` lines (os) or ``T + 2 rows + cols - 2`` (ws/is); inside it a
     streamed operand's lane ``r`` reads time step ``t`` at line ``t + r`` (after ``rows`` lines of loading
     in ws/is), a stationary fold is loaded bottom row first, one row per line. A streamed operand depends
-    on the row fold only, so one pass over the row folds is built and repeated per column fold."""
+    on the row fold only, so one pass over the row folds is built and repeated per column fold (with
+    ``one_pass``, not repeated: the caller knows it repeats ``ceil(Sc / cols)`` times)."""
     sr, sc = {"os": (m, n), "ws": (k, n), "is": (k, m)}[dataflow]
     t = {"os": k, "ws": m, "is": n}[dataflow]
     row_folds, col_folds = -(-sr // rows), -(-sc // cols)
@@ -238,6 +240,8 @@ def fold_streams(dataflow: str, rows: int, cols: int, m: int, n: int, k: int, ge
         fr, tt, lane = _per_fold(ru, lambda used: _skew_order(t, used))
         addr = address(fr, tt, lane)
         line = fr * length + lead + tt + lane
+        if one_pass:
+            return addr, line
         shift = np.repeat(np.arange(col_folds) * (row_folds * length), len(addr))
         return np.tile(addr, col_folds), np.tile(line, col_folds) + shift
 
@@ -272,33 +276,96 @@ def operand_streams(dataflow: str, rows: int, cols: int, m: int, n: int, k: int,
     return (None if ifmap is None else ifmap[0][ifmap[0] >= 0]), (None if filt is None else filt[0])
 
 
-def chunked_misses(stream: np.ndarray, capacity: int) -> int:
-    """DRAM reads of SCALE-Sim's CALC-mode read buffer for an address stream.
+def operand_passes(dataflow: str, rows: int, cols: int, m: int, n: int, k: int, geometry: ConvGeometry,
+                   want: tuple[bool, bool] = (True, True)
+                   ) -> tuple[tuple[np.ndarray, int] | None, tuple[np.ndarray, int] | None]:
+    """:func:`operand_streams` as (one pass, times it repeats): the streamed operand (the ifmap of os and
+    ws, the filter of is) reads the same pass over the row folds once per column fold; the others are
+    one pass."""
+    ifmap, filt = fold_streams(dataflow, rows, cols, m, n, k, geometry, want, one_pass=True)
+    col_folds = -(-{"os": n, "ws": n, "is": m}[dataflow] // cols)
+    repeats = (1, col_folds) if dataflow == "is" else (col_folds, 1)
+    return (None if ifmap is None else (ifmap[0][ifmap[0] >= 0], repeats[0])), \
+        (None if filt is None else (filt[0], repeats[1]))
+
+
+def chunked_misses(stream: np.ndarray, capacity: int, repeats: int = 1) -> int:
+    """DRAM reads of SCALE-Sim's CALC-mode read buffer for an address stream (``stream`` read ``repeats``
+    times over).
 
     Its active half holds ``capacity`` distinct addresses (50 sets); a read hits if its address came
     since the buffer last turned over, and the buffer turns over -- forgets everything -- the moment the
     ``capacity``-th distinct address arrives. So the stream splits greedily into pieces of ``capacity``
-    distinct addresses, each fetched once.
+    distinct addresses, each fetched once. A repeated pass is periodic: a piece's length depends only on
+    where in the pass it starts, so once a start offset recurs the pieces repeat and are counted by
+    multiplication (:func:`_periodic_chunks`).
     """
-    size = len(stream)
+    if repeats > 1 and len(stream):
+        return _periodic_chunks(stream, capacity, repeats)
+    prev = _previous(stream)
+    size, start, count = len(stream), 0, 0
+    while start < size:
+        new, end = _next_chunk(prev, start, size, capacity)
+        if end < 0:
+            return count + new
+        count += capacity
+        start = end + 1
+    return count
+
+
+def _previous(stream: np.ndarray) -> np.ndarray:
+    """Previous position of each read's address in ``stream``, -1 if none."""
     order = _stable_order(stream)
     ranked = stream[order]
-    prev = np.full(size, -1, dtype=np.int64)  # previous position of the same address, -1 if none
+    prev = np.full(len(stream), -1, dtype=np.int64)
     same = ranked[1:] == ranked[:-1]
     prev[order[1:][same]] = order[:-1][same]
-    start, count = 0, 0
-    while start < size:
-        span = min(size - start, 4 * capacity)
-        while True:
-            new = np.cumsum(prev[start:start + span] < start)
-            if new[-1] >= capacity or start + span == size:
+    return prev
+
+
+def _next_chunk(prev: np.ndarray, start: int, stop: int, capacity: int) -> tuple[int, int]:
+    """(distinct addresses, -1) if positions ``start .. stop - 1`` hold fewer than ``capacity`` addresses
+    new since ``start``, else (capacity, the position where the ``capacity``-th arrives)."""
+    span = min(stop - start, 4 * capacity)
+    while True:
+        new = np.cumsum(prev[start:start + span] < start)
+        if new[-1] >= capacity or start + span == stop:
+            break
+        span = min(stop - start, 2 * span)
+    if new[-1] < capacity:
+        return int(new[-1]), -1
+    return capacity, start + int(np.searchsorted(new, capacity))
+
+
+def _periodic_chunks(stream: np.ndarray, capacity: int, repeats: int) -> int:
+    """:func:`chunked_misses` of ``stream`` repeated ``repeats`` times, stepping pieces only until a start
+    offset within the pass recurs, then skipping whole periods. A piece that starts at offset ``o`` meets
+    every address of the pass within ``len(stream)`` reads, so (when the pass has ``capacity`` distinct
+    addresses or more) it ends within the next ``len(stream)`` reads: two copies are all it needs."""
+    size, total = len(stream), len(stream) * repeats
+    prev = _previous(np.concatenate([stream, stream]))
+    distinct = int(np.count_nonzero(prev[:size] < 0))
+    if distinct < capacity:  # the buffer never turns over: each address is fetched once
+        return distinct
+    seen: dict[int, tuple[int, int]] = {}  # start offset in the pass -> (pieces before it, absolute start)
+    start = count = 0
+    while start < total:
+        offset = start % size
+        if offset in seen:  # the pieces since the earlier visit repeat: skip whole periods
+            pieces, earlier = seen[offset]
+            period = start - earlier
+            skip = (total - start) // period
+            start, count = start + skip * period, count + skip * (count - pieces)
+            seen.clear()
+            if start >= total:
                 break
-            span = min(size - start, 2 * span)
-        if new[-1] < capacity:
-            return count + int(new[-1])
-        end = int(np.searchsorted(new, capacity))
+            offset = start % size
+        seen[offset] = count, start
+        new, end = _next_chunk(prev, offset, offset + min(size, total - start), capacity)
+        if end < 0:
+            return count + new
         count += capacity
-        start += end + 1
+        start += end - offset + 1
     return count
 
 

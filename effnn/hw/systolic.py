@@ -38,7 +38,7 @@ from effnn.hw.memory import (
     drain_ofmap,
     fetch_streams,
     ofmap_writes_per_cycle,
-    operand_streams,
+    operand_passes,
     read_buffer_holds_all,
     user_mode,
     user_read_buffer,
@@ -424,12 +424,12 @@ class SystolicArray:
         for i in todo:
             m, n, k = int(la.m[i]), int(la.n[i]), int(la.k[i])
             want = (bool(spill_if[i]), bool(spill_f[i]))
-            ifmap, filt = operand_streams(self.dataflow, self.rows, self.cols, m, n, k,
-                                          _geometry(la.geometry[i], m), want)
+            ifmap, filt = operand_passes(self.dataflow, self.rows, self.cols, m, n, k,
+                                         _geometry(la.geometry[i], m), want)
             if ifmap is not None:
-                dram_if[i] = chunked_misses(ifmap, int(cap_if[i]))
+                dram_if[i] = chunked_misses(ifmap[0], int(cap_if[i]), ifmap[1])
             if filt is not None:
-                dram_f[i] = chunked_misses(filt, int(cap_f[i]))
+                dram_f[i] = chunked_misses(filt[0], int(cap_f[i]), filt[1])
         return dram_if, dram_f
 
     def element_bandwidths(self, la: LayerArrays) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
