@@ -16,7 +16,9 @@ from effnn.hw.memory import (
     _skew_order,
     chunked_misses,
     demand_streams,
+    fetch_counts,
     fetch_streams,
+    held_read_buffer,
     ofmap_writes_per_cycle,
     operand_passes,
     operand_streams,
@@ -240,3 +242,23 @@ def test_operand_passes_repeated_are_the_operand_streams() -> None:
         for stream, (one_pass, repeats) in zip(streams, passes):
             assert np.array_equal(np.tile(one_pass, repeats), stream)
         assert max(p[1] for p in passes) == -(-(m if dataflow == "is" else n) // cols)
+
+
+def test_fetch_counts_are_the_fetch_orders_lengths_and_valid_entries() -> None:
+    rng = random.Random(2)
+    for _ in range(80):
+        dataflow, rows, cols = rng.choice(["os", "ws", "is"]), rng.randint(1, 7), rng.randint(1, 7)
+        geo = ConvGeometry(in_h=rng.randint(3, 7), in_w=rng.randint(3, 7), channels=rng.randint(1, 3),
+                           kernel_w=2, stride_h=rng.randint(1, 2), stride_w=rng.randint(1, 2), out_w=3,
+                           pad_h=rng.randint(0, 1), pad_w=rng.randint(0, 1))
+        m, n, k = rng.randint(1, 9), rng.randint(1, 20), 4 * geo.channels
+        counts = fetch_counts(dataflow, rows, cols, m, n, k, geo)
+        fetch = fetch_streams(dataflow, rows, cols, m, n, k, geo)
+        assert counts == tuple((len(f), int(np.count_nonzero(f >= 0))) for f in fetch)
+        for (length, valid), order in zip(counts, fetch):
+            size = int(rng.choice([64, 1024, 65536]))
+            if read_buffer_holds_all(valid, size):
+                got = held_read_buffer(length, size, 3)
+                want = user_read_buffer(order, order, np.arange(len(order)), size, 3)
+                assert (got.first_fill_lines, got.prefetch_lines, got.prefetches) == (
+                    want.first_fill_lines, want.prefetch_lines, want.prefetches)

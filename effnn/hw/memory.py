@@ -521,12 +521,35 @@ def user_read_buffer(fetch: np.ndarray, demand: np.ndarray, demand_line: np.ndar
                            np.asarray(miss_counts, dtype=np.int64))
 
 
-def read_buffer_holds_all(fetch: np.ndarray, buffer_elems: int) -> bool:
+def read_buffer_holds_all(fetch: np.ndarray | int, buffer_elems: int) -> bool:
     """Whether a USER-mode read buffer's first active window already holds every set of ``fetch`` (the
-    operand's prefetch order, -1 gaps included), so :func:`user_read_buffer` never moves it and needs no
-    demand stream."""
+    operand's prefetch order, -1 gaps included, or the number of its valid entries), so
+    :func:`user_read_buffer` never moves it and needs no demand stream."""
+    valid = fetch if isinstance(fetch, int) else int(np.count_nonzero(fetch >= 0))
     per_set = math.ceil(buffer_elems / 100)
-    return math.ceil(math.ceil(buffer_elems * 0.5) / per_set) >= int(np.count_nonzero(fetch >= 0)) // per_set + 1
+    return math.ceil(math.ceil(buffer_elems * 0.5) / per_set) >= valid // per_set + 1
+
+
+def held_read_buffer(fetch_length: int, buffer_elems: int, bandwidth: int) -> ReadBufferTrace:
+    """:func:`user_read_buffer` of a buffer that :func:`read_buffer_holds_all`: the first fill only."""
+    active = math.ceil(buffer_elems * 0.5)
+    return ReadBufferTrace(min(math.ceil(active / bandwidth), math.ceil(fetch_length / bandwidth)),
+                           math.ceil((buffer_elems - active) / bandwidth), 0, np.zeros(0, dtype=np.int64),
+                           np.zeros(0, dtype=np.int64))
+
+
+def fetch_counts(dataflow: str, rows: int, cols: int, m: int, n: int, k: int, geometry: ConvGeometry
+                 ) -> tuple[tuple[int, int], tuple[int, int]]:
+    """((length, valid entries) of the ifmap's :func:`fetch_streams` order, the same for the filter),
+    without building them: the stacked folds cover every (pixel, window element) and every filter
+    element once, padded to whole folds, so the valid ifmap entries are the window elements inside the
+    ifmap and the valid filter entries ``K * N``."""
+    sr, sc = {"os": (m, n), "ws": (k, n), "is": (k, m)}[dataflow]
+    row_folds, col_folds = -(-sr // rows), -(-sc // cols)
+    inside = int(np.count_nonzero(geometry.ifmap_address(np.arange(m)[:, None], np.arange(k)[None, :]) >= 0))
+    length = {"os": (row_folds * rows * k, col_folds * cols * k), "ws": (row_folds * rows * m, col_folds * cols * k),
+              "is": (col_folds * cols * k, row_folds * rows * n)}[dataflow]
+    return (length[0], inside), (length[1], k * n)
 
 
 def _in_window(keys: np.ndarray, addr: np.ndarray, start: int, width: int, num_sets: int) -> np.ndarray:

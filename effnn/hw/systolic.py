@@ -36,7 +36,9 @@ from effnn.hw.memory import (
     chunked_misses,
     demand_streams,
     drain_ofmap,
+    fetch_counts,
     fetch_streams,
+    held_read_buffer,
     ofmap_writes_per_cycle,
     operand_passes,
     read_buffer_holds_all,
@@ -478,12 +480,14 @@ class SystolicArray:
             bws = [int(b[i]) for b in bandwidths]
             elems = [int(e[i]) for e in sizes]
             geometry = _geometry(la.geometry[i], m)
-            fetch = fetch_streams(self.dataflow, self.rows, self.cols, m, n, k, geometry)
-            want = tuple(not read_buffer_holds_all(fetch[j], elems[j]) for j in (0, 1))  # else no misses
-            demand = demand_streams(self.dataflow, self.rows, self.cols, m, n, k, geometry, want) \
-                if any(want) else (None, None)
-            none = np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64)
-            traces = [user_read_buffer(fetch[j], *(demand[j] or none), elems[j], bws[j]) for j in (0, 1)]
+            counts = fetch_counts(self.dataflow, self.rows, self.cols, m, n, k, geometry)
+            want = tuple(not read_buffer_holds_all(counts[j][1], elems[j]) for j in (0, 1))  # else no misses
+            traces = [held_read_buffer(counts[j][0], elems[j], bws[j]) for j in (0, 1)]
+            if any(want):
+                fetch = fetch_streams(self.dataflow, self.rows, self.cols, m, n, k, geometry)
+                demand = demand_streams(self.dataflow, self.rows, self.cols, m, n, k, geometry, want)
+                traces = [user_read_buffer(fetch[j], *demand[j], elems[j], bws[j]) if want[j] else traces[j]
+                          for j in (0, 1)]
             writes = ofmap_writes_per_cycle(self.dataflow, self.rows, self.cols, int(sr[i]), int(sc[i]),
                                             int(t[i]))
             run = user_mode(writes, traces[0], traces[1], elems[2], bws[2])
