@@ -9,9 +9,11 @@ Prints (median of ``--repeats`` runs, one process):
   precomputed layer lists -- warm (after the space's and the model's tables have filled) and cold (fresh
   tables). The load average is printed with them: on a shared machine the rates scale with it;
 * the same cost-model-only rate on a synthetic MobileNetV3-like layer generator (no effnn.nas needed);
-* seconds per layer vs SCALE-Sim 3.0.0's recorded wall time: the shared reference layers (8x8, 64 kB,
-  CALC: every operand fits, closed form) and the generated grid (``tests/data/scalesim/generated.json``:
-  spilling SRAMs and USER bandwidth, SCALE-Sim's memory system replayed), median of the per-layer ratios.
+* seconds per layer vs SCALE-Sim 3.0.0's recorded wall time over every reference run in the repo (the
+  shared 8x8 set, ``tests/data/scalesim/generated.json``, ``multiword.json``), per regime (CALC with
+  operands that fit: closed form; CALC spilling and USER bandwidth: SCALE-Sim's memory system replayed)
+  and over all rows, both for a single-layer call and per layer of a batch (see :func:`bench_vs_scalesim`);
+  ``--scalesim-only`` prints just this table.
 
 With ``--baseline DIR`` (a checkout of another revision, e.g. ``git worktree add /tmp/base main``) it also
 times warm ``cost(space, arch)`` of this checkout and of ``DIR`` in alternating subprocesses (``--rounds``
@@ -43,10 +45,17 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from effnn.hw import ConvLayer, SystolicArray, build_cost_model, read_scalesim_topology  # noqa: E402
+from effnn.hw import (  # noqa: E402
+    ConvLayer,
+    SystolicArray,
+    build_cost_model,
+    read_scalesim_config,
+    read_scalesim_topology,
+)
 
 SHARED = ROOT / "tests" / "data" / "scalesim" / "shared"
 GENERATED = ROOT / "tests" / "data" / "scalesim" / "generated.json"
+MULTIWORD = ROOT / "tests" / "data" / "scalesim" / "multiword.json"
 
 
 #: Warm ``cost(space, arch)`` rate, run in a subprocess against whichever ``effnn`` is on its path.
@@ -69,21 +78,63 @@ for _ in range(repeats):
 print(json.dumps(statistics.median(rates)))
 """
 
+#: Median single-call ``simulate`` seconds per regime of the generated grid (``argv[1]``), run in a
+#: subprocess against whichever ``effnn`` is on its path (both revisions have these helpers).
+REPLAY_SNIPPET = """
+import json, statistics, sys, time
+from effnn.hw.scalesim import reference_array, reference_layers, reference_regime
+times = {}
+for record in json.load(open(sys.argv[1]))["records"]:
+    array, layers = reference_array(record), reference_layers(record)
+    best = []
+    for _ in range(3):
+        start = time.perf_counter()
+        array.simulate(layers)
+        best.append(time.perf_counter() - start)
+    times.setdefault(reference_regime(record), []).append(min(best))
+print(json.dumps({regime: statistics.median(t) for regime, t in sorted(times.items())}))
+"""
+
+
+def _require_checkout(baseline: Path) -> None:
+    if not (baseline / "effnn" / "hw" / "cost.py").is_file():
+        raise SystemExit(f"--baseline {baseline}: not an effnn checkout (no effnn/hw/cost.py); make one with "
+                         f"`git worktree add {baseline} main`")
+
+
+def _run_in(root: Path, snippet: str, *args: str) -> str:
+    """The last stdout line of ``snippet`` run with ``root``'s effnn first on the path."""
+    env = {**os.environ, "PYTHONPATH": str(root), "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run([sys.executable, "-c", snippet, *args], cwd=root, env=env, capture_output=True,
+                          text=True, check=True)
+    return proc.stdout.strip().splitlines()[-1]
+
+
+def replay_against(baseline: Path, rounds: int) -> dict[str, tuple[float, float, float]]:
+    """Per regime of the generated grid: (this checkout's median single-call seconds, the baseline's,
+    median over alternating rounds of baseline / this) -- the replay speed-up on the same machine."""
+    import json
+
+    _require_checkout(baseline)
+    ours: list[dict[str, float]] = []
+    theirs: list[dict[str, float]] = []
+    for _ in range(rounds):
+        ours.append(json.loads(_run_in(ROOT, REPLAY_SNIPPET, str(GENERATED))))
+        theirs.append(json.loads(_run_in(baseline, REPLAY_SNIPPET, str(GENERATED))))
+    return {regime: (statistics.median(o[regime] for o in ours), statistics.median(t[regime] for t in theirs),
+                     statistics.median(t[regime] / o[regime] for o, t in zip(ours, theirs)))
+            for regime in ours[0]}
+
 
 def bench_against(baseline: Path, hardware: str, n_archs: int, repeats: int, rounds: int
                   ) -> tuple[float, float, float]:
     """(this checkout's median warm rate, the baseline's, median over rounds of their ratio), measured in
     alternating subprocesses so both see the same machine load."""
-    if not (baseline / "effnn" / "hw" / "cost.py").is_file():
-        raise SystemExit(f"--baseline {baseline}: not an effnn checkout (no effnn/hw/cost.py); make one with "
-                         f"`git worktree add {baseline} main`")
+    _require_checkout(baseline)
     ours, theirs = [], []
     for _ in range(rounds):
         for root, out in ((ROOT, ours), (baseline, theirs)):
-            env = {**os.environ, "PYTHONPATH": str(root), "OMP_NUM_THREADS": "1"}
-            proc = subprocess.run([sys.executable, "-c", WARM_SNIPPET, str(n_archs), str(repeats), hardware],
-                                  cwd=root, env=env, capture_output=True, text=True, check=True)
-            out.append(float(proc.stdout.strip().splitlines()[-1]))
+            out.append(float(_run_in(root, WARM_SNIPPET, str(n_archs), str(repeats), hardware)))
     ratios = [a / b for a, b in zip(ours, theirs)]
     print("rounds (this checkout / baseline, subnets/s): "
           + ", ".join(f"{a:,.0f}/{b:,.0f}" for a, b in zip(ours, theirs)))
@@ -214,7 +265,7 @@ def bench_synthetic(hardware: str, n_archs: int, repeats: int) -> list[tuple[str
              f"{per_arch:.0f} layers per net, {model.cache_size} distinct shapes cached")]
 
 
-def _time_per_case(run: Callable[[], object], repeats: int) -> float:
+def _median_seconds(run: Callable[[], object], repeats: int) -> float:
     """Median seconds of one call of ``run`` over ``repeats`` calls."""
     times = []
     for _ in range(repeats):
@@ -224,42 +275,68 @@ def _time_per_case(run: Callable[[], object], repeats: int) -> float:
     return statistics.median(times)
 
 
-def bench_vs_scalesim(repeats: int) -> list[tuple[str, int, float, float, float]]:
-    """Per reference set: (what, layers, our median seconds per layer uncached, SCALE-Sim's median seconds
-    per layer, median over layers of SCALE-Sim's time / ours)."""
-    from effnn.hw.scalesim import reference_array, reference_layers
+def reference_rows() -> list[tuple[str, SystolicArray, list, float]]:
+    """Every SCALE-Sim reference run in the repo as (regime, array, its one layer, SCALE-Sim's recorded
+    wall seconds): the shared 8x8 set, the generated grid and the multi-word runs."""
+    import json
+
+    from effnn.hw.scalesim import reference_array, reference_layers, reference_regime
 
     out = []
     with open(SHARED / "results_8x8.csv") as f:
-        rows = list(csv.DictReader(f))
-    cases = [(SystolicArray(8, 8, row["dataflow"]),
-              read_scalesim_topology(SHARED / "topologies" / f"{row['layer']}.csv", gemm=row["kind"] == "gemm"),
-              float(row["wall_seconds"])) for row in rows]
-    import json
-
-    records = json.loads(GENERATED.read_text())["records"]
-    grid = [(reference_array(r), reference_layers(r), float(r["wall_seconds"])) for r in records]
-    for what, group in (("shared set: 8x8, 64 kB, CALC (operands fit, closed form)", cases),
-                        ("generated grid: spilling SRAMs, USER bandwidth (replayed)", grid)):
-        ours = [_time_per_case(lambda a=array, x=layers: a.simulate(x), repeats) for array, layers, _ in group]
-        theirs = [wall for _, _, wall in group]
-        ratios = [t / o for t, o in zip(theirs, ours)]
-        out.append((what, len(group), statistics.median(ours), statistics.median(theirs),
-                    statistics.median(ratios)))
+        for row in csv.DictReader(f):
+            layers = read_scalesim_topology(SHARED / "topologies" / f"{row['layer']}.csv",
+                                            gemm=row["kind"] == "gemm")
+            array = read_scalesim_config(SHARED / "configs" / f"calc64k_8x8_{row['dataflow']}.cfg")
+            regime = "CALC-spill" if array.spills(layers).any() else "CALC-fit"
+            out.append((f"shared {regime}", array, layers, float(row["wall_seconds"])))
+    for path, label in ((GENERATED, "generated"), (MULTIWORD, "multi-word")):
+        for record in json.loads(path.read_text())["records"]:
+            out.append((f"{label} {reference_regime(record)}", reference_array(record),
+                        reference_layers(record), float(record["wall_seconds"])))
     return out
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--archs", type=int, default=5000, help="random archs per timed run (default 5000)")
-    parser.add_argument("--repeats", type=int, default=5, help="timed runs; the median is reported")
-    parser.add_argument("--hardware", default="systolic_16x16_os", help="hardware preset (conf/hardware)")
-    parser.add_argument("--baseline", type=Path, default=None,
-                        help="another effnn checkout to time warm cost(space, arch) against")
-    parser.add_argument("--rounds", type=int, default=5, help="alternating subprocess rounds for --baseline")
-    args = parser.parse_args()
-    console = Console()
-    console.width = max(console.width, 140)
+def bench_vs_scalesim(repeats: int) -> list[tuple[str, int, float, float, float, float, float]]:
+    """Per regime and over all reference rows: (what, rows, our median seconds per layer in a single
+    call, ours per layer in a batch, SCALE-Sim's median seconds, median over rows of SCALE-Sim's time /
+    ours single, / ours batched).
+
+    *Single call*: ``array.simulate([layer])`` alone, so the numpy set-up of the closed form is paid by
+    one layer. *In a batch*: how effnn prices a network -- the rows that share an array (one SCALE-Sim
+    config and dataflow: 11 layers in the generated grid) go through one closed-form call
+    (``replay_limit=0``), each charged its share, plus the row's own replay, measured as its single call
+    minus the same call without replay (none for rows whose operands fit: the closed form is exact there).
+    Nothing is cached between calls."""
+    rows = reference_rows()
+    closed = [array.with_(replay_limit=0) for _, array, _, _ in rows]
+    single = [_median_seconds(lambda a=array, x=layers: a.simulate(x), repeats) for _, array, layers, _ in rows]
+    single_closed = [_median_seconds(lambda a=a0, x=row[2]: a.simulate(x), repeats) for a0, row in zip(closed, rows)]
+    groups: dict[tuple, list[int]] = {}
+    for i, (_, array, _, _) in enumerate(rows):
+        key = (array.rows, array.cols, array.dataflow, array.ifmap_sram_kb, array.filter_sram_kb,
+               array.ofmap_sram_kb, array.dram_bandwidth)
+        groups.setdefault(key, []).append(i)
+    batched = [0.0] * len(rows)
+    for members in groups.values():
+        layers = [layer for i in members for layer in rows[i][2]]
+        share = _median_seconds(lambda a=closed[members[0]], x=layers: a.simulate(x), repeats) / len(layers)
+        for i in members:
+            replay = 0.0 if rows[i][0].endswith("CALC-fit") else max(0.0, single[i] - single_closed[i])
+            batched[i] = share + replay
+    out = []
+    kinds = sorted({what for what, _, _, _ in rows})
+    for kind in kinds + ["all reference rows"]:
+        idx = [i for i, row in enumerate(rows) if kind == "all reference rows" or row[0] == kind]
+        out.append((kind, len(idx), statistics.median(single[i] for i in idx),
+                    statistics.median(batched[i] for i in idx), statistics.median(rows[i][3] for i in idx),
+                    statistics.median(rows[i][3] / single[i] for i in idx),
+                    statistics.median(rows[i][3] / batched[i] for i in idx)))
+    return out
+
+
+def print_subnet_rates(args: argparse.Namespace, console: Console) -> None:
+    """The subnets-per-second table (and, with ``--baseline``, the alternating-rounds comparison)."""
     rows: list[tuple[str, float, str]] = []
     try:
         rows += bench_space(args.hardware, args.archs, args.repeats, console)
@@ -284,9 +361,39 @@ def main() -> None:
                                             args.repeats, args.rounds)
         console.print(f"warm cost(space, arch), {args.rounds} alternating rounds: this checkout {ours:,.0f}/s, "
                       f"{args.baseline} {theirs:,.0f}/s -> median ratio {ratio:.2f}x")
-    for what, n, ours, theirs, ratio in bench_vs_scalesim(args.repeats):
-        console.print(f"per layer, {what}, {n} layers: ours {ours * 1e6:,.1f} us median uncached, SCALE-Sim "
-                      f"3.0.0 {theirs:.3f} s median recorded -> median {ratio:,.0f}x faster")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--archs", type=int, default=5000, help="random archs per timed run (default 5000)")
+    parser.add_argument("--repeats", type=int, default=5, help="timed runs; the median is reported")
+    parser.add_argument("--hardware", default="systolic_16x16_os", help="hardware preset (conf/hardware)")
+    parser.add_argument("--baseline", type=Path, default=None,
+                        help="another effnn checkout to time warm cost(space, arch) against")
+    parser.add_argument("--rounds", type=int, default=5, help="alternating subprocess rounds for --baseline")
+    parser.add_argument("--scalesim-only", action="store_true",
+                        help="only the per-layer comparison with SCALE-Sim's recorded wall time")
+    args = parser.parse_args()
+    console = Console()
+    console.width = max(console.width, 140)
+    if not args.scalesim_only:
+        print_subnet_rates(args, console)
+    if args.baseline is not None:
+        for regime, (ours, theirs, ratio) in replay_against(args.baseline.resolve(), args.rounds).items():
+            console.print(f"single-call simulate, generated {regime}: this checkout {ours * 1e6:,.0f} us, "
+                          f"{args.baseline} {theirs * 1e6:,.0f} us -> median ratio {ratio:.2f}x faster")
+    table = Table(title="seconds per layer vs SCALE-Sim 3.0.0's recorded wall time (median over rows; ratio = "
+                        "median of per-row SCALE-Sim / effnn)")
+    for col in ("reference rows", "rows", "effnn single call", "effnn in a batch", "SCALE-Sim",
+                "x faster (single)", "x faster (batch)"):
+        table.add_column(col, justify="left" if col == "reference rows" else "right")
+    for what, n, single, batched, theirs, r_single, r_batch in bench_vs_scalesim(args.repeats):
+        table.add_row(what, str(n), f"{single * 1e6:,.0f} us", f"{batched * 1e6:,.0f} us", f"{theirs:.3f} s",
+                      f"{r_single:,.0f}x", f"{r_batch:,.0f}x")
+    console.print(table)
+    load = " / ".join(f"{x:.2f}" for x in os.getloadavg())
+    console.print(f"load average after the per-layer timing: {load}")
+
 
 if __name__ == "__main__":
     main()

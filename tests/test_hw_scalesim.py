@@ -1,12 +1,14 @@
 """The systolic model against real SCALE-Sim 3.0.0 outputs, kept in the repo under ``tests/data/scalesim``.
 
-Three reference sets, all produced by the real simulator (``scalesim`` 3.0.0, numpy 1.26):
+Four reference sets, all produced by the real simulator (``scalesim`` 3.0.0, numpy 1.26):
 
 * ``data/scalesim/shared``: 8x8 arrays, 64 kB SRAMs, CALC bandwidth, 13 layers x 3 dataflows (copied from
   the team's shared reference; its README says how it was made);
 * ``data/scalesim/generated.json``: ``tools/scalesim_reference/generate.py``'s grid -- SRAMs of 1 kB to
   1 MB that spill, CALC and USER bandwidth (1-16 words/cycle), 1xN and non-square arrays, depthwise,
   strides that do not divide ``H - R``, an RGB stem, GEMMs; every metric SCALE-Sim reports;
+* ``data/scalesim/multiword.json``: 4-, 16-bit and mixed-width operands on a byte-word interface, run
+  as SCALE-Sim with words of the operand's width (``generate.py --multiword``);
 * ``test_hw_scalesim_extra.json``: non-square arrays, 8 kB SRAMs, 5x3 kernels (CALC).
 
 A missing reference file is an error (collection fails), never a skip.
@@ -15,6 +17,7 @@ A missing reference file is an error (collection fails), never a skip.
 from __future__ import annotations
 
 import csv
+import dataclasses
 import json
 from pathlib import Path
 
@@ -32,6 +35,7 @@ from effnn.hw.scalesim import (
 DATA = Path(__file__).with_name("data") / "scalesim"
 SHARED = DATA / "shared"
 GENERATED = DATA / "generated.json"
+MULTIWORD = DATA / "multiword.json"
 EXTRA = Path(__file__).with_name("test_hw_scalesim_extra.json")
 PERCENT = ("overall_util", "mapping_efficiency", "compute_util")
 
@@ -82,6 +86,76 @@ def test_generated_reference_record(record: dict) -> None:
     wrong = {key: (ours[key], ref[key]) for key in METRIC_PAIRS
              if not (ours[key] == pytest.approx(ref[key], rel=1e-9) if key in PERCENT else ours[key] == ref[key])}
     assert not wrong, f"{reference_regime(record)}: effnn vs SCALE-Sim {wrong}"
+
+
+def _multiword() -> list[dict]:
+    return json.loads(_require(MULTIWORD).read_text())["records"]
+
+
+@pytest.mark.parametrize("record", _multiword(), ids=lambda r: r["id"])
+def test_multiword_reference_record(record: dict) -> None:
+    """Operands of 4 or 16 bits on a byte-word interface (and mixed widths) equal real SCALE-Sim runs
+    with words of the operand's width: per operand ``kB * 8 / bits`` kB and ``bandwidth * 8 / bits``
+    words per cycle (tools/scalesim_reference/generate.py --multiword). Every metric, exactly."""
+    ours, ref = simulate_reference_record(record), scalesim_metrics(record)
+    wrong = {key: (ours[key], ref[key]) for key in METRIC_PAIRS
+             if not (ours[key] == pytest.approx(ref[key], rel=1e-9) if key in PERCENT else ours[key] == ref[key])}
+    assert not wrong, f"{reference_regime(record)}: effnn vs SCALE-Sim {wrong}"
+
+
+def test_multiword_references_cover_widths_and_regimes() -> None:
+    records = _multiword()
+    assert {reference_regime(r) for r in records} == {"CALC-fit", "CALC-spill", "USER"}
+    widths = {tuple(r["operand_bits"].values()) for r in records}
+    assert {(16, 16, 16), (16, 8, 16), (8, 4, 8)} <= widths
+    for record in records:  # the SCALE-Sim run really is the element-sized equivalent
+        bits = list(record["operand_bits"].values())
+        assert record["scalesim_sram_kb"] == [record["sram_kb"] * 8 // b for b in bits]
+
+
+def test_batch_of_pointwise_images_is_one_taller_image() -> None:
+    """A batch is images stored one after another: for a 1x1 stride-1 conv, 2 images of 6x6 address
+    exactly like one 12x6 image, so every replayed metric must agree (CALC spill and USER)."""
+    from effnn.hw import ConvLayer
+
+    kw = dict(weight_bits=8, act_bits=8, out_bits=8)
+    batch = ConvLayer("b", 24, 20, 6, 6, batch=2, **kw)
+    tall = ConvLayer("t", 24, 20, 12, 6, **kw)
+    for dataflow in ("os", "ws", "is"):
+        for bw in (None, 2):
+            array = SystolicArray(4, 8, dataflow, 1, 1, 1, dram_bandwidth=bw, word_bits=8)
+            a, b = (dataclasses.replace(c, name="") for c in array.simulate([batch, tall]))
+            assert a == b
+            assert a.dram_reads_ifmap >= 2 * 6 * 6 * 24
+
+
+def test_batch_windows_never_straddle_images() -> None:
+    """With a 3x3 window a batch of 2 reads no more ifmap than twice one image (nothing is fetched across
+    the image border), and exactly the two images' real pixels when everything fits."""
+    from effnn.hw import ConvLayer
+
+    kw = dict(weight_bits=8, act_bits=8, out_bits=8)
+    one = ConvLayer("1", 8, 8, 10, 10, 3, 3, 1, 1, 1, 1, **kw)
+    two = dataclasses.replace(one, batch=2)
+    big = SystolicArray(8, 8, "os", 64, 64, 64, word_bits=8)
+    assert big.simulate([two])[0].dram_reads_ifmap == 2 * big.simulate([one])[0].dram_reads_ifmap == 1600
+    small = SystolicArray(8, 8, "os", 1, 1, 1, dram_bandwidth=1, word_bits=8)
+    assert 1600 <= small.simulate([two])[0].dram_reads_ifmap
+
+
+def test_fractional_storage_bits_keep_the_estimate() -> None:
+    """SmartDeal's fractional stored bits per weight are no SCALE-Sim word size: those layers keep the
+    closed-form estimate (identical with and without replay), whole-bit ones are replayed."""
+    from effnn.hw import ConvLayer
+
+    layer = ConvLayer("sd", 16, 32, 10, 10, 3, 3, 1, 1, 1, 1, weight_bits=8, act_bits=8, out_bits=8,
+                      weight_storage_bits=3.5)
+    for bw in (None, 2):
+        array = SystolicArray(8, 8, "ws", 1, 1, 1, dram_bandwidth=bw, word_bits=8)
+        assert array.simulate([layer]) == array.with_(replay_limit=0).simulate([layer])
+    whole = dataclasses.replace(layer, weight_storage_bits=4)
+    array = SystolicArray(8, 8, "ws", 1, 1, 1, dram_bandwidth=2, word_bits=8)
+    assert array.simulate([whole]) != array.with_(replay_limit=0).simulate([whole])
 
 
 def test_generated_references_cover_every_regime() -> None:

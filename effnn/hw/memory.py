@@ -2,21 +2,24 @@
 
 SCALE-Sim double-buffers an ifmap and a filter read buffer and an ofmap write buffer in front of DRAM and
 simulates them read by read. The array's demand order is a closed form per fold, so this module builds
-each operand's address stream with numpy (:func:`operand_streams`, :func:`demand_streams`,
-:func:`fetch_streams`) and applies SCALE-Sim's buffer rules to it in vectorised blocks:
+each operand's address stream with numpy (:func:`fold_streams`: every distinct fold pattern built once
+and gathered for all folds; :func:`operand_streams`, :func:`demand_streams`, :func:`fetch_streams`) and
+applies SCALE-Sim's buffer rules to it in vectorised blocks:
 
 * CALC-mode read buffers (:func:`chunked_misses`): a reset every 50 sets -- one ``searchsorted`` per reset;
 * USER-mode read buffers (:func:`user_read_buffer`): a ring window over a fixed prefetch order -- one
   block test per window move;
 * the ofmap write buffer (:func:`drain_ofmap`, :class:`_WriteBuffer`): from the number of writes each
   cycle, a closed-form trapezoid per fold (:func:`ofmap_writes_per_cycle`) -- a few operations per drain;
-* the USER-mode stall loop (:func:`user_mode`): once per demand line that writes or misses.
+* the USER-mode stall loop (:func:`user_mode`): one step per demand line with a read miss or an ofmap
+  drain-threshold crossing; the writing lines between them are stored at once.
 
 Every rule, and the SCALE-Sim quirk behind it, is listed in ``docs/hardware.md`` (quirks 10-15).
 """
 
 from __future__ import annotations
 
+import bisect
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -37,21 +40,19 @@ def ofmap_writes_per_cycle(dataflow: str, rows: int, cols: int, sr: int, sc: int
     """
     row_folds, col_folds = -(-sr // rows), -(-sc // cols)
     prefix, body = (t - 1, rows) if dataflow == "os" else (2 * rows - 1, t)
-    folds: dict[tuple[int, int], np.ndarray] = {}  # (mapped columns, first valid body row) -> its lines
-    pieces = []
-    for fc in range(col_folds):
-        cu = min(cols, sc - fc * cols)
-        for fr in range(row_folds):
-            b0 = rows - min(rows, sr - fr * rows) if dataflow == "os" else 0
-            if (cu, b0) not in folds:
-                line = np.zeros(prefix + body + cols - 1, dtype=np.int64)
-                # count(j) = #{c < cu : b0 <= j - prefix - c < body}: a box convolved with a box
-                valid = np.zeros(body, dtype=np.int64)
-                valid[b0:] = 1
-                line[prefix:prefix + body + cu - 1] = np.convolve(valid, np.ones(cu, dtype=np.int64))
-                folds[cu, b0] = line
-            pieces.append(folds[cu, b0])
-    return np.concatenate(pieces)
+    # only the last column fold maps fewer columns, only the last row fold (os) fewer rows: 2 x 2 patterns
+    last_cu, last_ru = sc - (col_folds - 1) * cols, sr - (row_folds - 1) * rows
+    first_rows = (0, rows - last_ru) if dataflow == "os" else (0, 0)
+    used = np.array([[cols], [cols], [last_cu], [last_cu]])
+    first = np.array([[first_rows[0]], [first_rows[1]]] * 2)
+    j = np.arange(body + cols - 1)
+    patterns = np.zeros((4, prefix + body + cols - 1), dtype=np.int64)
+    # count(j) = #{c < used : first <= j - c < body}: a box convolved with a box, in closed form
+    patterns[:, prefix:] = np.maximum(0, np.minimum(used - 1, j - first) - np.maximum(0, j - body + 1) + 1)
+    index = np.zeros((col_folds, row_folds), dtype=np.int64)  # column folds outer, row folds inner
+    index[-1] += 2
+    index[:, -1] += 1
+    return patterns[index.ravel()].ravel()  # every fold has the same length
 
 
 @dataclass(frozen=True)
@@ -133,7 +134,9 @@ class ConvGeometry:
     ``out_w`` output columns; window index ``k`` = ``(ky * S + kx) * C + c``. A GEMM is ``H = M``,
     ``W = K``, a ``1 x K`` kernel, ``C = 1`` (SCALE-Sim's own conversion). ``pad_h``/``pad_w`` (top/left
     padding of a PyTorch conv; SCALE-Sim topologies are pre-padded, 0) are never fetched, like the
-    bottom/right overhang SCALE-Sim marks -1.
+    bottom/right overhang SCALE-Sim marks -1. A batch (``image_pixels`` > 0: output pixels per image) is
+    images stored one after the other, output pixel ``m`` of image ``m // image_pixels``: what SCALE-Sim
+    would see for a ``batch * H x W`` ifmap whose windows never straddle two images.
     """
 
     in_h: int
@@ -145,24 +148,43 @@ class ConvGeometry:
     out_w: int
     pad_h: int = 0
     pad_w: int = 0
+    image_pixels: int = 0
 
     def ifmap_address(self, m: np.ndarray, k: np.ndarray) -> np.ndarray:
-        """Address of window element ``k`` of output pixel ``m``; -1 where the window runs off the edge."""
-        oy, ox = np.divmod(m, self.out_w)
-        ky, rest = np.divmod(k, self.kernel_w * self.channels)
+        """Address of window element ``k`` of output pixel ``m``; -1 where the window runs off the edge.
+
+        The address separates into a pixel part and a window part, so the divisions run on the distinct
+        pixels and window elements only, and the elements gather from a (pixel, window) table."""
+        pix = np.arange(int(m.max()) + 1 if m.size else 1)
+        image = 0
+        if self.image_pixels:
+            image, pix = np.divmod(pix, self.image_pixels)
+        oy, ox = np.divmod(pix, self.out_w)
+        ky, rest = np.divmod(np.arange(int(k.max()) + 1 if k.size else 1), self.kernel_w * self.channels)
         kx, c = np.divmod(rest, self.channels)
-        y, x = oy * self.stride_h + ky - self.pad_h, ox * self.stride_w + kx - self.pad_w
+        y = (oy * self.stride_h - self.pad_h)[:, None] + ky
+        x = (ox * self.stride_w - self.pad_w)[:, None] + kx
         inside = (y >= 0) & (y < self.in_h) & (x >= 0) & (x < self.in_w)
-        return np.where(inside, (y * self.in_w + x) * self.channels + c, -1)
+        table = np.where(inside, ((y + (image * self.in_h)[:, None] if self.image_pixels else y) * self.in_w + x)
+                         * self.channels + c, -1)
+        return table[m, k]
 
 
 def _skew_order(t: int, used: int) -> tuple[np.ndarray, np.ndarray]:
     """(time, lane) of a ``t x used`` block in SCALE-Sim's skewed demand order: line ``j`` holds lane
-    ``r`` at time ``j - r``, lanes ascending within a line."""
-    time, lane = np.meshgrid(np.arange(t), np.arange(used), indexing="ij")
-    time, lane = time.ravel(), lane.ravel()
-    order = np.lexsort((lane, time + lane))
-    return time[order], lane[order]
+    ``r`` at time ``j - r``, lanes ascending within a line (built diagonal by diagonal, no sort)."""
+    line, offset = _diagonals(t, used)
+    lane = np.maximum(0, line - t + 1) + offset
+    return line - lane, lane
+
+
+def _diagonals(height: int, width: int) -> tuple[np.ndarray, np.ndarray]:
+    """(diagonal ``d = row + col``, position within it) of every cell of a ``height x width`` matrix,
+    diagonal by diagonal."""
+    d = np.arange(height + width - 1)
+    count = np.minimum(d, width - 1) - np.maximum(0, d - height + 1) + 1
+    diagonal = np.repeat(d, count)
+    return diagonal, np.arange(len(diagonal)) - np.repeat(np.cumsum(count) - count, count)
 
 
 def _load_order(used_rows: int, used_cols: int) -> tuple[np.ndarray, np.ndarray]:
@@ -171,172 +193,212 @@ def _load_order(used_rows: int, used_cols: int) -> tuple[np.ndarray, np.ndarray]
     return row.ravel(), col.ravel()
 
 
-def operand_streams(dataflow: str, rows: int, cols: int, m: int, n: int, k: int, geometry: ConvGeometry,
-                    want: tuple[bool, bool] = (True, True)) -> tuple[np.ndarray | None, np.ndarray | None]:
-    """(ifmap, filter) addresses in the order SCALE-Sim's array demands them (folds: columns outer,
-    rows inner), without the -1 it never fetches; ``want`` skips either. Filter ``(k, n)`` is address
-    ``k * N + n``. A streamed operand's folds repeat for every column fold, so they are built once.
-    Long on purpose: the three dataflows' address orders share the fold loops and the skew cache."""
+def _per_fold(keys: np.ndarray, pattern: Callable[[int], tuple[np.ndarray, np.ndarray]]
+              ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(fold of each element, pattern's first array, its second) over folds whose element pattern depends
+    only on an integer key (the lanes a fold maps): each distinct pattern is built once and gathered, so
+    the work is numpy over the elements, not Python per fold."""
+    distinct = sorted(set(keys.tolist()))  # a few (full and last, partial folds)
+    inverse = np.searchsorted(np.array(distinct), keys)
+    built = [pattern(u) for u in distinct]
+    lengths = np.array([len(b[0]) for b in built], dtype=np.int64)
+    starts = np.cumsum(lengths) - lengths
+    sizes = lengths[inverse]
+    fold = np.repeat(np.arange(len(keys)), sizes)
+    index = np.arange(int(sizes.sum())) - np.repeat(np.cumsum(sizes) - sizes - starts[inverse], sizes)
+    first = np.concatenate([b[0] for b in built])
+    second = np.concatenate([b[1] for b in built])
+    return fold, first[index], second[index]
+
+
+Stream = tuple[np.ndarray, np.ndarray]  # (address, demand line), -1 addresses (nothing fetched) included
+
+
+def fold_streams(dataflow: str, rows: int, cols: int, m: int, n: int, k: int, geometry: ConvGeometry,
+                 want: tuple[bool, bool] = (True, True), one_pass: bool = False
+                 ) -> tuple[Stream | None, Stream | None]:
+    """((ifmap address, demand line), (filter address, demand line)) in SCALE-Sim's demand order (folds:
+    columns outer, rows inner); ``want`` skips either. Filter ``(k, n)`` is address ``k * N + n``.
+
+    A fold lasts ``T + rows + cols - 2`` lines (os) or ``T + 2 rows + cols - 2`` (ws/is); inside it a
+    streamed operand's lane ``r`` reads time step ``t`` at line ``t + r`` (after ``rows`` lines of loading
+    in ws/is), a stationary fold is loaded bottom row first, one row per line. A streamed operand depends
+    on the row fold only, so one pass over the row folds is built and repeated per column fold (with
+    ``one_pass``, not repeated: the caller knows it repeats ``ceil(Sc / cols)`` times)."""
     sr, sc = {"os": (m, n), "ws": (k, n), "is": (k, m)}[dataflow]
     t = {"os": k, "ws": m, "is": n}[dataflow]
     row_folds, col_folds = -(-sr // rows), -(-sc // cols)
-    skews: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+    length = t + rows + cols - 2 if dataflow == "os" else t + 2 * rows + cols - 2
+    lead = 0 if dataflow == "os" else rows
+    r0 = np.arange(row_folds) * rows
+    ru = np.minimum(rows, sr - r0)
+    c0 = np.arange(col_folds) * cols
+    cu = np.minimum(cols, sc - c0)
 
-    def skewed(used: int) -> tuple[np.ndarray, np.ndarray]:
-        if used not in skews:
-            skews[used] = _skew_order(t, used)
-        return skews[used]
+    def streamed(address: Callable[[np.ndarray, np.ndarray, np.ndarray], np.ndarray]) -> Stream:
+        """One pass over the row folds (skewed lanes), repeated for every column fold."""
+        fr, tt, lane = _per_fold(ru, lambda used: _skew_order(t, used))
+        addr = address(fr, tt, lane)
+        line = fr * length + lead + tt + lane
+        if one_pass:
+            return addr, line
+        shift = np.repeat(np.arange(col_folds) * (row_folds * length), len(addr))
+        return np.tile(addr, col_folds), np.tile(line, col_folds) + shift
 
-    def row_pass(address: Callable[[int, int], np.ndarray]) -> np.ndarray:
-        """One pass over the row folds (what each column fold repeats)."""
-        return np.concatenate([address(fr * rows, min(rows, sr - fr * rows)) for fr in range(row_folds)])
+    def stationary(address: Callable[[np.ndarray, np.ndarray, np.ndarray, np.ndarray], np.ndarray]) -> Stream:
+        """Every fold's stationary block, bottom row first; keyed by (mapped rows, mapped columns)."""
+        keys = (ru[None, :] * (cols + 1) + cu[:, None]).ravel()  # column folds outer, row folds inner
+        f, row, col = _per_fold(keys, lambda key: _load_order(key // (cols + 1), key % (cols + 1)))
+        fc, fr = np.divmod(f, row_folds)
+        return address(fc, fr, row, col), f * length + rows - 1 - row
 
-    def grid(address: Callable[[int, int, int, int], np.ndarray]) -> np.ndarray:
-        return np.concatenate([address(fc * cols, min(cols, sc - fc * cols), fr * rows,
-                                       min(rows, sr - fr * rows))
-                               for fc in range(col_folds) for fr in range(row_folds)])
-
-    def os_ifmap(r0: int, ru: int) -> np.ndarray:
-        tt, lane = skewed(ru)
-        return geometry.ifmap_address(r0 + lane, tt)
-
-    def os_filter(c0: int, cu: int, r0: int, ru: int) -> np.ndarray:
-        tt, lane = skewed(cu)
-        return tt * n + c0 + lane
-
-    def ws_ifmap(r0: int, ru: int) -> np.ndarray:
-        tt, lane = skewed(ru)
-        return geometry.ifmap_address(tt, r0 + lane)
-
-    def ws_filter(c0: int, cu: int, r0: int, ru: int) -> np.ndarray:
-        row, col = _load_order(ru, cu)
-        return (r0 + row) * n + c0 + col
-
-    def is_ifmap(c0: int, cu: int, r0: int, ru: int) -> np.ndarray:
-        row, col = _load_order(ru, cu)
-        return geometry.ifmap_address(c0 + col, r0 + row)
-
-    def is_filter(r0: int, ru: int) -> np.ndarray:
-        tt, lane = skewed(ru)
-        return (r0 + lane) * n + tt
-
-    ifmap = filt = None
     if dataflow == "os":
-        if want[0]:
-            ifmap = np.tile(row_pass(os_ifmap), col_folds)
-        if want[1]:
-            filt = grid(os_filter)
+        ifmap = streamed(lambda fr, tt, lane: geometry.ifmap_address(r0[fr] + lane, tt)) if want[0] else None
+        filt = None
+        if want[1]:  # a column fold's filters stream again in each of its row folds
+            f, tt, lane = _per_fold(np.repeat(cu, row_folds), lambda used: _skew_order(t, used))
+            filt = tt * n + c0[f // row_folds] + lane, f * length + tt + lane
     elif dataflow == "ws":
-        if want[0]:
-            ifmap = np.tile(row_pass(ws_ifmap), col_folds)
-        if want[1]:
-            filt = grid(ws_filter)
+        ifmap = streamed(lambda fr, tt, lane: geometry.ifmap_address(tt, r0[fr] + lane)) if want[0] else None
+        filt = stationary(lambda fc, fr, row, col: (r0[fr] + row) * n + c0[fc] + col) if want[1] else None
     else:
-        if want[0]:
-            ifmap = grid(is_ifmap)
-        if want[1]:
-            filt = np.tile(row_pass(is_filter), col_folds)
-    return (None if ifmap is None else ifmap[ifmap >= 0]), filt
+        ifmap = stationary(lambda fc, fr, row, col: geometry.ifmap_address(c0[fc] + col, r0[fr] + row)) \
+            if want[0] else None
+        filt = streamed(lambda fr, tt, lane: (r0[fr] + lane) * n + tt) if want[1] else None
+    return ifmap, filt
 
 
-def chunked_misses(stream: np.ndarray, capacity: int) -> int:
-    """DRAM reads of SCALE-Sim's CALC-mode read buffer for an address stream.
+def operand_streams(dataflow: str, rows: int, cols: int, m: int, n: int, k: int, geometry: ConvGeometry,
+                    want: tuple[bool, bool] = (True, True)) -> tuple[np.ndarray | None, np.ndarray | None]:
+    """(ifmap, filter) addresses in the order SCALE-Sim's array demands them, without the -1 it never
+    fetches; ``want`` skips either (what the CALC-mode read buffers see)."""
+    ifmap, filt = fold_streams(dataflow, rows, cols, m, n, k, geometry, want)
+    return (None if ifmap is None else ifmap[0][ifmap[0] >= 0]), (None if filt is None else filt[0])
+
+
+def operand_passes(dataflow: str, rows: int, cols: int, m: int, n: int, k: int, geometry: ConvGeometry,
+                   want: tuple[bool, bool] = (True, True)
+                   ) -> tuple[tuple[np.ndarray, int] | None, tuple[np.ndarray, int] | None]:
+    """:func:`operand_streams` as (one pass, times it repeats): the streamed operand (the ifmap of os and
+    ws, the filter of is) reads the same pass over the row folds once per column fold; the others are
+    one pass."""
+    ifmap, filt = fold_streams(dataflow, rows, cols, m, n, k, geometry, want, one_pass=True)
+    col_folds = -(-{"os": n, "ws": n, "is": m}[dataflow] // cols)
+    repeats = (1, col_folds) if dataflow == "is" else (col_folds, 1)
+    return (None if ifmap is None else (ifmap[0][ifmap[0] >= 0], repeats[0])), \
+        (None if filt is None else (filt[0], repeats[1]))
+
+
+def chunked_misses(stream: np.ndarray, capacity: int, repeats: int = 1) -> int:
+    """DRAM reads of SCALE-Sim's CALC-mode read buffer for an address stream (``stream`` read ``repeats``
+    times over).
 
     Its active half holds ``capacity`` distinct addresses (50 sets); a read hits if its address came
     since the buffer last turned over, and the buffer turns over -- forgets everything -- the moment the
     ``capacity``-th distinct address arrives. So the stream splits greedily into pieces of ``capacity``
-    distinct addresses, each fetched once.
+    distinct addresses, each fetched once. A repeated pass is periodic: a piece's length depends only on
+    where in the pass it starts, so once a start offset recurs the pieces repeat and are counted by
+    multiplication (:func:`_periodic_chunks`).
     """
-    size = len(stream)
-    order = np.argsort(stream, kind="stable")
+    if repeats > 1 and len(stream):
+        return _periodic_chunks(stream, capacity, repeats)
+    prev = _previous(stream)
+    size, start, count = len(stream), 0, 0
+    while start < size:
+        new, end = _next_chunk(prev, start, size, capacity)
+        if end < 0:
+            return count + new
+        count += capacity
+        start = end + 1
+    return count
+
+
+def _previous(stream: np.ndarray) -> np.ndarray:
+    """Previous position of each read's address in ``stream``, -1 if none."""
+    order = _stable_order(stream)
     ranked = stream[order]
-    prev = np.full(size, -1, dtype=np.int64)  # previous position of the same address, -1 if none
+    prev = np.full(len(stream), -1, dtype=np.int64)
     same = ranked[1:] == ranked[:-1]
     prev[order[1:][same]] = order[:-1][same]
-    start, count = 0, 0
-    while start < size:
-        span = min(size - start, 4 * capacity)
-        while True:
-            new = np.cumsum(prev[start:start + span] < start)
-            if new[-1] >= capacity or start + span == size:
+    return prev
+
+
+def _next_chunk(prev: np.ndarray, start: int, stop: int, capacity: int) -> tuple[int, int]:
+    """(distinct addresses, -1) if positions ``start .. stop - 1`` hold fewer than ``capacity`` addresses
+    new since ``start``, else (capacity, the position where the ``capacity``-th arrives)."""
+    span = min(stop - start, 4 * capacity)
+    while True:
+        new = np.cumsum(prev[start:start + span] < start)
+        if new[-1] >= capacity or start + span == stop:
+            break
+        span = min(stop - start, 2 * span)
+    if new[-1] < capacity:
+        return int(new[-1]), -1
+    return capacity, start + int(np.searchsorted(new, capacity))
+
+
+def _periodic_chunks(stream: np.ndarray, capacity: int, repeats: int) -> int:
+    """:func:`chunked_misses` of ``stream`` repeated ``repeats`` times, stepping pieces only until a start
+    offset within the pass recurs, then skipping whole periods. A piece that starts at offset ``o`` meets
+    every address of the pass within ``len(stream)`` reads, so (when the pass has ``capacity`` distinct
+    addresses or more) it ends within the next ``len(stream)`` reads: two copies are all it needs."""
+    size, total = len(stream), len(stream) * repeats
+    prev = _previous(np.concatenate([stream, stream]))
+    distinct = int(np.count_nonzero(prev[:size] < 0))
+    if distinct < capacity:  # the buffer never turns over: each address is fetched once
+        return distinct
+    seen: dict[int, tuple[int, int]] = {}  # start offset in the pass -> (pieces before it, absolute start)
+    start = count = 0
+    while start < total:
+        offset = start % size
+        if offset in seen:  # the pieces since the earlier visit repeat: skip whole periods
+            pieces, earlier = seen[offset]
+            period = start - earlier
+            skip = (total - start) // period
+            start, count = start + skip * period, count + skip * (count - pieces)
+            seen.clear()
+            if start >= total:
                 break
-            span = min(size - start, 2 * span)
-        if new[-1] < capacity:
-            return count + int(new[-1])
-        end = int(np.searchsorted(new, capacity))
+            offset = start % size
+        seen[offset] = count, start
+        new, end = _next_chunk(prev, offset, offset + min(size, total - start), capacity)
+        if end < 0:
+            return count + new
         count += capacity
-        start += end + 1
+        start += end - offset + 1
     return count
+
+
+def _stable_order(values: np.ndarray) -> np.ndarray:
+    """``np.argsort(values, kind="stable")`` for non-negative integers, as one or two 16-bit passes: numpy
+    radix-sorts 16-bit keys, several times faster than its merge sort on int64 addresses."""
+    if values.size == 0 or values.min() < 0 or values.max() >= 1 << 32:
+        return np.argsort(values, kind="stable")
+    if values.max() < 1 << 16:
+        return np.argsort(values.astype(np.uint16), kind="stable")
+    low = np.argsort((values & 0xFFFF).astype(np.uint16), kind="stable")  # least significant digit first
+    return low[np.argsort((values[low] >> 16).astype(np.uint16), kind="stable")]
 
 
 # --------------------------------------------------------------------------------------------------------
 # USER bandwidth mode: read buffers that prefetch a fixed order, an ofmap buffer that can stall the array
 
-def _fold_grid(sr: int, sc: int, rows: int, cols: int) -> list[tuple[int, int, int, int, int]]:
-    """(fold index, c0, cu, r0, ru) of every fold, columns outer, rows inner (SCALE-Sim's order)."""
-    row_folds, col_folds = -(-sr // rows), -(-sc // cols)
-    return [(fc * row_folds + fr, fc * cols, min(cols, sc - fc * cols), fr * rows, min(rows, sr - fr * rows))
-            for fc in range(col_folds) for fr in range(row_folds)]
-
-
-def demand_streams(dataflow: str, rows: int, cols: int, m: int, n: int, k: int, geometry: ConvGeometry
-                   ) -> tuple[tuple[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]]:
+def demand_streams(dataflow: str, rows: int, cols: int, m: int, n: int, k: int, geometry: ConvGeometry,
+                   want: tuple[bool, bool] = (True, True)) -> tuple[Stream | None, Stream | None]:
     """((ifmap address, demand line), (filter address, demand line)) in SCALE-Sim's demand order, -1s
-    dropped. A fold lasts ``T + rows + cols - 2`` lines (os) or ``T + 2 rows + cols - 2`` (ws/is); inside
-    it a streamed operand's lane ``r`` reads time step ``t`` at line ``t + r`` (after ``rows`` lines of
-    loading in ws/is), a stationary fold is loaded bottom row first, one row per line."""
-    sr, sc = {"os": (m, n), "ws": (k, n), "is": (k, m)}[dataflow]
-    t = {"os": k, "ws": m, "is": n}[dataflow]
-    length = t + rows + cols - 2 if dataflow == "os" else t + 2 * rows + cols - 2
-    lead = 0 if dataflow == "os" else rows
-    ifm, ifl, flt, fll = [], [], [], []
-    skews: dict[int, tuple[np.ndarray, np.ndarray]] = {}
-    loads: dict[tuple[int, int], tuple[np.ndarray, np.ndarray]] = {}
-
-    def skewed(used: int) -> tuple[np.ndarray, np.ndarray]:
-        if used not in skews:
-            skews[used] = _skew_order(t, used)
-        return skews[used]
-
-    def stationary(used_rows: int, used_cols: int) -> tuple[np.ndarray, np.ndarray]:
-        if (used_rows, used_cols) not in loads:
-            loads[used_rows, used_cols] = _load_order(used_rows, used_cols)
-        return loads[used_rows, used_cols]
-
-    for f, c0, cu, r0, ru in _fold_grid(sr, sc, rows, cols):
-        base = f * length
-        if dataflow == "os":
-            tt, lane = skewed(ru)
-            ifm.append(geometry.ifmap_address(r0 + lane, tt))
-            ifl.append(base + tt + lane)
-            tt, lane = skewed(cu)
-            flt.append(tt * n + c0 + lane)
-            fll.append(base + tt + lane)
-        else:
-            tt, lane = skewed(ru)
-            row, col = stationary(ru, cu)
-            stream_line, load_line = base + lead + tt + lane, base + rows - 1 - row
-            if dataflow == "ws":
-                ifm.append(geometry.ifmap_address(tt, r0 + lane))
-                ifl.append(stream_line)
-                flt.append((r0 + row) * n + c0 + col)
-                fll.append(load_line)
-            else:
-                ifm.append(geometry.ifmap_address(c0 + col, r0 + row))
-                ifl.append(load_line)
-                flt.append((r0 + lane) * n + tt)
-                fll.append(stream_line)
-    ifmap, if_line = np.concatenate(ifm), np.concatenate(ifl)
-    keep = ifmap >= 0
-    return (ifmap[keep], if_line[keep]), (np.concatenate(flt), np.concatenate(fll))
+    dropped (:func:`fold_streams`); ``want`` skips either."""
+    ifmap, filt = fold_streams(dataflow, rows, cols, m, n, k, geometry, want)
+    if ifmap is not None:
+        keep = ifmap[0] >= 0
+        ifmap = ifmap[0][keep], ifmap[1][keep]
+    return ifmap, filt
 
 
 def _antidiagonal(height: int, width: int) -> tuple[np.ndarray, np.ndarray]:
     """(row, col) of a ``height x width`` matrix read by anti-diagonals, bottom row first in each."""
-    row, col = np.meshgrid(np.arange(height), np.arange(width), indexing="ij")
-    row, col = row.ravel(), col.ravel()
-    order = np.lexsort((-row, row + col))
-    return row[order], col[order]
+    diagonal, offset = _diagonals(height, width)
+    row = np.minimum(diagonal, height - 1) - offset
+    return row, diagonal - row
 
 
 def fetch_streams(dataflow: str, rows: int, cols: int, m: int, n: int, k: int, geometry: ConvGeometry
@@ -414,27 +476,42 @@ def user_read_buffer(fetch: np.ndarray, demand: np.ndarray, demand_line: np.ndar
     pf_sets = min(math.ceil((buffer_elems - active) / per_set), num_sets - act_sets)
     first = min(math.ceil(active / bandwidth), math.ceil(len(fetch) / bandwidth))
     pf_lines = math.ceil((buffer_elems - active) / bandwidth)
-    keys = np.unique(valid * num_sets + np.arange(len(valid)) // per_set)  # (address, set) pairs, sorted
+    if act_sets >= num_sets:  # the first window holds every set: no read moves it (the demand is not read)
+        return ReadBufferTrace(first, pf_lines, 0, np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64))
+    keys = np.sort(valid * num_sets + np.arange(len(valid)) // per_set)  # (address, set) pairs
+    # an operand fetched once per address (filters): each read's one set, so a window test is arithmetic
+    only_set = None
+    if act_sets < num_sets and not np.any(np.diff(keys // num_sets) == 0):
+        found = np.minimum(np.searchsorted(keys, demand * num_sets), len(keys) - 1)
+        only_set = np.where(keys[found] // num_sets == demand, keys[found] % num_sets, -num_sets * 2)
     miss_lines: list[int] = []
     miss_counts: list[int] = []
     start, moves, pos, size = 0, 0, 0, len(demand)
-    block = max(256, 4 * pf_sets * per_set)
+    step = max(64, pf_sets * per_set)
+    block = step
     while pos < size:
-        chunk = demand[pos:pos + block]
-        hit = _in_window(keys, chunk, start, act_sets, num_sets)
+        if only_set is not None:
+            sets = only_set[pos:pos + block]
+            hit = (sets >= 0) & ((sets - start) % num_sets < act_sets)
+        else:
+            hit = _in_window(keys, demand[pos:pos + block], start, act_sets, num_sets)
         if hit.all():
-            pos += len(chunk)
+            pos += len(hit)
+            block *= 2
             continue
+        block = step
         pos += int(np.argmin(hit))
-        addr = demand[pos:pos + 1]
+        addr = int(demand[pos])
+        lo, hi = np.searchsorted(keys, (addr * num_sets, (addr + 1) * num_sets)).tolist()
+        sets = (keys[lo:hi] - addr * num_sets).tolist()  # the sets that fetch this address
         count = 0
         while True:
-            if pf_sets == 0 or count * pf_sets > num_sets + pf_sets:  # a full turn of the ring: not there
-                raise ValueError(f"SCALE-Sim read buffer replay: address {int(addr[0])} is not in the fetch "
+            if not sets or pf_sets == 0 or count * pf_sets > num_sets + pf_sets:  # a full turn: not there
+                raise ValueError(f"SCALE-Sim read buffer replay: address {addr} is not in the fetch "
                                  f"order (internal error; please report the layer)")
             start = (start + pf_sets) % num_sets
             count += 1
-            if _in_window(keys, addr, start, act_sets, num_sets)[0]:
+            if any((s - start) % num_sets < act_sets for s in sets):
                 break
         moves += count
         miss_lines.append(int(demand_line[pos]))
@@ -442,6 +519,37 @@ def user_read_buffer(fetch: np.ndarray, demand: np.ndarray, demand_line: np.ndar
         pos += 1
     return ReadBufferTrace(first, pf_lines, moves, np.asarray(miss_lines, dtype=np.int64),
                            np.asarray(miss_counts, dtype=np.int64))
+
+
+def read_buffer_holds_all(fetch: np.ndarray | int, buffer_elems: int) -> bool:
+    """Whether a USER-mode read buffer's first active window already holds every set of ``fetch`` (the
+    operand's prefetch order, -1 gaps included, or the number of its valid entries), so
+    :func:`user_read_buffer` never moves it and needs no demand stream."""
+    valid = fetch if isinstance(fetch, int) else int(np.count_nonzero(fetch >= 0))
+    per_set = math.ceil(buffer_elems / 100)
+    return math.ceil(math.ceil(buffer_elems * 0.5) / per_set) >= valid // per_set + 1
+
+
+def held_read_buffer(fetch_length: int, buffer_elems: int, bandwidth: int) -> ReadBufferTrace:
+    """:func:`user_read_buffer` of a buffer that :func:`read_buffer_holds_all`: the first fill only."""
+    active = math.ceil(buffer_elems * 0.5)
+    return ReadBufferTrace(min(math.ceil(active / bandwidth), math.ceil(fetch_length / bandwidth)),
+                           math.ceil((buffer_elems - active) / bandwidth), 0, np.zeros(0, dtype=np.int64),
+                           np.zeros(0, dtype=np.int64))
+
+
+def fetch_counts(dataflow: str, rows: int, cols: int, m: int, n: int, k: int, geometry: ConvGeometry
+                 ) -> tuple[tuple[int, int], tuple[int, int]]:
+    """((length, valid entries) of the ifmap's :func:`fetch_streams` order, the same for the filter),
+    without building them: the stacked folds cover every (pixel, window element) and every filter
+    element once, padded to whole folds, so the valid ifmap entries are the window elements inside the
+    ifmap and the valid filter entries ``K * N``."""
+    sr, sc = {"os": (m, n), "ws": (k, n), "is": (k, m)}[dataflow]
+    row_folds, col_folds = -(-sr // rows), -(-sc // cols)
+    inside = int(np.count_nonzero(geometry.ifmap_address(np.arange(m)[:, None], np.arange(k)[None, :]) >= 0))
+    length = {"os": (row_folds * rows * k, col_folds * cols * k), "ws": (row_folds * rows * m, col_folds * cols * k),
+              "is": (col_folds * cols * k, row_folds * rows * n)}[dataflow]
+    return (length[0], inside), (length[1], k * n)
 
 
 def _in_window(keys: np.ndarray, addr: np.ndarray, start: int, width: int, num_sets: int) -> np.ndarray:
@@ -526,30 +634,31 @@ class _WriteBuffer:
         events are stored at once."""
         if cycle < self.drain_end:
             if self.free - count > 0:
-                self._store(count)
+                self.store(count)
                 return cycle
         elif self.free - count >= self.active:
-            self._store(count)
+            self.store(count)
             return cycle
         while count > 0:
             if cycle < self.drain_end:
                 step = count if self.free - count > 0 else max(1, self.free)
-                self._store(step)
+                self.store(step)
                 count -= step
                 if self.free <= 0:
                     cycle = self.drain_end
             else:
                 step = max(1, self.free - self.active + 1)
                 if step > count:
-                    self._store(count)
+                    self.store(count)
                     count = 0
                 else:
-                    self._store(step)
+                    self.store(step)
                     count -= step
                     self.drain_end = self.drain(cycle)
         return cycle
 
-    def _store(self, count: int) -> None:
+    def store(self, count: int) -> None:
+        """Hold ``count`` more writes (no drain, no stall)."""
         self.free -= count
         self.stored += count
 
@@ -563,14 +672,39 @@ class _WriteBuffer:
 def user_mode(writes_per_cycle: np.ndarray, ifmap: ReadBufferTrace, filt: ReadBufferTrace,
               ofmap_elems: int, ofmap_bandwidth: int) -> UserRun:
     """Replay SCALE-Sim's USER-mode memory system over one (sub-)layer's demand lines: each line waits
-    for the worst of its ifmap, filter and ofmap stalls, and every later line shifts by them."""
+    for the worst of its ifmap, filter and ofmap stalls, and every later line shifts by them.
+
+    Only lines where something can happen are stepped one by one: a read-buffer miss, or a write that
+    fills the ofmap buffer past its drain threshold (or, during a drain, fills it up). The writing lines
+    in between cannot stall, so they are stored in one step, found by bisecting the running write count."""
     buffer = _WriteBuffer(ofmap_elems, ofmap_bandwidth)
-    events = np.union1d(np.flatnonzero(writes_per_cycle), np.union1d(ifmap.miss_lines, filt.miss_lines))
-    counts = writes_per_cycle[events].tolist()
+    missing = np.zeros(len(writes_per_cycle), dtype=bool)
+    missing[ifmap.miss_lines] = True
+    missing[filt.miss_lines] = True
+    miss = np.flatnonzero(missing)
+    events = np.flatnonzero(missing | (writes_per_cycle > 0))
+    counts = writes_per_cycle[events]
+    cum = np.cumsum(counts).tolist()  # writes stored up to and including each event line
+    counts, lines = counts.tolist(), events.tolist()
+    miss_at = np.searchsorted(events, miss).tolist() + [len(lines)]  # event index of each miss line
     if_lines, f_lines = ifmap.miss_lines.tolist() + [-1], filt.miss_lines.tolist() + [-1]
-    stall = 0
+    stall, pos, next_miss = 0, 0, 0
     state = [0, 0, 0, 0]  # ifmap miss index, ifmap prefetches done, filter miss index, filter prefetches
-    for line, count in zip(events.tolist(), counts):
+    while pos < len(lines):
+        while miss_at[next_miss] < pos:
+            next_miss += 1
+        base = cum[pos - 1] if pos else 0
+        draining_until = bisect.bisect_left(lines, buffer.drain_end - stall, pos)
+        if pos < draining_until:  # fast while the buffer does not fill up
+            end = min(draining_until, bisect.bisect_left(cum, buffer.free + base, pos))
+        else:  # fast while at least `active` slots stay free
+            end = bisect.bisect_right(cum, buffer.free - buffer.active + base, pos)
+        end = min(end, miss_at[next_miss])
+        if end > pos:
+            buffer.store(cum[end - 1] - base)
+            pos = end
+            continue
+        line, count = lines[pos], counts[pos]
         cycle = line + stall
         worst = 0
         if if_lines[state[0]] == line:
@@ -581,6 +715,7 @@ def user_mode(writes_per_cycle: np.ndarray, ifmap: ReadBufferTrace, filt: ReadBu
             worst = max(worst, f_stall)
         done = buffer.write(count, cycle) if count else cycle
         stall += max(worst, done - cycle)
+        pos += 1
     last = len(writes_per_cycle) - 1
     total = last + stall
     buffer.finish(total)

@@ -23,6 +23,7 @@ without it.
 from __future__ import annotations
 
 import configparser
+import dataclasses
 import os
 from pathlib import Path
 
@@ -187,8 +188,13 @@ def reference_array(record: dict) -> SystolicArray:
 def reference_layers(record: dict) -> list[Layer]:
     """The one layer of a generated reference record, parsed as SCALE-Sim parses its topology row."""
     header = "name, M, N, K" if record["gemm"] else "name, H, W, R, S, C, M, stride"
-    return parse_scalesim_topology(f"{header}\n{record['topology_row']}\n", gemm=record["gemm"],
-                                   source=record["id"])
+    layers = parse_scalesim_topology(f"{header}\n{record['topology_row']}\n", gemm=record["gemm"],
+                                     source=record["id"])
+    bits = record.get("operand_bits")  # multi-word records: SCALE-Sim ran with words of these widths
+    if bits:
+        layers = [dataclasses.replace(layer, act_bits=bits["act"], weight_bits=bits["weight"],
+                                      out_bits=bits["out"]) for layer in layers]
+    return layers
 
 
 def simulate_reference_record(record: dict) -> dict[str, float]:

@@ -14,9 +14,9 @@ is        K          M          N          T + 2 rows + cols - 2  ifmap
 with ``ceil(Sr/rows) * ceil(Sc/cols)`` folds run back to back. Compute cycles and SRAM counts are closed
 forms that reproduce SCALE-Sim 3.0.0 exactly (its quirks are listed in ``docs/hardware.md`` and next to
 the code below). DRAM counts, stalls and SCALE-Sim's "total cycles incl. prefetch" are closed forms too
-where every operand fits its buffer; where one spills or the bandwidth is finite, layers SCALE-Sim itself
-could run (word-wide operands, up to ``replay_limit``) are replayed on its memory system
-(:mod:`effnn.hw.memory`), the rest use a closed-form estimate. All closed-form arithmetic is numpy over a
+where every operand fits its buffer; where one spills or the bandwidth is finite, layers SCALE-Sim could
+run with words of the operands' widths (whole bits, whole elements per cycle, up to ``replay_limit``) are
+replayed on its memory system (:mod:`effnn.hw.memory`), the rest use a closed-form estimate. All closed-form arithmetic is numpy over a
 batch of layers, so a whole network costs microseconds.
 """
 
@@ -36,9 +36,12 @@ from effnn.hw.memory import (
     chunked_misses,
     demand_streams,
     drain_ofmap,
+    fetch_counts,
     fetch_streams,
+    held_read_buffer,
     ofmap_writes_per_cycle,
-    operand_streams,
+    operand_passes,
+    read_buffer_holds_all,
     user_mode,
     user_read_buffer,
 )
@@ -73,10 +76,11 @@ def _touched(size: np.ndarray, kernel: np.ndarray, stride: np.ndarray, pad: np.n
     return result
 
 
-def _geometry(row: np.ndarray) -> ConvGeometry:
-    """A :class:`LayerArrays.geometry` row as the replay's :class:`~effnn.hw.memory.ConvGeometry`."""
-    in_h, in_w, ch, kw, sh, sw, out_w, _, pad_h, pad_w = (int(v) for v in row)
-    return ConvGeometry(in_h, in_w, ch, kw, sh, sw, out_w, pad_h, pad_w)
+def _geometry(row: np.ndarray, m: int) -> ConvGeometry:
+    """A :class:`LayerArrays.geometry` row (of a layer with ``m`` output pixels per group) as the replay's
+    :class:`~effnn.hw.memory.ConvGeometry`."""
+    in_h, in_w, ch, kw, sh, sw, out_w, batch, pad_h, pad_w = (int(v) for v in row)
+    return ConvGeometry(in_h, in_w, ch, kw, sh, sw, out_w, pad_h, pad_w, m // batch if batch > 1 else 0)
 
 
 @dataclass(frozen=True)
@@ -211,7 +215,7 @@ class SystolicArray:
     #: sub-layers (one group) with at most this many SRAM reads (ifmap + filter) and compute cycles are
     #: replayed on SCALE-Sim's memory system (exact); larger ones use the closed-form
     #: estimate (exact whenever every operand fits, approximate when one spills or in USER mode). 0: closed
-    #: form only. At the default a new replayed shape costs ~1-150 ms (docs/hardware.md, *Speed*).
+    #: form only. At the default a new replayed shape costs ~0.3-100 ms (docs/hardware.md, *Speed*).
     replay_limit: int = 1 << 16
 
     def __post_init__(self) -> None:
@@ -365,14 +369,14 @@ class SystolicArray:
         # the ofmap buffer's last drain ends ceil(writes / bandwidth) - 1 cycles after the last compute
         # cycle (SCALE-Sim drains one bandwidth-wide line per cycle, from the last demand line's cycle on),
         # unless the ofmap outgrows the buffer and drains during compute (emulated, effnn.hw.memory)
-        of_bw = self.cols if self.dram_bandwidth is None else self.dram_bandwidth[2]
-        drain = np.ceil(dram_of * ob / (self.word_bits * of_bw)) - 1
+        of_bw = self.element_bandwidths(la)[2]
+        drain = np.ceil(dram_of / of_bw) - 1
         dram_of, drain = self._ofmap_drain(la, sr, sc, t, np.asarray(dram_of * np.ones_like(m)),
                                            drain * np.ones_like(m), ob, of_bw, compute)
         stall, _ = self._stalls(compute, g * dram_if, g * dram_f, g * dram_of,
                                 g * np.minimum(fp_if, cap_if), g * np.minimum(kn, cap_f), ab, fb, ob)
         total = compute + stall
-        prefetch = g * self._first_fill(dram_if, dram_f, ab, fb, sr)
+        prefetch = g * self._first_fill(dram_if, dram_f, ab, fb, sr, *self.element_bandwidths(la)[:2])
         total_incl = total + prefetch + g * drain
         if self.dram_bandwidth is not None and la.geometry is not None:
             dram_if, dram_f, dram_of, stall, prefetch, total_incl = self._user_runs(
@@ -404,7 +408,9 @@ class SystolicArray:
             "energy_mac": e_mac, "energy_rf": e_rf, "energy_array": e_array, "energy_sram": e_sram,
             "energy_dram": e_dram, "energy": energy,
         }
-        return {key: np.asarray(out[key], dtype=np.float64) * np.ones_like(m) for key in METRICS}
+        # one fresh float64 array per metric (broadcasting the scalars), never two keys sharing one
+        return {key: np.array(out[key], dtype=np.float64) if np.shape(out[key]) == m.shape
+                else np.full(m.shape, out[key], dtype=np.float64) for key in METRICS}
 
     def _calc_reads(self, la: LayerArrays, dram_if: np.ndarray, dram_f: np.ndarray, spill_if: np.ndarray,
                     spill_f: np.ndarray, cap_if: np.ndarray, cap_f: np.ndarray,
@@ -420,41 +426,68 @@ class SystolicArray:
         for i in todo:
             m, n, k = int(la.m[i]), int(la.n[i]), int(la.k[i])
             want = (bool(spill_if[i]), bool(spill_f[i]))
-            ifmap, filt = operand_streams(self.dataflow, self.rows, self.cols, m, n, k,
-                                          _geometry(la.geometry[i]), want)
+            ifmap, filt = operand_passes(self.dataflow, self.rows, self.cols, m, n, k,
+                                         _geometry(la.geometry[i], m), want)
             if ifmap is not None:
-                dram_if[i] = chunked_misses(ifmap, int(cap_if[i]))
+                dram_if[i] = chunked_misses(ifmap[0], int(cap_if[i]), ifmap[1])
             if filt is not None:
-                dram_f[i] = chunked_misses(filt, int(cap_f[i]))
+                dram_f[i] = chunked_misses(filt[0], int(cap_f[i]), filt[1])
         return dram_if, dram_f
 
+    def element_bandwidths(self, la: LayerArrays) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Per layer, the (ifmap, filter, ofmap) interface bandwidths in *elements* per cycle.
+
+        A ``b``-bit element on ``word_bits``-wide words behaves as SCALE-Sim run with ``b``-bit words
+        (docs/hardware.md, *Operand widths*): USER mode moves ``dram_bandwidth * word_bits / b`` elements
+        per cycle; CALC mode fills the read buffers at SCALE-Sim's 10 and drains the ofmap at ``cols``
+        elements per cycle, whatever their width."""
+        bits = (la.act_bits, la.filter_bits, la.out_bits)
+        if self.dram_bandwidth is None:
+            ones = np.ones_like(la.act_bits, dtype=np.float64)
+            return 10.0 * ones, 10.0 * ones, float(self.cols) * ones
+        return tuple(bw * self.word_bits / b for bw, b in zip(self.dram_bandwidth, bits))  # type: ignore
+
     def _replayable(self, la: LayerArrays) -> np.ndarray:
-        """Layers SCALE-Sim itself could run: every operand one word wide (its only element size) and
-        one image. Others (e.g. 16-bit layers on a byte-word interface, SmartDeal's fractional storage
-        bits) keep the closed form, so comparisons across bit-widths stay on one model."""
-        word = self.word_bits
-        return ((la.geometry[:, 7] == 1) & (la.act_bits == word) & (la.filter_bits == word)
-                & (la.out_bits == word))
+        """Layers the replay reproduces as a SCALE-Sim run: every operand a whole number of bits (an SRAM
+        of ``floor(bits / b)`` elements) and, in USER mode, a whole number of elements per cycle on every
+        interface. Others (SmartDeal's fractional storage bits; e.g. 16-bit operands at an odd number of
+        byte-words per cycle) keep the closed-form estimate."""
+        ok = np.ones(len(la.m), dtype=bool)
+        for bits in (la.act_bits, la.filter_bits, la.out_bits):
+            ok &= (bits == np.floor(bits)) & (bits > 0)
+        if self.dram_bandwidth is not None:
+            for bw in self.element_bandwidths(la):
+                ok &= (bw == np.floor(bw)) & (bw >= 1)
+        return ok
 
     def _user_runs(self, la: LayerArrays, sr: np.ndarray, sc: np.ndarray, t: np.ndarray, compute: np.ndarray,
                    values: list[np.ndarray], sram_reads: np.ndarray) -> list[np.ndarray]:
         """USER bandwidth mode: (dram_if, dram_f, dram_of per group; stall, prefetch, total incl. prefetch
         per layer) replayed on SCALE-Sim's memory system (:func:`effnn.hw.memory.user_mode`) for the
         layers :meth:`_replayable` accepts with at most ``replay_limit`` SRAM reads and compute cycles;
-        the others keep the closed-form estimate. Needs whole words per cycle on every interface."""
-        bws = [int(b) for b in self.dram_bandwidth]
+        the others keep the closed-form estimate. Counts are in elements (SCALE-Sim run with words of
+        each operand's width)."""
         ok = self._replayable(la) & (compute / la.groups <= self.replay_limit) & (sram_reads <= self.replay_limit)
-        if not ok.any() or any(b != v for b, v in zip(bws, self.dram_bandwidth)):
+        if not ok.any():
             return values
         values = [v.copy() for v in values]
-        elems = [int(kb * 1024 * 8 // self.word_bits) for kb in (self.ifmap_sram_kb, self.filter_sram_kb,
-                                                                 self.ofmap_sram_kb)]
+        bandwidths = self.element_bandwidths(la)
+        sizes = [np.floor(kb * 1024 * 8 / bits) for kb, bits in ((self.ifmap_sram_kb, la.act_bits),
+                                                                  (self.filter_sram_kb, la.filter_bits),
+                                                                  (self.ofmap_sram_kb, la.out_bits))]
         for i in np.flatnonzero(ok):
             m, n, k, g = int(la.m[i]), int(la.n[i]), int(la.k[i]), int(la.groups[i])
-            geometry = _geometry(la.geometry[i])
-            demand = demand_streams(self.dataflow, self.rows, self.cols, m, n, k, geometry)
-            fetch = fetch_streams(self.dataflow, self.rows, self.cols, m, n, k, geometry)
-            traces = [user_read_buffer(fetch[j], *demand[j], elems[j], bws[j]) for j in (0, 1)]
+            bws = [int(b[i]) for b in bandwidths]
+            elems = [int(e[i]) for e in sizes]
+            geometry = _geometry(la.geometry[i], m)
+            counts = fetch_counts(self.dataflow, self.rows, self.cols, m, n, k, geometry)
+            want = tuple(not read_buffer_holds_all(counts[j][1], elems[j]) for j in (0, 1))  # else no misses
+            traces = [held_read_buffer(counts[j][0], elems[j], bws[j]) for j in (0, 1)]
+            if any(want):
+                fetch = fetch_streams(self.dataflow, self.rows, self.cols, m, n, k, geometry)
+                demand = demand_streams(self.dataflow, self.rows, self.cols, m, n, k, geometry, want)
+                traces = [user_read_buffer(fetch[j], *demand[j], elems[j], bws[j]) if want[j] else traces[j]
+                          for j in (0, 1)]
             writes = ofmap_writes_per_cycle(self.dataflow, self.rows, self.cols, int(sr[i]), int(sc[i]),
                                             int(t[i]))
             run = user_mode(writes, traces[0], traces[1], elems[2], bws[2])
@@ -467,7 +500,7 @@ class SystolicArray:
         return values
 
     def _ofmap_drain(self, la: LayerArrays, sr: np.ndarray, sc: np.ndarray, t: np.ndarray, dram_of: np.ndarray,
-                     drain: np.ndarray, ob: np.ndarray, of_bw: float,
+                     drain: np.ndarray, ob: np.ndarray, of_bw: np.ndarray,
                      compute: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(DRAM ofmap writes, cycles from the last compute cycle to the last DRAM write) per group, with
         the :meth:`_replayable` layers whose ofmap outgrows the buffer's drain threshold replayed
@@ -479,7 +512,7 @@ class SystolicArray:
             return dram_of, drain
         dram_of, drain = dram_of.copy(), drain.copy()
         for i in np.flatnonzero(spill):
-            bw = max(1, int(of_bw * self.word_bits // ob[i]))
+            bw = int(of_bw[i])
             per_cycle = ofmap_writes_per_cycle(self.dataflow, self.rows, self.cols, int(sr[i]), int(sc[i]),
                                                int(t[i]))
             result = drain_ofmap(per_cycle, int(elems[i]), bw)
@@ -488,7 +521,7 @@ class SystolicArray:
         return dram_of, drain
 
     def _first_fill(self, dram_if: np.ndarray, dram_f: np.ndarray, ab: np.ndarray, fb: np.ndarray,
-                    sr: np.ndarray) -> np.ndarray:
+                    sr: np.ndarray, bw_if: np.ndarray, bw_f: np.ndarray) -> np.ndarray:
         """Cycles from SCALE-Sim's first DRAM read of the ifmap/filter buffers to the first compute cycle.
 
         SCALE-Sim fills the active half in whole sets of ``floor(words / 100)`` words. An operand with at
@@ -496,13 +529,9 @@ class SystolicArray:
         one when its 50th set is first demanded, timed to finish just before its *first demand*: 50 sets,
         minus the cycles the array runs before it first reads that operand (``rows`` for the streaming
         operand of ws/is, which waits for the stationary one to load; ``rows - Sr`` for a stationary operand
-        that does not fill the rows, loaded bottom row first). 10 words/cycle in CALC mode (its
-        default backing bandwidth), the interface bandwidth in USER mode.
+        that does not fill the rows, loaded bottom row first). ``bw_if``/``bw_f``: elements per cycle
+        (:meth:`element_bandwidths`: 10 in CALC mode, SCALE-Sim's default backing bandwidth).
         """
-        if self.dram_bandwidth is None:
-            bw_if = bw_f = 10.0
-        else:
-            bw_if, bw_f = self.dram_bandwidth[0], self.dram_bandwidth[1]
         unmapped = self.rows - np.minimum(self.rows, sr)
         first_if = {"os": 0, "ws": self.rows, "is": unmapped}[self.dataflow]
         first_f = {"os": 0, "ws": unmapped, "is": self.rows}[self.dataflow]
@@ -512,8 +541,7 @@ class SystolicArray:
             per_set = np.floor(np.floor(sram_kb * 1024 * 8 / bits) / 100)  # elements
             sets = np.ceil(dram / per_set)
             big = sets >= 50
-            words = np.minimum(sets, 50) * per_set * bits / self.word_bits
-            fills.append(np.ceil(words / bw) - np.where(big, first, 0))
+            fills.append(np.ceil(np.minimum(sets, 50) * per_set / bw) - np.where(big, first, 0))
         return np.maximum(fills[0], fills[1])
 
     def spills(self, layers: Sequence[Layer]) -> np.ndarray:

@@ -70,19 +70,32 @@ SPOT_RUNS: tuple[tuple[tuple[str, tuple[int, ...], bool], tuple, str], ...] = tu
     ((f"conv3x3_c{c}", (12, 12, 3, 3, c, 8, 1), False), ("8x8_8k_bw2", 8, 8, 8, 2), "is")
     for c in (20, 23, 26, 29))
 
+#: Operands wider or narrower than SCALE-Sim's one-byte word (``--multiword``): (effnn config: id, rows,
+#: cols, SRAM kB, bandwidth in bytes/cycle or "CALC"; operand bits (act, weight, out)). Each is run as
+#: SCALE-Sim with words of the operand's width (docs/hardware.md, *Operand widths*): per operand an SRAM
+#: of ``kB * 8 / bits`` kB and ``bandwidth * 8 / bits`` words per cycle.
+MULTIWORD_CONFIGS: tuple[tuple[tuple, tuple[int, int, int]], ...] = (
+    (("mw16_8x8_2k_bw4", 8, 8, 2, 4), (16, 16, 16)),          # 16-bit on bytes: 1 kB, 2 words/cycle
+    (("mw16_4x16_4k_calc", 4, 16, 4, "CALC"), (16, 16, 16)),  # spills a 2 kB-equivalent SRAM
+    (("mw16_8x8_64k_calc", 8, 8, 64, "CALC"), (16, 16, 16)),  # fits: the closed form's first fill
+    (("mwa16w8_8x8_2k_bw4", 8, 8, 2, 4), (16, 8, 16)),        # mixed: 16-bit activations, 8-bit weights
+    (("mww4_16x4_1k_bw1", 16, 4, 1, 1), (8, 4, 8)),           # 4-bit weights: 2 per byte
+)
+MULTIWORD_LAYERS = ("conv3x3", "DPdw3x3_s2", "gemm_32_24_40")
+
 CFG_TEMPLATE = """[general]
 run_name = {run_name}
 
 [architecture_presets]
 ArrayHeight: {rows}
 ArrayWidth: {cols}
-IfmapSramSzkB: {kb}
-FilterSramSzkB: {kb}
-OfmapSramSzkB: {kb}
+IfmapSramSzkB: {ikb}
+FilterSramSzkB: {fkb}
+OfmapSramSzkB: {okb}
 IfmapOffset: 0
 FilterOffset: 10000000
 OfmapOffset: 20000000
-Bandwidth : {bw}
+Bandwidth : {obw}
 Dataflow : {dataflow}
 MemoryBanks: 1
 ReadRequestBuffer: 32
@@ -90,11 +103,11 @@ WriteRequestBuffer: 32
 
 [layout]
 IfmapCustomLayout: False
-IfmapSRAMBankBandwidth: {bw}
+IfmapSRAMBankBandwidth: {ibw}
 IfmapSRAMBankNum: 1
 IfmapSRAMBankPort: 2
 FilterCustomLayout: False
-FilterSRAMBankBandwidth: {bw}
+FilterSRAMBankBandwidth: {fbw}
 FilterSRAMBankNum: 1
 FilterSRAMBankPort: 2
 
@@ -125,16 +138,25 @@ def _rows(path: Path) -> list[list[float]]:
     return [[float(x) for x in row[1:] if x.strip()] for row in rows if row]
 
 
-def run_case(layer: tuple[str, tuple[int, ...], bool], config: tuple, dataflow: str, work: Path) -> dict:
-    """One SCALE-Sim run; the per-sub-layer report rows are kept (``sublayers``) and summed."""
+def run_case(layer: tuple[str, tuple[int, ...], bool], config: tuple, dataflow: str, work: Path,
+             bits: tuple[int, int, int] = (8, 8, 8)) -> dict:
+    """One SCALE-Sim run; the per-sub-layer report rows are kept (``sublayers``) and summed. ``bits``
+    (act, weight, out) other than bytes run SCALE-Sim with words of those widths (``MULTIWORD_CONFIGS``)."""
     from scalesim.scale_sim import scalesim
 
     name, values, gemm = layer
     cid, rows, cols, kb, bw = config
     user = bw != "CALC"
+    sizes = [kb * 8 / b for b in bits]
+    bandwidths = [bw * 8 / b if user else 10 for b in bits]
+    if any(v != int(v) for v in sizes + bandwidths):
+        raise ValueError(f"{cid} with {bits}-bit operands is not a whole SCALE-Sim config: {sizes} kB, "
+                         f"{bandwidths} words/cycle")
+    (ikb, fkb, okb), (ibw, fbw, obw) = [int(v) for v in sizes], [int(v) for v in bandwidths]
     cfg = work / "run.cfg"
-    cfg.write_text(CFG_TEMPLATE.format(run_name="ref", rows=rows, cols=cols, kb=kb, dataflow=dataflow,
-                                       bw=bw if user else 10, mode="USER" if user else "CALC"))
+    cfg.write_text(CFG_TEMPLATE.format(run_name="ref", rows=rows, cols=cols, ikb=ikb, fkb=fkb, okb=okb,
+                                       dataflow=dataflow, ibw=ibw, fbw=fbw, obw=obw,
+                                       mode="USER" if user else "CALC"))
     header = ("Layer, M, N, K,\n" if gemm else
               "Layer name, IFMAP Height, IFMAP Width, Filter Height, Filter Width, Channels, Num Filter, "
               "Strides,\n")
@@ -166,6 +188,10 @@ def run_case(layer: tuple[str, tuple[int, ...], bool], config: tuple, dataflow: 
         "config": cid, "rows": rows, "cols": cols, "sram_kb": kb, "bandwidth": bw, "dataflow": dataflow,
         "sublayers": len(subs), "wall_seconds": round(wall, 3),
     }
+    if bits != (8, 8, 8):
+        record["operand_bits"] = {"act": bits[0], "weight": bits[1], "out": bits[2]}
+        record["scalesim_sram_kb"] = [ikb, fkb, okb]
+        record["scalesim_bandwidth"] = [ibw, fbw, obw] if user else "CALC"
     for key in COMPUTE[:3] + DETAIL[2::3]:
         record[key] = int(sum(s[key] for s in subs))
     for key in COMPUTE[3:]:  # percentages: SCALE-Sim's per-sub-layer values (identical sub-layers)
@@ -179,6 +205,8 @@ def main() -> None:
     parser.add_argument("--out", type=Path, required=True, help="JSON file to write")
     parser.add_argument("--force", action="store_true", help="replace an existing output file")
     parser.add_argument("--only", default="", help="comma-separated config ids to run (default: all)")
+    parser.add_argument("--multiword", action="store_true",
+                        help="run MULTIWORD_CONFIGS (operands other than one byte) instead of the grid")
     args = parser.parse_args()
     if args.out.exists() and not args.force:
         sys.exit(f"{args.out} exists; pass --force to replace it")
@@ -190,14 +218,21 @@ def main() -> None:
     configs = [c for c in CONFIGS if not args.only or c[0] in args.only.split(",")]
     records = []
     with tempfile.TemporaryDirectory() as tmp:
-        for config in configs:
+        for config, bits in MULTIWORD_CONFIGS if args.multiword else ():
+            for layer in (entry for entry in LAYERS if entry[0] in MULTIWORD_LAYERS):
+                for dataflow in ("os", "ws", "is"):
+                    work = Path(tmp) / f"{config[0]}_{layer[0]}_{dataflow}"
+                    work.mkdir()
+                    records.append(run_case(layer, config, dataflow, work, bits))
+                    print(f"{records[-1]['id']}: {records[-1]['wall_seconds']:.2f} s", flush=True)
+        for config in configs if not args.multiword else ():
             for layer in LAYERS:
                 for dataflow in ("os", "ws", "is"):
                     work = Path(tmp) / f"{config[0]}_{layer[0]}_{dataflow}"
                     work.mkdir()
                     records.append(run_case(layer, config, dataflow, work))
                     print(f"{records[-1]['id']}: {records[-1]['wall_seconds']:.2f} s", flush=True)
-        for layer, config, dataflow in SPOT_RUNS if not args.only else ():
+        for layer, config, dataflow in SPOT_RUNS if not (args.only or args.multiword) else ():
             work = Path(tmp) / f"spot_{config[0]}_{layer[0]}_{dataflow}"
             work.mkdir()
             records.append(run_case(layer, config, dataflow, work))
