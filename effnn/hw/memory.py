@@ -6,9 +6,10 @@ each operand's address stream with numpy (:func:`fold_streams`: every distinct f
 and gathered for all folds; :func:`operand_streams`, :func:`demand_streams`, :func:`fetch_streams`) and
 applies SCALE-Sim's buffer rules to it in vectorised blocks:
 
-* CALC-mode read buffers (:func:`chunked_misses`): a reset every 50 sets -- one ``searchsorted`` per reset;
+* CALC-mode read buffers (:func:`chunked_misses`): a reset every 50 sets -- one ``searchsorted`` per reset,
+  and on a repeated pass only until a reset's offset in the pass recurs;
 * USER-mode read buffers (:func:`user_read_buffer`): a ring window over a fixed prefetch order -- one
-  block test per window move;
+  block test per window move; none, and no streams, when the first window holds the whole order;
 * the ofmap write buffer (:func:`drain_ofmap`, :class:`_WriteBuffer`): from the number of writes each
   cycle, a closed-form trapezoid per fold (:func:`ofmap_writes_per_cycle`) -- a few operations per drain;
 * the USER-mode stall loop (:func:`user_mode`): one step per demand line with a read miss or an ofmap

@@ -16,8 +16,8 @@ forms that reproduce SCALE-Sim 3.0.0 exactly (its quirks are listed in ``docs/ha
 the code below). DRAM counts, stalls and SCALE-Sim's "total cycles incl. prefetch" are closed forms too
 where every operand fits its buffer; where one spills or the bandwidth is finite, layers SCALE-Sim could
 run with words of the operands' widths (whole bits, whole elements per cycle, up to ``replay_limit``) are
-replayed on its memory system (:mod:`effnn.hw.memory`), the rest use a closed-form estimate. All closed-form arithmetic is numpy over a
-batch of layers, so a whole network costs microseconds.
+replayed on its memory system (:mod:`effnn.hw.memory`), the rest use a closed-form estimate. All
+closed-form arithmetic is numpy over a batch of layers, so a whole network costs microseconds.
 """
 
 from __future__ import annotations
