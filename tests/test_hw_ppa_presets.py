@@ -75,7 +75,7 @@ def test_scalesim_mode_stretches_compute_by_the_pes_cycles_per_mac() -> None:
     (counts,) = model.array.simulate([layer])
     (got,) = scalesim_layers(model.array, model.acc, [layer])
     assert got.compute_cycles == counts.compute_cycles * 6  # Stripes: one activation bit per cycle
-    assert got.cycles == counts.total_cycles + 5 * counts.compute_cycles
+    assert got.cycles == counts.total_cycles_incl_prefetch + 5 * counts.compute_cycles  # SCALE-Sim total + stretch
 
 
 def test_hwcost_reports_the_presets_area_and_power(capsys: pytest.CaptureFixture[str]) -> None:
