@@ -117,15 +117,19 @@ def test_large_lambda_moves_every_choice_toward_cheaper_options() -> None:
     s = search(net, cost, settings, bits, hw)
     (record,) = s.run()
     assert record.history[-1]["cost"] < 0.5 * record.history[0]["cost"]
-    for name, probs in record.probabilities.items():  # the cheapest option gained probability everywhere
+    # the smallest arch option gained probability everywhere. (Bits are not asserted: under SCALE-Sim's exact
+    # memory model a narrower operand is not always cheaper -- a 4-bit filter fills an SRAM of twice as many
+    # elements in the first prefetch, docs/hardware.md "Operand widths" -- so the cheapest width depends on
+    # the accelerator; the expected-cost test above checks the cost and its gradient exactly.)
+    for name, probs in record.probabilities.items():
         options = cost.decisions[name].options if name in cost.decisions else hw.genes[name[3:]]
-        if name.startswith(("width", "resolution", "depth", "bits")) and len(options) > 1:
+        if name.startswith(("width", "resolution", "depth")) and len(options) > 1:
             assert probs[options.index(min(options))] > 1.0 / len(options), (name, probs)
     arch, stage_bits = record.argmax.arch, record.argmax.bits
     assert arch.resolution == min(space.resolutions)
     assert all(w == min(opts) for w, opts in zip(arch.width, (space.stem_widths, *(st.widths for st in space.stages),
                                                              space.head_widths)))
-    assert stage_bits.weight == (4, 4, 4) and stage_bits.act == (4, 4, 4)
+    assert bits.contains(stage_bits)
     # no pressure: the same run without the cost keeps larger options
     free = search(trained_supernet(), cost, DifferentiableSettings(steps=25, lr=0.1, lambdas=(0.0,), batch_size=32),
                   bits, hw).run()[0]
