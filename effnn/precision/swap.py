@@ -131,7 +131,8 @@ def quantize_model(model: nn.Module, config: QuantizationConfig | Mapping[str, A
     state = state if state is not None else PrecisionState()
     for _, layer in layers:
         if config.weights:
-            parametrize.register_parametrization(layer, "weight", WeightFakeQuant(state if weight_state is None else weight_state), unsafe=True)
+            weights_read = state if weight_state is None else weight_state
+            parametrize.register_parametrization(layer, "weight", WeightFakeQuant(weights_read), unsafe=True)
         quantizer = LayerQuantizer(state, config.act_momentum, config.activations, config.gradients)
         quantizer.weight_state = weight_state
         quantizer.to(stored_weight(layer).device)
