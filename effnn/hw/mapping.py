@@ -341,8 +341,8 @@ def scalesim_layers(array: Any, acc: Accelerator, layers: Sequence[Layer]) -> li
     priced with the same PPA energies as mapped mode, so the two compare like for like. SCALE-Sim assumes
     one MAC per PE-cycle; a PE that needs more (bit-serial, extra passes of a narrow PE) or fewer (fused Bit
     Fusion bricks) stretches the compute cycles by its cycles per MAC; DRAM stall and first-prefetch cycles
-    are kept, so on a PE doing one MAC per cycle the latency is :class:`~effnn.hw.SystolicCostModel`'s (SCALE-Sim's "Total
-    Cycles (incl. prefetch)")."""
+    are kept, so on a PE doing one MAC per cycle the latency is :class:`~effnn.hw.SystolicCostModel`'s
+    (SCALE-Sim's "Total Cycles (incl. prefetch)")."""
     srams = acc.ppa.srams()
     dram = acc.ppa.dram_pj_per_bit()
     out = []
