@@ -141,11 +141,15 @@ def test_search_and_export_a_train_py_alphanet_checkpoint(tmp_path: Path) -> Non
 def test_train_py_and_search_report_the_same_accelerator(tmp_path: Path, choice: list[str]) -> None:
     """As a user runs them: `train.py +recipe=alphanet` logs hw/latency_ms and hw/energy of the largest subnet,
     `tools/search.py` writes latency_ms and energy of every Pareto arch; both are the `hardware` group's
-    accelerator (default systolic_16x16_os), and `hardware=systolic_32x32_ws` on both changes both."""
+    accelerator (default systolic_16x16_os), and `hardware=systolic_32x32_ws` on both changes both. Training
+    logs the SCALE-Sim model (energy-table units), the search the PPA model in SCALE-Sim mode on the same
+    array (uJ, the preset's PE type); where the PEs do one MAC per cycle (the default preset) the latencies
+    are equal."""
     import csv
 
     from effnn.config import DEFAULT_HARDWARE
     from effnn.hw import build_cost_model
+    from effnn.hw.mapping import cost_model_for_preset
     from effnn.nas import Arch, get_space
 
     run = tmp_path / "run"
@@ -161,14 +165,19 @@ def test_train_py_and_search_report_the_same_accelerator(tmp_path: Path, choice:
                     "search.calibration.batches=1", "progress=false"], env=ENV)
     assert proc.returncode == 0, proc.stderr[-3000:]
     space = get_space("tiny32")
-    model = build_cost_model(choice[0].split("=")[1] if choice else DEFAULT_HARDWARE)
-    def cost(arch: Arch) -> dict[str, float]:  # digits: 10 classes, 3 channels
-        return model.score_sections(space.workload_sections(arch, 10, 3))
+    preset = choice[0].split("=")[1] if choice else DEFAULT_HARDWARE
+    model, ppa = build_cost_model(preset), cost_model_for_preset(preset, mode="scalesim")
+
+    def cost(arch: Arch, of=model) -> dict[str, float]:  # digits: 10 classes, 3 channels
+        return of.score_sections(space.workload_sections(arch, 10, 3))
 
     largest = cost(space.max_arch())
     assert float(logged["hw/latency_ms"]) == pytest.approx(largest["latency_ms"], rel=1e-6)
     assert float(logged["hw/energy"]) == pytest.approx(largest["energy"], rel=1e-6)
     for row in csv.DictReader((tmp_path / "s" / "pareto.csv").open()):
-        expected = cost(Arch.from_dict(json.loads(row["arch"])))
-        assert float(row["latency_ms"]) == pytest.approx(expected["latency_ms"], rel=1e-6)
-        assert float(row["energy"]) == pytest.approx(expected["energy"], rel=1e-6)
+        arch = Arch.from_dict(json.loads(row["arch"]))
+        expected = cost(arch, ppa)
+        for name in ("latency_ms", "energy", "area_mm2", "power_mw"):
+            assert float(row[name]) == pytest.approx(expected[name], rel=1e-6), name
+        if not choice:
+            assert float(row["latency_ms"]) == pytest.approx(cost(arch)["latency_ms"], rel=1e-6)
