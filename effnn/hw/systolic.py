@@ -23,9 +23,9 @@ closed-form arithmetic is numpy over a batch of layers, so a whole network costs
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, fields, replace
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -60,27 +60,135 @@ METRICS = (
 )
 
 
-def _touched(size: np.ndarray, kernel: np.ndarray, stride: np.ndarray, pad: np.ndarray,
-             out: np.ndarray) -> np.ndarray:
+class _Ops(NamedTuple):
+    """The few operations the closed form uses, for one kind of operand (array-API style ``xp``).
+
+    The closed form (:meth:`SystolicArray._closed_form`) is written once against this namespace:
+    :data:`_BATCH` runs it on numpy float64 arrays (one entry per layer), :data:`_SCALAR` on Python floats
+    (one layer, no numpy call overhead). Python floats are IEEE doubles, so with ``ceil``/``floor``
+    returning floats the two compute bit-identical numbers.
+    """
+
+    ceil: Callable[[Any], Any]
+    floor: Callable[[Any], Any]
+    minimum: Callable[[Any, Any], Any]
+    maximum: Callable[[Any, Any], Any]
+    where: Callable[[Any, Any, Any], Any]
+    asfloat: Callable[[Any], Any]  # a layer field as float64 (array) / float (scalar)
+    ones: Callable[[Any], Any]  # 1.0 shaped like the argument
+    #: ``each(mask, fn, outputs, inputs)``: ``outputs`` with the layers in ``mask`` replaced by
+    #: ``fn(*inputs of that layer)`` (a replay run per layer; the only place the paths differ)
+    each: Callable[[Any, Callable[..., tuple], tuple, tuple], tuple]
+
+
+def _each_batch(mask: np.ndarray, fn: Callable[..., tuple], outputs: tuple, inputs: tuple) -> tuple:
+    index = np.flatnonzero(mask)
+    if not len(index):
+        return outputs
+    outputs = tuple(np.array(np.broadcast_to(o, np.shape(mask)), dtype=np.float64) for o in outputs)
+    for i in index.tolist():
+        for out, value in zip(outputs, fn(*(a[i] if np.ndim(a) else a for a in inputs))):
+            out[i] = value
+    return outputs
+
+
+def _each_scalar(mask: bool, fn: Callable[..., tuple], outputs: tuple, inputs: tuple) -> tuple:
+    return tuple(float(v) for v in fn(*inputs)) if mask else outputs
+
+
+def _fceil(x: float) -> float:
+    return float(math.ceil(x))
+
+
+def _ffloor(x: float) -> float:
+    return float(math.floor(x))
+
+
+def _pick(cond: bool, a: Any, b: Any) -> Any:
+    return a if cond else b
+
+
+_BATCH = _Ops(np.ceil, np.floor, np.minimum, np.maximum, np.where,
+              lambda a: np.asarray(a, dtype=np.float64), lambda a: np.ones_like(a, dtype=np.float64), _each_batch)
+_SCALAR = _Ops(_fceil, _ffloor, min, max, _pick, float, lambda a: 1.0, _each_scalar)
+
+#: Up to this many layers per call, :meth:`SystolicArray.simulate` / :meth:`SystolicArray.evaluate_arrays`
+#: run the closed form per layer on Python floats; above it, once on numpy arrays. Measured (see the
+#: module's tests and docs): one layer costs ~TODO us on floats against ~TODO us of numpy set-up.
+SCALAR_MAX_LAYERS = 8
+
+
+def _touched(size: int, kernel: int, stride: int, pad: int, out: int) -> int:
     """How many of the ``size`` real input rows some conv window reads (padding is never fetched).
 
     Windows overlap or abut when ``stride <= kernel``, so the union is one interval; otherwise (e.g. a
     1x1 stride-2 shortcut) the gaps between windows are never read and each window is counted alone.
     """
-    size, kernel, stride, pad, out = (np.asarray(a, dtype=np.int64) for a in (size, kernel, stride, pad, out))
-    result = np.minimum(size, (out - 1) * stride + kernel - pad)
-    for i in np.flatnonzero(stride > kernel):
-        starts = np.arange(out[i]) * stride[i] - pad[i]
-        covered = np.minimum(starts + kernel[i], size[i]) - np.maximum(starts, 0)
-        result[i] = int(np.clip(covered, 0, None).sum())
-    return result
+    if stride <= kernel:
+        return min(size, (out - 1) * stride + kernel - pad)
+    return sum(max(0, min(start + kernel, size) - max(start, 0))
+               for start in range(-pad, (out - 1) * stride - pad + 1, stride))
 
 
-def _geometry(row: np.ndarray, m: int) -> ConvGeometry:
+def _layer_values(layer: Layer) -> tuple[float, ...]:
+    """One layer's row of :class:`LayerArrays`: (m, n, k, groups, ifmap footprint, row elements, channels
+    per group, weight/act/out/stored-filter bits, then the 10 geometry entries)."""
+    if isinstance(layer, ConvLayer):
+        m, n, k = layer.gemm
+        ch, out_h, out_w = layer.in_ch // layer.groups, layer.out_h, layer.out_w
+        th = _touched(layer.in_h, layer.kernel_h, layer.stride_h, layer.pad_h, out_h)
+        tw = _touched(layer.in_w, layer.kernel_w, layer.stride_w, layer.pad_w, out_w)
+        return (m, n, k, layer.groups, th * tw * ch * layer.batch, layer.stride_h * layer.in_w * ch, ch,
+                layer.weight_bits, layer.act_bits, layer.out_bits, layer.stored_weight_bits,
+                layer.in_h, layer.in_w, ch, layer.kernel_w, layer.stride_h, layer.stride_w, out_w, layer.batch,
+                layer.pad_h, layer.pad_w)
+    if not isinstance(layer, GemmLayer):
+        raise TypeError(f"expected ConvLayer or GemmLayer, got {type(layer).__name__}: {layer!r}")
+    m, n, k = layer.gemm
+    return (m, n, k, 1, m * k, k, k, layer.weight_bits, layer.act_bits, layer.out_bits,
+            layer.stored_weight_bits, m, k, 1, k, 1, 1, 1, 1, 0, 0)
+
+
+def _geometry(row: Sequence[Any], m: int) -> ConvGeometry:
     """A :class:`LayerArrays.geometry` row (of a layer with ``m`` output pixels per group) as the replay's
     :class:`~effnn.hw.memory.ConvGeometry`."""
     in_h, in_w, ch, kw, sh, sw, out_w, batch, pad_h, pad_w = (int(v) for v in row)
     return ConvGeometry(in_h, in_w, ch, kw, sh, sw, out_w, pad_h, pad_w, m // batch if batch > 1 else 0)
+
+
+class _LayerRow(NamedTuple):
+    """One layer in :class:`LayerArrays`' fields as Python floats (geometry as ints): the scalar path's
+    input, read through the same attribute names as the arrays."""
+
+    name: str
+    m: float
+    n: float
+    k: float
+    groups: float
+    ifmap_footprint: float
+    row_elems: float
+    in_ch_per_group: float
+    weight_bits: float
+    act_bits: float
+    out_bits: float
+    filter_bits: float
+    geometry: tuple[int, ...] | None
+
+    @classmethod
+    def of(cls, layer: Layer) -> _LayerRow:
+        values = _layer_values(layer)
+        return cls(layer.name, *(float(v) for v in values[:11]), values[11:])
+
+
+def _rows_of(la: LayerArrays) -> list[_LayerRow]:
+    """The layers of ``la`` as :class:`_LayerRow` values."""
+    columns = [a.tolist() for a in (la.m, la.n, la.k, la.groups, la.ifmap_footprint, la.row_elems,
+                                     la.in_ch_per_group, la.weight_bits, la.act_bits, la.out_bits,
+                                     la.filter_bits)]
+    geometry = [tuple(g) for g in la.geometry.tolist()] if la.geometry is not None else [None] * len(la.m)
+    return [_LayerRow(name, *(float(v) for v in values), geo)
+            for name, geo, *values in zip(la.names, geometry, *columns)]
+
 
 
 @dataclass(frozen=True)
@@ -109,37 +217,10 @@ class LayerArrays:
         if not layers:
             raise ValueError("no layers to evaluate: the workload is empty (did the model run any conv, "
                              "linear or matmul?)")
-        rows = []
-        conv_idx: list[int] = []
-        for i, layer in enumerate(layers):
-            if isinstance(layer, ConvLayer):
-                conv_idx.append(i)
-            elif not isinstance(layer, GemmLayer):
-                raise TypeError(f"expected ConvLayer or GemmLayer, got {type(layer).__name__}: {layer!r}")
-            m, n, k = layer.gemm
-            rows.append((m, n, k, layer.groups, m * k, layer.weight_bits, layer.act_bits, layer.out_bits,
-                         k, k, layer.stored_weight_bits))
-        table = np.array(rows, dtype=np.float64)
-        footprint = table[:, 4].astype(np.int64)
-        row_elems = table[:, 8].astype(np.int64)
-        channels = table[:, 9].astype(np.int64)
-        if conv_idx:
-            convs = [layers[i] for i in conv_idx]
-            geo = np.array([(c.in_h, c.in_w, c.kernel_h, c.kernel_w, c.stride_h, c.stride_w, c.pad_h, c.pad_w,
-                             c.out_h, c.out_w, c.in_ch // c.groups, c.batch) for c in convs], dtype=np.int64)
-            th = _touched(geo[:, 0], geo[:, 2], geo[:, 4], geo[:, 6], geo[:, 8])
-            tw = _touched(geo[:, 1], geo[:, 3], geo[:, 5], geo[:, 7], geo[:, 9])
-            footprint[conv_idx] = th * tw * geo[:, 10] * geo[:, 11]
-            row_elems[conv_idx] = geo[:, 4] * geo[:, 1] * geo[:, 10]
-            channels[conv_idx] = geo[:, 10]
-        ints = table[:, :4].astype(np.int64)
-        one, zero = np.ones_like(ints[:, 0]), np.zeros_like(ints[:, 0])
-        geometry = np.stack([ints[:, 0], ints[:, 2], one, ints[:, 2], one, one, one, one, zero, zero], axis=1)
-        if conv_idx:
-            geometry[conv_idx] = geo[:, [0, 1, 10, 3, 4, 5, 9, 11, 6, 7]]
-        return cls(tuple(layer.name for layer in layers), ints[:, 0], ints[:, 1], ints[:, 2], ints[:, 3],
-                   footprint, row_elems, channels, table[:, 5], table[:, 6], table[:, 7], table[:, 10],
-                   geometry)
+        table = np.array([_layer_values(layer) for layer in layers], dtype=np.float64)
+        ints = table[:, :7].astype(np.int64)
+        return cls(tuple(layer.name for layer in layers), *ints.T, *table[:, 7:11].T,
+                   geometry=table[:, 11:].astype(np.int64))
 
 
 @dataclass(frozen=True)
@@ -275,24 +356,40 @@ class SystolicArray:
     def num_pes(self) -> int:
         return self.rows * self.cols
 
-    def _active_capacity(self, sram_kb: float, bits: np.ndarray) -> np.ndarray:
+    def _active_capacity(self, sram_kb: float, bits: Any, xp: _Ops = _BATCH) -> Any:
         """Elements the active half of an SRAM holds, as SCALE-Sim sizes it.
 
         SCALE-Sim quirk: the buffer is tracked in 100 sets of ``floor(words / 100)`` words and the active
         half is 50 sets, so a 64 kB SRAM of bytes holds 32750 (not 32768) words before it must evict.
         """
-        words = np.floor(sram_kb * 1024 * 8 / bits)
-        return np.floor(words / 100) * 50
+        words = xp.floor(sram_kb * 1024 * 8 / bits)
+        return xp.floor(words / 100) * 50
 
     # ----------------------------------------------------------------------------------------------------
     def evaluate_arrays(self, la: LayerArrays) -> dict[str, np.ndarray]:
         """Every quantity in :data:`METRICS` for a batch of layers, as float64 arrays (one per layer).
 
-        Long on purpose: one vectorised pass over SCALE-Sim's closed forms (folds, cycles, SRAM and DRAM
-        counts per dataflow) that reads top to bottom like the simulator's accounting; split up, the shared
-        intermediate arrays would have to travel between helpers."""
+        Up to :data:`SCALAR_MAX_LAYERS` layers run the closed form per layer on Python floats (numpy's
+        per-call overhead dominates there), more run it once on arrays; both give the same numbers."""
+        if len(la.m) <= SCALAR_MAX_LAYERS:
+            table = np.array([[r[key] for key in METRICS] for r in
+                              (self._closed_form(_SCALAR, row) for row in _rows_of(la))], dtype=np.float64)
+            return dict(zip(METRICS, table.T.copy()))  # one row per metric, no two keys sharing memory
+        out = self._closed_form(_BATCH, la)
+        shape = la.m.shape
+        # one fresh float64 array per metric (broadcasting the scalars), never two keys sharing one
+        return {key: np.array(out[key], dtype=np.float64) if np.shape(out[key]) == shape
+                else np.full(shape, out[key], dtype=np.float64) for key in METRICS}
+
+    def _closed_form(self, xp: _Ops, la: LayerArrays | _LayerRow) -> dict[str, Any]:
+        """Every quantity in :data:`METRICS` for layers ``la`` with the operations ``xp`` (:class:`_Ops`):
+        numpy arrays (:class:`LayerArrays`) or one layer's Python floats (:class:`_LayerRow`).
+
+        Long on purpose: one pass over SCALE-Sim's closed forms (folds, cycles, SRAM and DRAM counts per
+        dataflow) that reads top to bottom like the simulator's accounting; split up, the shared
+        intermediate values would have to travel between helpers."""
         R, C = self.rows, self.cols
-        m, n, k, g = (a.astype(np.float64) for a in (la.m, la.n, la.k, la.groups))
+        m, n, k, g = (xp.asfloat(a) for a in (la.m, la.n, la.k, la.groups))
         wb, ab, ob, fb = la.weight_bits, la.act_bits, la.out_bits, la.filter_bits
         if self.dataflow == "os":
             sr, sc, t = m, n, k
@@ -300,8 +397,8 @@ class SystolicArray:
             sr, sc, t = k, n, m
         else:
             sr, sc, t = k, m, n
-        row_folds = np.ceil(sr / R)
-        col_folds = np.ceil(sc / C)
+        row_folds = xp.ceil(sr / R)
+        col_folds = xp.ceil(sc / C)
         folds = row_folds * col_folds
         if self.dataflow == "os":
             # per fold: T-1 cycles of operand streaming, +rows to shift the outputs out, +cols-1 of skew
@@ -337,52 +434,67 @@ class SystolicArray:
             sram_of = row_folds * mn
             sram_of_real = sram_of
 
-        cap_if = self._active_capacity(self.ifmap_sram_kb, ab)
-        cap_f = self._active_capacity(self.filter_sram_kb, fb)  # weights sit in the SRAM in stored form
-        fp_if = la.ifmap_footprint.astype(np.float64)
+        cap_if = self._active_capacity(self.ifmap_sram_kb, ab, xp)
+        cap_f = self._active_capacity(self.filter_sram_kb, fb, xp)  # weights sit in the SRAM in stored form
+        fp_if = xp.asfloat(la.ifmap_footprint)
         # An ifmap that does not fit is streamed again by every column fold; within one pass an element is
         # reused only if its next use comes before the buffer has moved on by cap_if new elements. In os
         # the next use is one output row later (row_elems new elements); in ws it is the same pixels'
         # next kernel offset, C/rows folds later (M*C new elements). Otherwise every read is a miss.
         spills_if = fp_if > cap_if
+        spills_f = kn > cap_f
         if self.dataflow == "os":
-            per_pass = np.where(la.row_elems > cap_if, mk, fp_if)
-            dram_if = np.where(spills_if, per_pass * col_folds, fp_if)
+            per_pass = xp.where(la.row_elems > cap_if, mk, fp_if)
+            dram_if = xp.where(spills_if, per_pass * col_folds, fp_if)
             # the filter slice of a column fold is reused across its row folds unless the slice spills
-            dram_f = kn * np.where(k * np.minimum(n, C) > cap_f, row_folds, 1)
+            dram_f = kn * xp.where(k * xp.minimum(n, C) > cap_f, row_folds, 1)
             dram_of = mn
         elif self.dataflow == "ws":
-            per_pass = np.where(m * la.in_ch_per_group > cap_if, mk, fp_if)
-            dram_if = np.where(spills_if, per_pass * col_folds, fp_if)
+            per_pass = xp.where(m * la.in_ch_per_group > cap_if, mk, fp_if)
+            dram_if = xp.where(spills_if, per_pass * col_folds, fp_if)
             dram_f = kn
             dram_of = sram_of  # SCALE-Sim drains every partial-sum write to DRAM
         else:
             dram_if = fp_if
             # every column fold streams all filters again unless they stay in the active buffer
-            dram_f = kn * np.where(kn > cap_f, col_folds, 1)
+            dram_f = kn * xp.where(spills_f, col_folds, 1)
             dram_of = sram_of
 
+        bandwidths = self._bandwidths(xp, ab, fb, ob)
+        replayable = self._replayable(xp, ab, fb, ob, bandwidths)
+        limit = self.replay_limit
+        sram_reads = sram_if + sram_f
         if self.dram_bandwidth is None and la.geometry is not None:
-            dram_if, dram_f = self._calc_reads(la, np.asarray(dram_if * np.ones_like(m)),
-                                               np.asarray(dram_f * np.ones_like(m)), spills_if,
-                                               kn > cap_f, cap_if, cap_f, sram_if + sram_f)
+            # CALC-mode DRAM reads of a spilling ifmap/filter: SCALE-Sim's read buffer replayed (at most
+            # replay_limit SRAM reads per group); the others keep the closed form above
+            dram_if, dram_f = xp.each((spills_if | spills_f) & replayable & (sram_reads <= limit),
+                                      self._calc_reads_one, (dram_if, dram_f),
+                                      (la.m, la.n, la.k, la.geometry, spills_if, spills_f, cap_if, cap_f,
+                                       dram_if, dram_f))
         # the ofmap buffer's last drain ends ceil(writes / bandwidth) - 1 cycles after the last compute
         # cycle (SCALE-Sim drains one bandwidth-wide line per cycle, from the last demand line's cycle on),
-        # unless the ofmap outgrows the buffer and drains during compute (emulated, effnn.hw.memory)
-        of_bw = self.element_bandwidths(la)[2]
-        drain = np.ceil(dram_of / of_bw) - 1
-        dram_of, drain = self._ofmap_drain(la, sr, sc, t, np.asarray(dram_of * np.ones_like(m)),
-                                           drain * np.ones_like(m), ob, of_bw, compute)
-        stall, _ = self._stalls(compute, g * dram_if, g * dram_f, g * dram_of,
-                                g * np.minimum(fp_if, cap_if), g * np.minimum(kn, cap_f), ab, fb, ob)
+        # unless the ofmap outgrows the buffer's drain threshold and drains during compute (replayed)
+        of_bw = bandwidths[2]
+        drain = xp.ceil(dram_of / of_bw) - 1
+        of_elems = xp.floor(self.ofmap_sram_kb * 1024 * 8 / ob)
+        dram_of, drain = xp.each((dram_of > of_elems - xp.ceil(of_elems * 0.5)) & replayable
+                                 & (compute / g <= limit), self._ofmap_drain_one, (dram_of, drain),
+                                 (sr, sc, t, of_elems, of_bw))
+        stall, _ = self._stalls(xp, compute, g * dram_if, g * dram_f, g * dram_of,
+                                g * xp.minimum(fp_if, cap_if), g * xp.minimum(kn, cap_f), ab, fb, ob)
         total = compute + stall
-        prefetch = g * self._first_fill(dram_if, dram_f, ab, fb, sr, *self.element_bandwidths(la)[:2])
+        prefetch = g * self._first_fill(xp, dram_if, dram_f, ab, fb, sr, *bandwidths[:2])
         total_incl = total + prefetch + g * drain
         if self.dram_bandwidth is not None and la.geometry is not None:
-            dram_if, dram_f, dram_of, stall, prefetch, total_incl = self._user_runs(
-                la, sr, sc, t, compute, [np.asarray(a * np.ones_like(m), dtype=np.float64) for a in
-                                         (dram_if, dram_f, dram_of, stall, prefetch, total_incl)],
-                sram_if + sram_f)
+            # USER bandwidth: SCALE-Sim's memory system replayed (at most replay_limit SRAM reads and
+            # compute cycles per group); the others keep the closed-form estimate
+            sizes = tuple(xp.floor(kb * 1024 * 8 / bits) for kb, bits in ((self.ifmap_sram_kb, ab),
+                                                                          (self.filter_sram_kb, fb),
+                                                                          (self.ofmap_sram_kb, ob)))
+            dram_if, dram_f, dram_of, stall, prefetch, total_incl = xp.each(
+                replayable & (compute / g <= limit) & (sram_reads <= limit), self._user_run_one,
+                (dram_if, dram_f, dram_of, stall, prefetch, total_incl),
+                (la.m, la.n, la.k, la.groups, la.geometry, sr, sc, t, *bandwidths, *sizes))
             total = compute + stall
 
         # SRAM is read by the array and written by DRAM fills (ifmap/filter); written by the array and read
@@ -395,7 +507,7 @@ class SystolicArray:
 
         mapped = sr * sc  # sum over folds of the PEs each fold maps
         util_sum = mapped * t / (R * C * util_fold_cycles)
-        out = {
+        return {
             "macs": macs, "compute_cycles": compute, "stall_cycles": stall, "total_cycles": total,
             "prefetch_cycles": prefetch, "total_cycles_incl_prefetch": total_incl,
             "sram_reads_ifmap": g * sram_if, "sram_reads_filter": g * sram_f,
@@ -408,30 +520,20 @@ class SystolicArray:
             "energy_mac": e_mac, "energy_rf": e_rf, "energy_array": e_array, "energy_sram": e_sram,
             "energy_dram": e_dram, "energy": energy,
         }
-        # one fresh float64 array per metric (broadcasting the scalars), never two keys sharing one
-        return {key: np.array(out[key], dtype=np.float64) if np.shape(out[key]) == m.shape
-                else np.full(m.shape, out[key], dtype=np.float64) for key in METRICS}
 
-    def _calc_reads(self, la: LayerArrays, dram_if: np.ndarray, dram_f: np.ndarray, spill_if: np.ndarray,
-                    spill_f: np.ndarray, cap_if: np.ndarray, cap_f: np.ndarray,
-                    sram_reads: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """CALC-mode DRAM reads per group of the layers with a spilling ifmap/filter, by replaying
-        SCALE-Sim's read buffer on the operand's address stream (:func:`effnn.hw.memory.chunked_misses`);
-        sub-layers with more than ``replay_limit`` SRAM reads and the layers :meth:`_replayable` rejects
-        keep the closed form."""
-        todo = np.flatnonzero((spill_if | spill_f) & self._replayable(la) & (sram_reads <= self.replay_limit))
-        if not len(todo):
-            return dram_if, dram_f
-        dram_if, dram_f = dram_if.copy(), dram_f.copy()
-        for i in todo:
-            m, n, k = int(la.m[i]), int(la.n[i]), int(la.k[i])
-            want = (bool(spill_if[i]), bool(spill_f[i]))
-            ifmap, filt = operand_passes(self.dataflow, self.rows, self.cols, m, n, k,
-                                         _geometry(la.geometry[i], m), want)
-            if ifmap is not None:
-                dram_if[i] = chunked_misses(ifmap[0], int(cap_if[i]), ifmap[1])
-            if filt is not None:
-                dram_f[i] = chunked_misses(filt[0], int(cap_f[i]), filt[1])
+    def _calc_reads_one(self, m: float, n: float, k: float, geometry: Sequence[int], spill_if: bool,
+                        spill_f: bool, cap_if: float, cap_f: float, dram_if: float, dram_f: float
+                        ) -> tuple[float, float]:
+        """CALC-mode (ifmap, filter) DRAM reads per group of one layer with a spilling operand, by replaying
+        SCALE-Sim's read buffer on that operand's address stream (:func:`effnn.hw.memory.chunked_misses`);
+        an operand that fits keeps its closed-form count."""
+        m, n, k = int(m), int(n), int(k)
+        ifmap, filt = operand_passes(self.dataflow, self.rows, self.cols, m, n, k, _geometry(geometry, m),
+                                     (bool(spill_if), bool(spill_f)))
+        if ifmap is not None:
+            dram_if = chunked_misses(ifmap[0], int(cap_if), ifmap[1])
+        if filt is not None:
+            dram_f = chunked_misses(filt[0], int(cap_f), filt[1])
         return dram_if, dram_f
 
     def element_bandwidths(self, la: LayerArrays) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -441,87 +543,60 @@ class SystolicArray:
         (docs/hardware.md, *Operand widths*): USER mode moves ``dram_bandwidth * word_bits / b`` elements
         per cycle; CALC mode fills the read buffers at SCALE-Sim's 10 and drains the ofmap at ``cols``
         elements per cycle, whatever their width."""
-        bits = (la.act_bits, la.filter_bits, la.out_bits)
-        if self.dram_bandwidth is None:
-            ones = np.ones_like(la.act_bits, dtype=np.float64)
-            return 10.0 * ones, 10.0 * ones, float(self.cols) * ones
-        return tuple(bw * self.word_bits / b for bw, b in zip(self.dram_bandwidth, bits))  # type: ignore
+        return self._bandwidths(_BATCH, la.act_bits, la.filter_bits, la.out_bits)
 
-    def _replayable(self, la: LayerArrays) -> np.ndarray:
+    def _bandwidths(self, xp: _Ops, ab: Any, fb: Any, ob: Any) -> tuple[Any, Any, Any]:
+        """:meth:`element_bandwidths` from the operands' bits, with the operations ``xp``."""
+        if self.dram_bandwidth is None:
+            ones = xp.ones(ab)
+            return 10.0 * ones, 10.0 * ones, float(self.cols) * ones
+        return tuple(bw * self.word_bits / b for bw, b in zip(self.dram_bandwidth, (ab, fb, ob)))  # type: ignore
+
+    def _replayable(self, xp: _Ops, ab: Any, fb: Any, ob: Any, bandwidths: tuple[Any, Any, Any]) -> Any:
         """Layers the replay reproduces as a SCALE-Sim run: every operand a whole number of bits (an SRAM
         of ``floor(bits / b)`` elements) and, in USER mode, a whole number of elements per cycle on every
         interface. Others (SmartDeal's fractional storage bits; e.g. 16-bit operands at an odd number of
         byte-words per cycle) keep the closed-form estimate."""
-        ok = np.ones(len(la.m), dtype=bool)
-        for bits in (la.act_bits, la.filter_bits, la.out_bits):
-            ok &= (bits == np.floor(bits)) & (bits > 0)
+        ok = (ab == xp.floor(ab)) & (ab > 0)
+        for bits in (fb, ob):
+            ok = ok & (bits == xp.floor(bits)) & (bits > 0)
         if self.dram_bandwidth is not None:
-            for bw in self.element_bandwidths(la):
-                ok &= (bw == np.floor(bw)) & (bw >= 1)
+            for bw in bandwidths:
+                ok = ok & (bw == xp.floor(bw)) & (bw >= 1)
         return ok
 
-    def _user_runs(self, la: LayerArrays, sr: np.ndarray, sc: np.ndarray, t: np.ndarray, compute: np.ndarray,
-                   values: list[np.ndarray], sram_reads: np.ndarray) -> list[np.ndarray]:
-        """USER bandwidth mode: (dram_if, dram_f, dram_of per group; stall, prefetch, total incl. prefetch
-        per layer) replayed on SCALE-Sim's memory system (:func:`effnn.hw.memory.user_mode`) for the
-        layers :meth:`_replayable` accepts with at most ``replay_limit`` SRAM reads and compute cycles;
-        the others keep the closed-form estimate. Counts are in elements (SCALE-Sim run with words of
-        each operand's width)."""
-        ok = self._replayable(la) & (compute / la.groups <= self.replay_limit) & (sram_reads <= self.replay_limit)
-        if not ok.any():
-            return values
-        values = [v.copy() for v in values]
-        bandwidths = self.element_bandwidths(la)
-        sizes = [np.floor(kb * 1024 * 8 / bits) for kb, bits in ((self.ifmap_sram_kb, la.act_bits),
-                                                                  (self.filter_sram_kb, la.filter_bits),
-                                                                  (self.ofmap_sram_kb, la.out_bits))]
-        for i in np.flatnonzero(ok):
-            m, n, k, g = int(la.m[i]), int(la.n[i]), int(la.k[i]), int(la.groups[i])
-            bws = [int(b[i]) for b in bandwidths]
-            elems = [int(e[i]) for e in sizes]
-            geometry = _geometry(la.geometry[i], m)
-            counts = fetch_counts(self.dataflow, self.rows, self.cols, m, n, k, geometry)
-            want = tuple(not read_buffer_holds_all(counts[j][1], elems[j]) for j in (0, 1))  # else no misses
-            traces = [held_read_buffer(counts[j][0], elems[j], bws[j]) for j in (0, 1)]
-            if any(want):
-                fetch = fetch_streams(self.dataflow, self.rows, self.cols, m, n, k, geometry)
-                demand = demand_streams(self.dataflow, self.rows, self.cols, m, n, k, geometry, want)
-                traces = [user_read_buffer(fetch[j], *demand[j], elems[j], bws[j]) if want[j] else traces[j]
-                          for j in (0, 1)]
-            writes = ofmap_writes_per_cycle(self.dataflow, self.rows, self.cols, int(sr[i]), int(sc[i]),
-                                            int(t[i]))
-            run = user_mode(writes, traces[0], traces[1], elems[2], bws[2])
-            values[0][i] = traces[0].dram_reads(bws[0])
-            values[1][i] = traces[1].dram_reads(bws[1])
-            values[2][i] = run.dram_writes
-            values[3][i] = g * run.stall_cycles
-            values[4][i] = -g * run.first_read_cycle
-            values[5][i] = g * (run.last_write_cycle - run.first_read_cycle)
-        return values
+    def _user_run_one(self, m: float, n: float, k: float, g: float, geometry: Sequence[int], sr: float,
+                      sc: float, t: float, bw_if: float, bw_f: float, bw_of: float, size_if: float,
+                      size_f: float, size_of: float) -> tuple[int, int, int, int, int, int]:
+        """USER bandwidth mode, one layer: (dram_if, dram_f, dram_of per group; stall, prefetch, total incl.
+        prefetch per layer) replayed on SCALE-Sim's memory system (:func:`effnn.hw.memory.user_mode`).
+        Counts are in elements (SCALE-Sim run with words of each operand's width)."""
+        m, n, k, g = int(m), int(n), int(k), int(g)
+        bws = (int(bw_if), int(bw_f), int(bw_of))
+        elems = (int(size_if), int(size_f), int(size_of))
+        geo = _geometry(geometry, m)
+        counts = fetch_counts(self.dataflow, self.rows, self.cols, m, n, k, geo)
+        want = tuple(not read_buffer_holds_all(counts[j][1], elems[j]) for j in (0, 1))  # else no misses
+        traces = [held_read_buffer(counts[j][0], elems[j], bws[j]) for j in (0, 1)]
+        if any(want):
+            fetch = fetch_streams(self.dataflow, self.rows, self.cols, m, n, k, geo)
+            demand = demand_streams(self.dataflow, self.rows, self.cols, m, n, k, geo, want)
+            traces = [user_read_buffer(fetch[j], *demand[j], elems[j], bws[j]) if want[j] else traces[j]
+                      for j in (0, 1)]
+        writes = ofmap_writes_per_cycle(self.dataflow, self.rows, self.cols, int(sr), int(sc), int(t))
+        run = user_mode(writes, traces[0], traces[1], elems[2], bws[2])
+        return (traces[0].dram_reads(bws[0]), traces[1].dram_reads(bws[1]), run.dram_writes,
+                g * run.stall_cycles, -g * run.first_read_cycle, g * (run.last_write_cycle - run.first_read_cycle))
 
-    def _ofmap_drain(self, la: LayerArrays, sr: np.ndarray, sc: np.ndarray, t: np.ndarray, dram_of: np.ndarray,
-                     drain: np.ndarray, ob: np.ndarray, of_bw: np.ndarray,
-                     compute: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """(DRAM ofmap writes, cycles from the last compute cycle to the last DRAM write) per group, with
-        the :meth:`_replayable` layers whose ofmap outgrows the buffer's drain threshold replayed
-        (:func:`effnn.hw.memory.drain_ofmap`, at most ``replay_limit`` compute cycles per group)."""
-        elems = np.floor(self.ofmap_sram_kb * 1024 * 8 / ob)
-        spill = ((dram_of > elems - np.ceil(elems * 0.5)) & self._replayable(la)
-                 & (compute / la.groups <= self.replay_limit))
-        if not spill.any():
-            return dram_of, drain
-        dram_of, drain = dram_of.copy(), drain.copy()
-        for i in np.flatnonzero(spill):
-            bw = int(of_bw[i])
-            per_cycle = ofmap_writes_per_cycle(self.dataflow, self.rows, self.cols, int(sr[i]), int(sc[i]),
-                                               int(t[i]))
-            result = drain_ofmap(per_cycle, int(elems[i]), bw)
-            dram_of[i] = result.dram_writes
-            drain[i] = result.last_write_cycle - (len(per_cycle) - 1)
-        return dram_of, drain
+    def _ofmap_drain_one(self, sr: float, sc: float, t: float, elems: float, bw: float) -> tuple[int, int]:
+        """(DRAM ofmap writes, cycles from the last compute cycle to the last DRAM write) per group of one
+        layer whose ofmap outgrows the buffer's drain threshold (:func:`effnn.hw.memory.drain_ofmap`)."""
+        per_cycle = ofmap_writes_per_cycle(self.dataflow, self.rows, self.cols, int(sr), int(sc), int(t))
+        result = drain_ofmap(per_cycle, int(elems), int(bw))
+        return result.dram_writes, result.last_write_cycle - (len(per_cycle) - 1)
 
-    def _first_fill(self, dram_if: np.ndarray, dram_f: np.ndarray, ab: np.ndarray, fb: np.ndarray,
-                    sr: np.ndarray, bw_if: np.ndarray, bw_f: np.ndarray) -> np.ndarray:
+    def _first_fill(self, xp: _Ops, dram_if: Any, dram_f: Any, ab: Any, fb: Any, sr: Any, bw_if: Any,
+                    bw_f: Any) -> Any:
         """Cycles from SCALE-Sim's first DRAM read of the ifmap/filter buffers to the first compute cycle.
 
         SCALE-Sim fills the active half in whole sets of ``floor(words / 100)`` words. An operand with at
@@ -532,17 +607,16 @@ class SystolicArray:
         that does not fill the rows, loaded bottom row first). ``bw_if``/``bw_f``: elements per cycle
         (:meth:`element_bandwidths`: 10 in CALC mode, SCALE-Sim's default backing bandwidth).
         """
-        unmapped = self.rows - np.minimum(self.rows, sr)
+        unmapped = self.rows - xp.minimum(self.rows, sr)
         first_if = {"os": 0, "ws": self.rows, "is": unmapped}[self.dataflow]
         first_f = {"os": 0, "ws": unmapped, "is": self.rows}[self.dataflow]
         fills = []
         for dram, sram_kb, bits, bw, first in ((dram_if, self.ifmap_sram_kb, ab, bw_if, first_if),
                                                (dram_f, self.filter_sram_kb, fb, bw_f, first_f)):
-            per_set = np.floor(np.floor(sram_kb * 1024 * 8 / bits) / 100)  # elements
-            sets = np.ceil(dram / per_set)
-            big = sets >= 50
-            fills.append(np.ceil(np.minimum(sets, 50) * per_set / bw) - np.where(big, first, 0))
-        return np.maximum(fills[0], fills[1])
+            per_set = xp.floor(xp.floor(sram_kb * 1024 * 8 / bits) / 100)  # elements
+            sets = xp.ceil(dram / per_set)
+            fills.append(xp.ceil(xp.minimum(sets, 50) * per_set / bw) - xp.where(sets >= 50, first, 0))
+        return xp.maximum(fills[0], fills[1])
 
     def spills(self, layers: Sequence[Layer]) -> np.ndarray:
         """Per layer: does an operand outgrow its SRAM's active half (ifmap/filter) or the ofmap buffer's
@@ -556,9 +630,8 @@ class SystolicArray:
         return ((la.ifmap_footprint > cap_if) | (la.k * la.n > cap_f)
                 | (res["dram_writes_ofmap"] / g > cap_of))
 
-    def _stalls(self, compute: np.ndarray, dram_if: np.ndarray, dram_f: np.ndarray, dram_of: np.ndarray,
-                first_if: np.ndarray, first_f: np.ndarray, ab: np.ndarray, fb: np.ndarray,
-                ob: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    def _stalls(self, xp: _Ops, compute: Any, dram_if: Any, dram_f: Any, dram_of: Any, first_if: Any,
+                first_f: Any, ab: Any, fb: Any, ob: Any) -> tuple[Any, Any]:
         """(stall cycles, prefetch cycles) of a double-buffered memory system with finite DRAM bandwidth.
 
         Each operand has its own interface of ``dram_bandwidth`` words per cycle; a ``b``-bit element
@@ -567,47 +640,51 @@ class SystolicArray:
         compute, so the array stalls only when an operand's remaining transfer outlasts the compute.
         """
         if self.dram_bandwidth is None:  # CALC: the bandwidth is whatever keeps the array busy
-            zero = np.zeros_like(compute)
+            zero = 0.0 * xp.ones(compute)
             return zero, zero
         bw_if, bw_f, bw_of = self.dram_bandwidth
         word = self.word_bits
         rest_if = (dram_if - first_if) * ab / (word * bw_if)
         rest_f = (dram_f - first_f) * fb / (word * bw_f)
         drain_of = dram_of * ob / (word * bw_of)
-        stall = np.ceil(np.maximum(np.maximum(rest_if, rest_f), drain_of) - compute)
-        prefetch = np.ceil(np.maximum(first_if * ab / (word * bw_if), first_f * fb / (word * bw_f)))
-        return np.maximum(stall, 0.0), prefetch
+        stall = xp.ceil(xp.maximum(xp.maximum(rest_if, rest_f), drain_of) - compute)
+        prefetch = xp.ceil(xp.maximum(first_if * ab / (word * bw_if), first_f * fb / (word * bw_f)))
+        return xp.maximum(stall, 0.0), prefetch
 
     # ----------------------------------------------------------------------------------------------------
     def simulate(self, layers: Sequence[Layer]) -> list[LayerCost]:
         """Per-layer results for a workload (see :class:`LayerCost`)."""
+        if 0 < len(layers) <= SCALAR_MAX_LAYERS:
+            return [self._layer_cost(row.name, self._closed_form(_SCALAR, row))
+                    for row in map(_LayerRow.of, layers)]
         la = LayerArrays.from_layers(layers)
-        res = self.evaluate_arrays(la)
+        columns = {key: values.tolist() for key, values in self.evaluate_arrays(la).items()}
+        return [self._layer_cost(name, {key: values[i] for key, values in columns.items()})
+                for i, name in enumerate(la.names)]
+
+    def _layer_cost(self, name: str, res: Mapping[str, float]) -> LayerCost:
+        """The :class:`LayerCost` of one layer's :data:`METRICS` values (Python floats)."""
         pes = self.num_pes
-        out = []
-        for i, name in enumerate(la.names):
-            total = res["total_cycles"][i]
-            folds = res["folds"][i]
-            out.append(LayerCost(
-                name=name,
-                macs=int(res["macs"][i]),
-                compute_cycles=int(res["compute_cycles"][i]),
-                stall_cycles=int(res["stall_cycles"][i]),
-                total_cycles=int(total),
-                prefetch_cycles=int(res["prefetch_cycles"][i]),
-                total_cycles_incl_prefetch=int(res["total_cycles_incl_prefetch"][i]),
-                overall_util=float(100 * res["macs"][i] / (total * pes)),
-                mapping_efficiency=float(100 * res["mapped_pe_folds"][i] / (folds * pes)),
-                compute_util=float(100 * res["compute_util_sum"][i] / folds),
-                sram_reads_ifmap=int(res["sram_reads_ifmap"][i]),
-                sram_reads_filter=int(res["sram_reads_filter"][i]),
-                sram_writes_ofmap=int(res["sram_writes_ofmap"][i]),
-                dram_reads_ifmap=int(res["dram_reads_ifmap"][i]),
-                dram_reads_filter=int(res["dram_reads_filter"][i]),
-                dram_writes_ofmap=int(res["dram_writes_ofmap"][i]),
-                energy=float(res["energy"][i]),
-                energy_breakdown={lvl: float(res[f"energy_{lvl}"][i])
-                                  for lvl in ("mac", "rf", "array", "sram", "dram")},
-                latency_s=float(res["total_cycles_incl_prefetch"][i] / (self.clock_mhz * 1e6)),
-            ))
-        return out
+        total, folds, macs = res["total_cycles"], res["folds"], res["macs"]
+        return LayerCost(
+            name=name,
+            macs=int(macs),
+            compute_cycles=int(res["compute_cycles"]),
+            stall_cycles=int(res["stall_cycles"]),
+            total_cycles=int(total),
+            prefetch_cycles=int(res["prefetch_cycles"]),
+            total_cycles_incl_prefetch=int(res["total_cycles_incl_prefetch"]),
+            # a 1-PE array running a 1x1x1 GEMM takes 0 cycles (SCALE-Sim counts from 0): infinite utilisation
+            overall_util=float(100 * macs / (total * pes)) if total else math.inf,
+            mapping_efficiency=float(100 * res["mapped_pe_folds"] / (folds * pes)),
+            compute_util=float(100 * res["compute_util_sum"] / folds),
+            sram_reads_ifmap=int(res["sram_reads_ifmap"]),
+            sram_reads_filter=int(res["sram_reads_filter"]),
+            sram_writes_ofmap=int(res["sram_writes_ofmap"]),
+            dram_reads_ifmap=int(res["dram_reads_ifmap"]),
+            dram_reads_filter=int(res["dram_reads_filter"]),
+            dram_writes_ofmap=int(res["dram_writes_ofmap"]),
+            energy=float(res["energy"]),
+            energy_breakdown={lvl: float(res[f"energy_{lvl}"]) for lvl in ("mac", "rf", "array", "sram", "dram")},
+            latency_s=float(res["total_cycles_incl_prefetch"] / (self.clock_mhz * 1e6)),
+        )
