@@ -35,6 +35,7 @@ from effnn.hw.systolic import (
     _BATCH,
     _SCALAR,
     METRICS,
+    SCALAR_MAX_ARRAYS,
     SCALAR_MAX_LAYERS,
     LayerArrays,
     _LayerRow,
@@ -149,12 +150,12 @@ def test_simulate_of_a_list_equals_each_layer_alone() -> None:
         assert together == alone
         small = array.simulate(layers[:2])
         assert small == alone[:2]
-        la = LayerArrays.from_layers(layers[:3])
-        small_arrays = array.evaluate_arrays(la)  # scalar path, returned as arrays
-        big_arrays = array.evaluate_arrays(LayerArrays.from_layers(layers))
+        few = SCALAR_MAX_ARRAYS
+        small_arrays = array.evaluate_arrays(LayerArrays.from_layers(layers[:few]))  # scalar, as arrays
+        big_arrays = array.evaluate_arrays(LayerArrays.from_layers(layers))  # numpy
         for key in METRICS:
-            assert small_arrays[key].dtype == np.float64 and small_arrays[key].shape == (3,)
-            np.testing.assert_array_equal(small_arrays[key], big_arrays[key][:3], err_msg=key)
+            assert small_arrays[key].dtype == np.float64 and small_arrays[key].shape == (few,)
+            np.testing.assert_array_equal(small_arrays[key], big_arrays[key][:few], err_msg=key)
         small_arrays["macs"][0] = -1.0  # metrics never share memory
         assert all(small_arrays[key][0] != -1.0 for key in METRICS if key != "macs")
 

@@ -16,8 +16,10 @@ forms that reproduce SCALE-Sim 3.0.0 exactly (its quirks are listed in ``docs/ha
 the code below). DRAM counts, stalls and SCALE-Sim's "total cycles incl. prefetch" are closed forms too
 where every operand fits its buffer; where one spills or the bandwidth is finite, layers SCALE-Sim could
 run with words of the operands' widths (whole bits, whole elements per cycle, up to ``replay_limit``) are
-replayed on its memory system (:mod:`effnn.hw.memory`), the rest use a closed-form estimate. All
-closed-form arithmetic is numpy over a batch of layers, so a whole network costs microseconds.
+replayed on its memory system (:mod:`effnn.hw.memory`), the rest use a closed-form estimate. The closed
+form is written once (``SystolicArray._closed_form``) against a small operations namespace: numpy over a
+batch of layers, so a whole network costs microseconds, or Python floats for a call of a few layers,
+where numpy's per-call overhead would dominate; both give bit-identical numbers.
 """
 
 from __future__ import annotations
@@ -112,10 +114,14 @@ _BATCH = _Ops(np.ceil, np.floor, np.minimum, np.maximum, np.where,
               lambda a: np.asarray(a, dtype=np.float64), lambda a: np.ones_like(a, dtype=np.float64), _each_batch)
 _SCALAR = _Ops(_fceil, _ffloor, min, max, _pick, float, lambda a: 1.0, _each_scalar)
 
-#: Up to this many layers per call, :meth:`SystolicArray.simulate` / :meth:`SystolicArray.evaluate_arrays`
-#: run the closed form per layer on Python floats; above it, once on numpy arrays. Measured (see the
-#: module's tests and docs): one layer costs ~TODO us on floats against ~TODO us of numpy set-up.
-SCALAR_MAX_LAYERS = 8
+#: Up to this many layers, :meth:`SystolicArray.simulate` runs the closed form per layer on Python floats
+#: (~9 us of closed form, ~17 us per call with the row and the :class:`LayerCost`); above it, once on numpy
+#: arrays (~140 us of numpy set-up, then ~8 us per layer). Measured crossover (AttentiveNAS layers, one
+#: CPU core, ``replay_limit=0``): 10 layers 204 vs 226 us, 12 layers 245 vs 247 us, 16 layers 327 vs 279 us.
+SCALAR_MAX_LAYERS = 10
+#: The same for :meth:`SystolicArray.evaluate_arrays`, whose input is already arrays (~115 us of numpy
+#: against ~15 us per layer on floats): 6 layers 95 vs 116 us, 8 layers 126 vs 117 us.
+SCALAR_MAX_ARRAYS = 6
 
 
 def _touched(size: int, kernel: int, stride: int, pad: int, out: int) -> int:
@@ -369,9 +375,9 @@ class SystolicArray:
     def evaluate_arrays(self, la: LayerArrays) -> dict[str, np.ndarray]:
         """Every quantity in :data:`METRICS` for a batch of layers, as float64 arrays (one per layer).
 
-        Up to :data:`SCALAR_MAX_LAYERS` layers run the closed form per layer on Python floats (numpy's
+        Up to :data:`SCALAR_MAX_ARRAYS` layers run the closed form per layer on Python floats (numpy's
         per-call overhead dominates there), more run it once on arrays; both give the same numbers."""
-        if len(la.m) <= SCALAR_MAX_LAYERS:
+        if len(la.m) <= SCALAR_MAX_ARRAYS:
             table = np.array([[r[key] for key in METRICS] for r in
                               (self._closed_form(_SCALAR, row) for row in _rows_of(la))], dtype=np.float64)
             return dict(zip(METRICS, table.T.copy()))  # one row per metric, no two keys sharing memory
@@ -607,9 +613,11 @@ class SystolicArray:
         that does not fill the rows, loaded bottom row first). ``bw_if``/``bw_f``: elements per cycle
         (:meth:`element_bandwidths`: 10 in CALC mode, SCALE-Sim's default backing bandwidth).
         """
-        unmapped = self.rows - xp.minimum(self.rows, sr)
-        first_if = {"os": 0, "ws": self.rows, "is": unmapped}[self.dataflow]
-        first_f = {"os": 0, "ws": unmapped, "is": self.rows}[self.dataflow]
+        if self.dataflow == "os":
+            first_if = first_f = 0
+        else:
+            unmapped = self.rows - xp.minimum(self.rows, sr)
+            first_if, first_f = (self.rows, unmapped) if self.dataflow == "ws" else (unmapped, self.rows)
         fills = []
         for dram, sram_kb, bits, bw, first in ((dram_if, self.ifmap_sram_kb, ab, bw_if, first_if),
                                                (dram_f, self.filter_sram_kb, fb, bw_f, first_f)):
