@@ -24,6 +24,7 @@ where numpy's per-call overhead would dominate; both give bit-identical numbers.
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, fields, replace
@@ -136,6 +137,9 @@ def _touched(size: int, kernel: int, stride: int, pad: int, out: int) -> int:
                for start in range(-pad, (out - 1) * stride - pad + 1, stride))
 
 
+_ROW_LENGTH = 21  # entries of a :func:`_layer_values` row
+
+
 def _layer_values(layer: Layer) -> tuple[float, ...]:
     """One layer's row of :class:`LayerArrays`: (m, n, k, groups, ifmap footprint, row elements, channels
     per group, weight/act/out/stored-filter bits, then the 10 geometry entries)."""
@@ -223,7 +227,8 @@ class LayerArrays:
         if not layers:
             raise ValueError("no layers to evaluate: the workload is empty (did the model run any conv, "
                              "linear or matmul?)")
-        table = np.array([_layer_values(layer) for layer in layers], dtype=np.float64)
+        values = itertools.chain.from_iterable(_layer_values(layer) for layer in layers)
+        table = np.fromiter(values, dtype=np.float64, count=_ROW_LENGTH * len(layers)).reshape(-1, _ROW_LENGTH)
         ints = table[:, :7].astype(np.int64)
         return cls(tuple(layer.name for layer in layers), *ints.T, *table[:, 7:11].T,
                    geometry=table[:, 11:].astype(np.int64))
