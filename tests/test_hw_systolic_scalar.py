@@ -201,3 +201,12 @@ def test_bad_input_raises_on_both_paths() -> None:
     for count in (1, SCALAR_MAX_LAYERS + 1):
         with pytest.raises(TypeError, match="expected ConvLayer or GemmLayer"):
             array.simulate([GemmLayer("g", 2, 2, 2)] * (count - 1) + ["not a layer"])  # type: ignore[list-item]
+
+
+def test_a_zero_cycle_layer_reports_infinite_utilisation_on_both_paths() -> None:
+    """A 1x1 os array runs a 1x1x1 GEMM in 0 cycles (SCALE-Sim counts from 0): no division error."""
+    array = SystolicArray(1, 1, "os")
+    layer = GemmLayer("g", 1, 1, 1)
+    alone = array.simulate([layer])[0]
+    together = array.simulate([layer] * (SCALAR_MAX_LAYERS + 1))[0]
+    assert alone == together and alone.total_cycles == 0 and alone.overall_util == float("inf")

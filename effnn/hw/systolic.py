@@ -85,6 +85,8 @@ class _Ops(NamedTuple):
 
 
 def _each_batch(mask: np.ndarray, fn: Callable[..., tuple], outputs: tuple, inputs: tuple) -> tuple:
+    """:attr:`_Ops.each` on arrays: copies of ``outputs`` with ``fn`` run on each masked layer's inputs
+    (an input with no layer axis is passed as is)."""
     index = np.flatnonzero(mask)
     if not len(index):
         return outputs
@@ -96,6 +98,7 @@ def _each_batch(mask: np.ndarray, fn: Callable[..., tuple], outputs: tuple, inpu
 
 
 def _each_scalar(mask: bool, fn: Callable[..., tuple], outputs: tuple, inputs: tuple) -> tuple:
+    """:attr:`_Ops.each` on one layer: ``fn``'s values (as floats, like the arrays') if ``mask`` holds."""
     return tuple(float(v) for v in fn(*inputs)) if mask else outputs
 
 
