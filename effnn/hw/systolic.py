@@ -203,7 +203,6 @@ def _rows_of(la: LayerArrays) -> list[_LayerRow]:
             for name, geo, *values in zip(la.names, geometry, *columns)]
 
 
-
 @dataclass(frozen=True)
 class LayerArrays:
     """A batch of layers as parallel integer/float arrays: the input of the vectorised model."""
