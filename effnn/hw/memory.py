@@ -544,13 +544,64 @@ def fetch_counts(dataflow: str, rows: int, cols: int, m: int, n: int, k: int, ge
     """((length, valid entries) of the ifmap's :func:`fetch_streams` order, the same for the filter),
     without building them: the stacked folds cover every (pixel, window element) and every filter
     element once, padded to whole folds, so the valid ifmap entries are the window elements inside the
-    ifmap and the valid filter entries ``K * N``."""
+    ifmap (:func:`_inside_count`) and the valid filter entries ``K * N``."""
     sr, sc = {"os": (m, n), "ws": (k, n), "is": (k, m)}[dataflow]
     row_folds, col_folds = -(-sr // rows), -(-sc // cols)
-    inside = int(np.count_nonzero(geometry.ifmap_address(np.arange(m)[:, None], np.arange(k)[None, :]) >= 0))
     length = {"os": (row_folds * rows * k, col_folds * cols * k), "ws": (row_folds * rows * m, col_folds * cols * k),
               "is": (col_folds * cols * k, row_folds * rows * n)}[dataflow]
-    return (length[0], inside), (length[1], k * n)
+    return (length[0], _inside_count(geometry, m, k)), (length[1], k * n)
+
+
+def _inside_count(geometry: ConvGeometry, m: int, k: int) -> int:
+    """How many (output pixel ``< m``, window element ``< k``) pairs :meth:`ConvGeometry.ifmap_address`
+    puts inside the ifmap, in O(kernel / stride) arithmetic rather than an ``m x k`` table.
+
+    Inside-ness is a row test times a column test, so over a rectangle of pixels x window elements the
+    count is (row pairs inside) x (column pairs inside) x channels. The first ``m`` pixels of an image are
+    whole output rows plus one partial row, the first ``k`` window elements whole kernel rows plus a
+    partial row (whole columns plus a partial column): at most 2 x 3 rectangles; images repeat."""
+    g = geometry
+    per_image = g.image_pixels or m
+    images, rest = divmod(m, per_image) if m else (0, 0)
+    span = g.kernel_w * g.channels
+    full_ky, left = divmod(k, span)
+    full_kx, last_c = divmod(left, g.channels)
+    # window rectangles: (ky range, kx range, channels)
+    windows = [(0, full_ky, 0, g.kernel_w, g.channels), (full_ky, full_ky + 1, 0, full_kx, g.channels),
+               (full_ky, full_ky + 1, full_kx, full_kx + 1, last_c)]
+
+    def pixels(count: int) -> int:
+        full_oy, last_ox = divmod(count, g.out_w)
+        total = 0
+        for oy0, oy1, ox1 in ((0, full_oy, g.out_w), (full_oy, full_oy + 1, last_ox)):
+            if oy1 <= oy0 or ox1 <= 0:
+                continue
+            for ky0, ky1, kx0, kx1, channels in windows:
+                if ky1 > ky0 and kx1 > kx0 and channels:
+                    total += (_axis_inside(oy0, oy1, g.stride_h, g.pad_h, ky0, ky1, g.in_h)
+                              * _axis_inside(0, ox1, g.stride_w, g.pad_w, kx0, kx1, g.in_w) * channels)
+        return total
+
+    return images * pixels(per_image) + (pixels(rest) if rest else 0)
+
+
+def _axis_inside(o0: int, o1: int, stride: int, pad: int, k0: int, k1: int, size: int) -> int:
+    """Pairs (``o`` in ``[o0, o1)``, ``j`` in ``[k0, k1)``) with ``0 <= o * stride - pad + j < size``.
+
+    Outputs whose whole kernel range lies inside count ``k1 - k0`` each; only the few at the edges
+    (``kernel / stride`` of them) are counted one by one."""
+    lo = max(o0, -(-(pad - k0) // stride))  # first output with o * stride - pad + k0 >= 0
+    hi = min(o1, (size + pad - k1) // stride + 1)  # past the last with o * stride - pad + k1 <= size
+    total = 0
+    if hi > lo:
+        total += (hi - lo) * (k1 - k0)
+        edges = (*range(o0, lo), *range(hi, o1))
+    else:
+        edges = range(o0, o1)
+    for o in edges:
+        base = o * stride - pad
+        total += max(0, min(k1, size - base) - max(k0, -base))
+    return total
 
 
 def _in_window(keys: np.ndarray, addr: np.ndarray, start: int, width: int, num_sets: int) -> np.ndarray:
@@ -678,6 +729,9 @@ def user_mode(writes_per_cycle: np.ndarray, ifmap: ReadBufferTrace, filt: ReadBu
     Only lines where something can happen are stepped one by one: a read-buffer miss, or a write that
     fills the ofmap buffer past its drain threshold (or, during a drain, fills it up). The writing lines
     in between cannot stall, so they are stored in one step, found by bisecting the running write count."""
+    total_writes = int(writes_per_cycle.sum())
+    if total_writes <= ofmap_elems - math.ceil(ofmap_elems * 0.5):  # never drains during compute
+        return _quiet_ofmap_run(len(writes_per_cycle), total_writes, ifmap, filt, ofmap_elems, ofmap_bandwidth)
     buffer = _WriteBuffer(ofmap_elems, ofmap_bandwidth)
     missing = np.zeros(len(writes_per_cycle), dtype=bool)
     missing[ifmap.miss_lines] = True
@@ -722,3 +776,42 @@ def user_mode(writes_per_cycle: np.ndarray, ifmap: ReadBufferTrace, filt: ReadBu
     buffer.finish(total)
     return UserRun(total, stall, buffer.counted, buffer.last_end,
                    -max(ifmap.first_fill_lines, filt.first_fill_lines))
+
+
+def _quiet_ofmap_run(lines: int, writes: int, ifmap: ReadBufferTrace, filt: ReadBufferTrace, ofmap_elems: int,
+                     ofmap_bandwidth: int) -> UserRun:
+    """:func:`user_mode` when all ``writes`` of the ``lines`` demand lines fit the ofmap buffer's drain half:
+    it then never drains or stalls during compute, so only the read misses' lines are stepped and the
+    writes matter only through their number (drained after the last line)."""
+    stall = 0
+    state = [0, 0, 0, 0]  # ifmap miss index, ifmap prefetches done, filter miss index, filter prefetches
+    if_lines, f_lines = ifmap.miss_lines.tolist(), filt.miss_lines.tolist()
+    for line in sorted(set(if_lines) | set(f_lines)):
+        cycle, worst = line + stall, 0
+        if state[0] < len(if_lines) and if_lines[state[0]] == line:
+            worst, state[0], state[1] = _read_stall(ifmap, state[0], line, cycle, state[1])
+        if state[2] < len(f_lines) and f_lines[state[2]] == line:
+            f_stall, state[2], state[3] = _read_stall(filt, state[2], line, cycle, state[3])
+            worst = max(worst, f_stall)
+        stall += max(worst, 0)
+    buffer = _WriteBuffer(ofmap_elems, ofmap_bandwidth)
+    buffer.store(writes)
+    total = lines - 1 + stall
+    buffer.finish(total)
+    return UserRun(total, stall, buffer.counted, buffer.last_end, -max(ifmap.first_fill_lines, filt.first_fill_lines))
+
+
+def user_run(dataflow: str, rows: int, cols: int, sr: int, sc: int, t: int, ifmap: ReadBufferTrace,
+             filt: ReadBufferTrace, ofmap_elems: int, ofmap_bandwidth: int) -> UserRun:
+    """:func:`user_mode` of one (sub-)layer given its shape (as :func:`ofmap_writes_per_cycle`): the
+    per-cycle writes are built only when their total can fill the ofmap buffer past its drain half
+    (else the run depends on the number of lines and writes alone, both closed forms: ``P + B + cols - 1``
+    lines per fold; ``Sr * Sc`` writes in os, ``T`` per mapped column and row fold in ws/is)."""
+    row_folds, col_folds = -(-sr // rows), -(-sc // cols)
+    prefix, body = (t - 1, rows) if dataflow == "os" else (2 * rows - 1, t)
+    writes = sr * sc if dataflow == "os" else row_folds * t * sc
+    if writes <= ofmap_elems - math.ceil(ofmap_elems * 0.5):
+        return _quiet_ofmap_run(row_folds * col_folds * (prefix + body + cols - 1), writes, ifmap, filt,
+                                ofmap_elems, ofmap_bandwidth)
+    return user_mode(ofmap_writes_per_cycle(dataflow, rows, cols, sr, sc, t), ifmap, filt, ofmap_elems,
+                     ofmap_bandwidth)

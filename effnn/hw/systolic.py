@@ -42,8 +42,8 @@ from effnn.hw.memory import (
     ofmap_writes_per_cycle,
     operand_passes,
     read_buffer_holds_all,
-    user_mode,
     user_read_buffer,
+    user_run,
 )
 
 DATAFLOWS = ("os", "ws", "is")
@@ -488,9 +488,8 @@ class SystolicArray:
                 demand = demand_streams(self.dataflow, self.rows, self.cols, m, n, k, geometry, want)
                 traces = [user_read_buffer(fetch[j], *demand[j], elems[j], bws[j]) if want[j] else traces[j]
                           for j in (0, 1)]
-            writes = ofmap_writes_per_cycle(self.dataflow, self.rows, self.cols, int(sr[i]), int(sc[i]),
-                                            int(t[i]))
-            run = user_mode(writes, traces[0], traces[1], elems[2], bws[2])
+            run = user_run(self.dataflow, self.rows, self.cols, int(sr[i]), int(sc[i]), int(t[i]), traces[0],
+                           traces[1], elems[2], bws[2])
             values[0][i] = traces[0].dram_reads(bws[0])
             values[1][i] = traces[1].dram_reads(bws[1])
             values[2][i] = run.dram_writes
