@@ -9,16 +9,19 @@ import math
 import random
 
 import numpy as np
+import pytest
 
 from effnn.hw.memory import (
     ConvGeometry,
     ReadBufferTrace,
     _read_stall,
     _WriteBuffer,
+    demand_streams,
     fetch_counts,
     fetch_streams,
     ofmap_writes_per_cycle,
     user_mode,
+    user_read_buffer,
     user_run,
 )
 
@@ -106,3 +109,81 @@ def test_user_run_equals_the_line_by_line_stall_loop() -> None:
             assert (run.total_cycles, run.stall_cycles, run.dram_writes, run.last_write_cycle) == want
             assert run.first_read_cycle == first
     assert 100 < quiet < 300  # both paths exercised
+
+
+def _read_by_read(fetch: list[int], demand: list[int], size: int) -> tuple[list[int], list[int]]:
+    """Quirk 14 read by read: (index of each read that moved the window, moves it made). The valid
+    fetches are cut into sets of ``ceil(size / 100)``; the window is ``ceil(active / set)`` sets of a ring
+    and moves ``ceil(prefetch / set)`` sets at a time until the read's address is in it."""
+    per_set, active = -(-size // 100), -(-size // 2)
+    valid = [a for a in fetch if a >= 0]
+    num_sets = len(valid) // per_set + 1
+    holding: dict[int, set[int]] = {}  # address -> the sets that hold it
+    for position, address in enumerate(valid):
+        holding.setdefault(address, set()).add(position // per_set)
+    width = min(-(-active // per_set), num_sets)
+    step = min(-(-(size - active) // per_set), num_sets - width)
+    start, missed, moves = 0, [], []
+    for index, address in enumerate(demand):
+        count = 0
+        while not any((held - start) % num_sets < width for held in holding[address]):  # window: start + 0..width-1
+            start, count = (start + step) % num_sets, count + 1
+        if count:
+            missed.append(index)
+            moves.append(count)
+    return missed, moves
+
+
+def _check_read_buffer(fetch: np.ndarray, demand: np.ndarray, size: int, bandwidth: int) -> None:
+    lines = np.arange(len(demand)) * 3 + 1  # any non-decreasing demand lines
+    trace = user_read_buffer(fetch, demand, lines, size, bandwidth)
+    missed, moves = _read_by_read(fetch.tolist(), demand.tolist(), size)
+    assert trace.miss_lines.tolist() == (np.asarray(missed, dtype=np.int64) * 3 + 1).tolist()
+    assert trace.miss_prefetches.tolist() == moves and trace.prefetches == sum(moves)
+    active = -(-size // 2)
+    assert trace.first_fill_lines == min(-(-active // bandwidth), -(-len(fetch) // bandwidth))
+    assert trace.prefetch_lines == -(-(size - active) // bandwidth)
+
+
+def test_user_read_buffer_equals_the_read_by_read_window_on_random_streams() -> None:
+    """Random fetch orders with gaps, once-fetched addresses (a read's one set: arithmetic) and repeated
+    ones (the sorted (address, set) pairs), read in random and in swept orders, many buffer sizes."""
+    rng = np.random.default_rng(3)
+    for case in range(300):
+        pool = int(rng.integers(5, 400))
+        if case % 2:  # each address once
+            fetch = rng.permutation(pool)
+        else:
+            fetch = rng.integers(0, pool, size=int(rng.integers(5, 600)))
+        fetch = np.where(rng.random(len(fetch)) < 0.1, -1, fetch)
+        present = np.unique(fetch[fetch >= 0])
+        if not len(present):
+            continue
+        if case % 3 == 0:  # a sweep through the fetch order, repeated (a streamed operand per column fold)
+            demand = np.tile(fetch[fetch >= 0], int(rng.integers(1, 4)))
+        else:
+            demand = rng.choice(present, size=int(rng.integers(0, 800)))
+        size = int(rng.choice([2, 3, 50, 100, 101, 250, 640, 1000, 3000]))
+        _check_read_buffer(fetch, demand, size, int(rng.integers(1, 9)))
+
+
+def test_user_read_buffer_equals_the_read_by_read_window_on_layers() -> None:
+    """SCALE-Sim's own orders: the fetch and demand streams of random small layers, both operands."""
+    rng = random.Random(4)
+    for _ in range(120):
+        geo = ConvGeometry(in_h=rng.randint(3, 8), in_w=rng.randint(3, 8), channels=rng.randint(1, 4),
+                           kernel_w=rng.randint(1, 3), stride_h=rng.randint(1, 2), stride_w=rng.randint(1, 2),
+                           out_w=rng.randint(1, 5), pad_h=rng.randint(0, 1), pad_w=rng.randint(0, 1))
+        dataflow, rows, cols = rng.choice(["os", "ws", "is"]), rng.randint(1, 8), rng.randint(1, 8)
+        m, n, k = rng.randint(1, 30), rng.randint(1, 16), geo.kernel_w * geo.channels * rng.randint(1, 3)
+        fetch = fetch_streams(dataflow, rows, cols, m, n, k, geo)
+        demand = demand_streams(dataflow, rows, cols, m, n, k, geo)
+        for j in (0, 1):
+            size = rng.choice([20, 64, 200, 500])
+            _check_read_buffer(fetch[j], demand[j][0], size, rng.randint(1, 4))
+
+
+def test_user_read_buffer_rejects_an_address_it_never_fetches() -> None:
+    for fetch in (np.array([0, 1, 2, 3, 4] * 40), np.arange(200)):  # repeated addresses, and once each
+        with pytest.raises(ValueError, match="address 999 is not in the fetch order"):
+            user_read_buffer(fetch, np.array([0, 999]), np.array([0, 1]), 20, 1)

@@ -466,8 +466,8 @@ def user_read_buffer(fetch: np.ndarray, demand: np.ndarray, demand_line: np.ndar
 
     The fetch order is cut into sets of ``ceil(buffer / 100)`` valid entries; the active window is the
     next ``ceil(active / set)`` sets (a ring), and a read whose address is in none of them moves the
-    window on by ``ceil(prefetch / set)`` sets -- repeatedly, until it hits. Hits are checked per block of
-    reads against the sorted (address, set) pairs, so the work is per window move, not per read.
+    window on by ``ceil(prefetch / set)`` sets -- repeatedly, until it hits. Hits are tested per block of
+    reads (:class:`_SetLookup`), so the work is per window move, not per read.
     """
     active = math.ceil(buffer_elems * 0.5)
     per_set = math.ceil(buffer_elems / 100)
@@ -479,47 +479,80 @@ def user_read_buffer(fetch: np.ndarray, demand: np.ndarray, demand_line: np.ndar
     pf_lines = math.ceil((buffer_elems - active) / bandwidth)
     if act_sets >= num_sets:  # the first window holds every set: no read moves it (the demand is not read)
         return ReadBufferTrace(first, pf_lines, 0, np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64))
-    keys = np.sort(valid * num_sets + np.arange(len(valid)) // per_set)  # (address, set) pairs
-    # an operand fetched once per address (filters): each read's one set, so a window test is arithmetic
-    only_set = None
-    if act_sets < num_sets and not np.any(np.diff(keys // num_sets) == 0):
-        found = np.minimum(np.searchsorted(keys, demand * num_sets), len(keys) - 1)
-        only_set = np.where(keys[found] // num_sets == demand, keys[found] % num_sets, -num_sets * 2)
+    lookup = _SetLookup(valid, demand, per_set, num_sets)
     miss_lines: list[int] = []
     miss_counts: list[int] = []
     start, moves, pos, size = 0, 0, 0, len(demand)
-    step = max(64, pf_sets * per_set)
+    step = max(256, 2 * pf_sets * per_set)  # a move brings pf_sets * per_set entries: reads until the next
     block = step
     while pos < size:
-        if only_set is not None:
-            sets = only_set[pos:pos + block]
-            hit = (sets >= 0) & ((sets - start) % num_sets < act_sets)
-        else:
-            hit = _in_window(keys, demand[pos:pos + block], start, act_sets, num_sets)
-        if hit.all():
+        hit = lookup.hits(pos, pos + block, start, act_sets)
+        miss = int(hit.argmin())
+        if hit[miss]:  # every read of the block hits
             pos += len(hit)
             block *= 2
             continue
         block = step
-        pos += int(np.argmin(hit))
-        addr = int(demand[pos])
-        lo, hi = np.searchsorted(keys, (addr * num_sets, (addr + 1) * num_sets)).tolist()
-        sets = (keys[lo:hi] - addr * num_sets).tolist()  # the sets that fetch this address
+        pos += miss
+        sets = lookup.sets_of(pos)
         count = 0
         while True:
             if not sets or pf_sets == 0 or count * pf_sets > num_sets + pf_sets:  # a full turn: not there
-                raise ValueError(f"SCALE-Sim read buffer replay: address {addr} is not in the fetch "
-                                 f"order (internal error; please report the layer)")
+                raise ValueError(f"SCALE-Sim read buffer replay: address {int(demand[pos])} is not in the "
+                                 f"fetch order (internal error; please report the layer)")
             start = (start + pf_sets) % num_sets
             count += 1
             if any((s - start) % num_sets < act_sets for s in sets):
                 break
         moves += count
-        miss_lines.append(int(demand_line[pos]))
+        miss_lines.append(pos)
         miss_counts.append(count)
         pos += 1
-    return ReadBufferTrace(first, pf_lines, moves, np.asarray(miss_lines, dtype=np.int64),
+    return ReadBufferTrace(first, pf_lines, moves, demand_line[np.asarray(miss_lines, dtype=np.int64)],
                            np.asarray(miss_counts, dtype=np.int64))
+
+
+class _SetLookup:
+    """Which sets of a USER-mode fetch order hold each demanded address, for window tests on blocks of
+    reads (local to one :func:`user_read_buffer` call).
+
+    An operand fetched once per address (filters; ifmaps whose windows do not overlap) has one set per
+    read: an address -> position table (a scatter, no sort) gives it, and a window test is arithmetic.
+    Otherwise the sorted (address, set) pairs are searched (:func:`_in_window`); they come out of a
+    stable address order (a 16-bit radix sort) already sorted, positions ascending within an address.
+    """
+
+    def __init__(self, valid: np.ndarray, demand: np.ndarray, per_set: int, num_sets: int) -> None:
+        self.demand, self.num_sets = demand, num_sets
+        top = max(int(valid.max()), int(demand.max()) if len(demand) else 0) + 1
+        position = np.full(top, -1, dtype=np.int64)
+        order = np.arange(len(valid))
+        position[valid] = order  # a repeated address keeps its last position
+        self.keys: np.ndarray | None = None
+        if np.array_equal(position[valid], order):  # every address once
+            found = position[demand]
+            if len(found) and found.min() < 0:  # a read of it could never hit
+                raise ValueError(f"SCALE-Sim read buffer replay: address {int(demand[found.argmin()])} is not "
+                                 f"in the fetch order (internal error; please report the layer)")
+            self.one_set = found // per_set
+        else:
+            order = _stable_order(valid)
+            self.keys = valid[order] * num_sets + order // per_set
+
+    def hits(self, begin: int, end: int, start: int, width: int) -> np.ndarray:
+        """Whether reads ``begin .. end - 1`` are in one of the sets ``start .. start + width - 1`` (ring)."""
+        if self.keys is None:
+            sets = self.one_set[begin:end]
+            return (sets - start) % self.num_sets < width
+        return _in_window(self.keys, self.demand[begin:end], start, width, self.num_sets)
+
+    def sets_of(self, pos: int) -> list[int]:
+        """The sets that fetch the address of read ``pos`` (none if it is not in the fetch order)."""
+        if self.keys is None:
+            return [int(self.one_set[pos])]
+        base = int(self.demand[pos]) * self.num_sets
+        lo, hi = np.searchsorted(self.keys, (base, base + self.num_sets)).tolist()
+        return (self.keys[lo:hi] - base).tolist()
 
 
 def read_buffer_holds_all(fetch: np.ndarray | int, buffer_elems: int) -> bool:
@@ -781,8 +814,9 @@ def user_mode(writes_per_cycle: np.ndarray, ifmap: ReadBufferTrace, filt: ReadBu
 def _quiet_ofmap_run(lines: int, writes: int, ifmap: ReadBufferTrace, filt: ReadBufferTrace, ofmap_elems: int,
                      ofmap_bandwidth: int) -> UserRun:
     """:func:`user_mode` when all ``writes`` of the ``lines`` demand lines fit the ofmap buffer's drain half:
-    it then never drains or stalls during compute, so only the read misses' lines are stepped and the
-    writes matter only through their number (drained after the last line)."""
+    it then never drains or stalls during compute, so only the read misses' lines are stepped, and the
+    final drain (:meth:`_WriteBuffer.finish`) is a closed form: ``ceil(writes / bw)`` lines, one a cycle
+    from the last line's cycle, and only the last one partly empty, so exactly ``writes`` are counted."""
     stall = 0
     state = [0, 0, 0, 0]  # ifmap miss index, ifmap prefetches done, filter miss index, filter prefetches
     if_lines, f_lines = ifmap.miss_lines.tolist(), filt.miss_lines.tolist()
@@ -794,11 +828,9 @@ def _quiet_ofmap_run(lines: int, writes: int, ifmap: ReadBufferTrace, filt: Read
             f_stall, state[2], state[3] = _read_stall(filt, state[2], line, cycle, state[3])
             worst = max(worst, f_stall)
         stall += max(worst, 0)
-    buffer = _WriteBuffer(ofmap_elems, ofmap_bandwidth)
-    buffer.store(writes)
     total = lines - 1 + stall
-    buffer.finish(total)
-    return UserRun(total, stall, buffer.counted, buffer.last_end, -max(ifmap.first_fill_lines, filt.first_fill_lines))
+    last_write = total + -(-writes // ofmap_bandwidth) - 1 if writes > 0 else 0
+    return UserRun(total, stall, writes, last_write, -max(ifmap.first_fill_lines, filt.first_fill_lines))
 
 
 def user_run(dataflow: str, rows: int, cols: int, sr: int, sc: int, t: int, ifmap: ReadBufferTrace,
