@@ -57,6 +57,10 @@ def test_fetch_counts_match_the_fetch_orders() -> None:
         fetch = fetch_streams(dataflow, rows, cols, m, n, k, geo)
         assert fetch_counts(dataflow, rows, cols, m, n, k, geo) == tuple(
             (len(f), int(np.count_nonzero(f >= 0))) for f in fetch)
+        for want in ((True, False), (False, True)):  # one operand only: the same order, the other skipped
+            one = fetch_streams(dataflow, rows, cols, m, n, k, geo, want)
+            for j in (0, 1):
+                assert np.array_equal(one[j], fetch[j]) if want[j] else one[j] is None
 
 
 def _stepped_user_mode(writes: list[int], ifmap: ReadBufferTrace, filt: ReadBufferTrace, size: int,

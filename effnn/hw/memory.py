@@ -402,16 +402,17 @@ def _antidiagonal(height: int, width: int) -> tuple[np.ndarray, np.ndarray]:
     return row, diagonal - row
 
 
-def fetch_streams(dataflow: str, rows: int, cols: int, m: int, n: int, k: int, geometry: ConvGeometry
-                  ) -> tuple[np.ndarray, np.ndarray]:
+def fetch_streams(dataflow: str, rows: int, cols: int, m: int, n: int, k: int, geometry: ConvGeometry,
+                  want: tuple[bool, bool] = (True, True)) -> tuple[np.ndarray | None, np.ndarray | None]:
     """(ifmap, filter) in the order SCALE-Sim's USER-mode read buffers prefetch them, -1 (nothing)
     included: each operand's folds stacked once (not per column fold), streamed operands read by
-    anti-diagonals, stationary ones row by row."""
+    anti-diagonals, stationary ones row by row. ``want`` skips either (None): a buffer that holds its
+    whole operand needs no order."""
     sr, sc = {"os": (m, n), "ws": (k, n), "is": (k, m)}[dataflow]
     t = {"os": k, "ws": m, "is": n}[dataflow]
     row_folds, col_folds = -(-sr // rows), -(-sc // cols)
 
-    def stacked(blocks: int, height: int, width: int, diagonal: bool) -> tuple[np.ndarray, np.ndarray]:
+    def stacked(blocks: int, height: int, width: int, diagonal: bool) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(block, row in block, col) of ``blocks`` stacked ``height x width`` blocks in fetch order."""
         if diagonal:
             row, col = _antidiagonal(blocks * height, width)
@@ -420,28 +421,38 @@ def fetch_streams(dataflow: str, rows: int, cols: int, m: int, n: int, k: int, g
         block, row = np.divmod(row, height)
         return block, row, col
 
-    if dataflow == "os":
+    def os_ifmap() -> np.ndarray:
         fr, tt, lane = stacked(row_folds, t, rows, True)
         pix = fr * rows + lane
-        ifmap = np.where(pix < m, geometry.ifmap_address(np.minimum(pix, m - 1), tt), -1)
+        return np.where(pix < m, geometry.ifmap_address(np.minimum(pix, m - 1), tt), -1)
+
+    def os_filter() -> np.ndarray:
         fc, tt, lane = stacked(col_folds, t, cols, True)
         col = fc * cols + lane
-        filt = np.where(col < n, tt * n + np.minimum(col, n - 1), -1)
-    elif dataflow == "ws":
+        return np.where(col < n, tt * n + np.minimum(col, n - 1), -1)
+
+    def ws_ifmap() -> np.ndarray:
         fr, tt, lane = stacked(row_folds, t, rows, True)
         kk = fr * rows + lane
-        ifmap = np.where(kk < k, geometry.ifmap_address(tt, np.minimum(kk, k - 1)), -1)
+        return np.where(kk < k, geometry.ifmap_address(tt, np.minimum(kk, k - 1)), -1)
+
+    def ws_filter() -> np.ndarray:
         fc, kk, lane = stacked(col_folds, k, cols, False)
         col = fc * cols + lane
-        filt = np.where(col < n, kk * n + np.minimum(col, n - 1), -1)
-    else:
+        return np.where(col < n, kk * n + np.minimum(col, n - 1), -1)
+
+    def is_ifmap() -> np.ndarray:
         fc, kk, lane = stacked(col_folds, k, cols, False)
         pix = fc * cols + lane
-        ifmap = np.where(pix < m, geometry.ifmap_address(np.minimum(pix, m - 1), kk), -1)
+        return np.where(pix < m, geometry.ifmap_address(np.minimum(pix, m - 1), kk), -1)
+
+    def is_filter() -> np.ndarray:
         fr, tt, lane = stacked(row_folds, t, rows, True)
         kk = fr * rows + lane
-        filt = np.where(kk < k, np.minimum(kk, k - 1) * n + tt, -1)
-    return ifmap, filt
+        return np.where(kk < k, np.minimum(kk, k - 1) * n + tt, -1)
+
+    ifmap, filt = {"os": (os_ifmap, os_filter), "ws": (ws_ifmap, ws_filter), "is": (is_ifmap, is_filter)}[dataflow]
+    return (ifmap() if want[0] else None), (filt() if want[1] else None)
 
 
 @dataclass(frozen=True)

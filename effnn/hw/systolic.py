@@ -484,7 +484,7 @@ class SystolicArray:
             want = tuple(not read_buffer_holds_all(counts[j][1], elems[j]) for j in (0, 1))  # else no misses
             traces = [held_read_buffer(counts[j][0], elems[j], bws[j]) for j in (0, 1)]
             if any(want):
-                fetch = fetch_streams(self.dataflow, self.rows, self.cols, m, n, k, geometry)
+                fetch = fetch_streams(self.dataflow, self.rows, self.cols, m, n, k, geometry, want)
                 demand = demand_streams(self.dataflow, self.rows, self.cols, m, n, k, geometry, want)
                 traces = [user_read_buffer(fetch[j], *demand[j], elems[j], bws[j]) if want[j] else traces[j]
                           for j in (0, 1)]
