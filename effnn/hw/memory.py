@@ -491,11 +491,53 @@ def user_read_buffer(fetch: np.ndarray, demand: np.ndarray, demand_line: np.ndar
     if act_sets >= num_sets:  # the first window holds every set: no read moves it (the demand is not read)
         return ReadBufferTrace(first, pf_lines, 0, np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64))
     lookup = _SetLookup(valid, demand, per_set, num_sets)
-    miss_lines: list[int] = []
-    miss_counts: list[int] = []
-    start, moves, pos, size = 0, 0, 0, len(demand)
-    step = max(256, 2 * pf_sets * per_set)  # a move brings pf_sets * per_set entries: reads until the next
-    block = step
+    misses, counts = _block_misses(lookup, (act_sets, pf_sets, num_sets), max(256, 2 * pf_sets * per_set))
+    return ReadBufferTrace(first, pf_lines, sum(counts), demand_line[np.asarray(misses, dtype=np.int64)],
+                           np.asarray(counts, dtype=np.int64))
+
+
+def _moves(sets: list[int], start: int, window: tuple[int, int, int], demand: np.ndarray, pos: int) -> int:
+    """How many moves of ``pf_sets`` take the window (``act_sets`` sets from ``start`` on a ring of
+    ``num_sets``) to one of ``sets``; at least one (the read missed)."""
+    act_sets, pf_sets, num_sets = window
+    count = 0
+    while True:
+        if not sets or pf_sets == 0 or count * pf_sets > num_sets + pf_sets:  # a full turn: not there
+            raise ValueError(f"SCALE-Sim read buffer replay: address {int(demand[pos])} is not in the "
+                             f"fetch order (internal error; please report the layer)")
+        start = (start + pf_sets) % num_sets
+        count += 1
+        if any((s - start) % num_sets < act_sets for s in sets):
+            return count
+
+
+def _run_misses(first_reads: list[int], run_sets: list[int], start: int, window: tuple[int, int, int],
+                demand: np.ndarray) -> tuple[list[int], list[int]]:
+    """(read index, moves) of each window move from window ``start`` on, stepping runs of reads of one set
+    (only a run's first read can miss: the rest read a set the window then holds)."""
+    act_sets, pf_sets, num_sets = window
+    misses: list[int] = []
+    counts: list[int] = []
+    for read, one in zip(first_reads, run_sets):
+        if (one - start) % num_sets >= act_sets:
+            count = _moves([one], start, window, demand, read)
+            start = (start + count * pf_sets) % num_sets
+            misses.append(read)
+            counts.append(count)
+    return misses, counts
+
+
+def _block_misses(lookup: _SetLookup, window: tuple[int, int, int], step: int) -> tuple[list[int], list[int]]:
+    """(read index, moves) of each window move, testing blocks of reads with numpy: a block of ``step``
+    reads after a move (a move brings ``pf_sets`` sets' worth of entries), doubled while all hit.
+
+    With one set per read, a block test costs about as much as stepping 60 runs of same-set reads in
+    Python, so once the moves come more often than that the rest is stepped run by run."""
+    act_sets, pf_sets, num_sets = window
+    misses: list[int] = []
+    counts: list[int] = []
+    runs: np.ndarray | None = None  # first read of each run of same-set reads but the first
+    start, pos, size, block = 0, 0, len(lookup.demand), step
     while pos < size:
         hit = lookup.hits(pos, pos + block, start, act_sets)
         miss = int(hit.argmin())
@@ -505,22 +547,20 @@ def user_read_buffer(fetch: np.ndarray, demand: np.ndarray, demand_line: np.ndar
             continue
         block = step
         pos += miss
-        sets = lookup.sets_of(pos)
-        count = 0
-        while True:
-            if not sets or pf_sets == 0 or count * pf_sets > num_sets + pf_sets:  # a full turn: not there
-                raise ValueError(f"SCALE-Sim read buffer replay: address {int(demand[pos])} is not in the "
-                                 f"fetch order (internal error; please report the layer)")
-            start = (start + pf_sets) % num_sets
-            count += 1
-            if any((s - start) % num_sets < act_sets for s in sets):
-                break
-        moves += count
-        miss_lines.append(pos)
-        miss_counts.append(count)
+        count = _moves(lookup.sets_of(pos), start, window, lookup.demand, pos)
+        start = (start + count * pf_sets) % num_sets
+        misses.append(pos)
+        counts.append(count)
         pos += 1
-    return ReadBufferTrace(first, pf_lines, moves, demand_line[np.asarray(miss_lines, dtype=np.int64)],
-                           np.asarray(miss_counts, dtype=np.int64))
+        if len(misses) % 4 == 0 and lookup.keys is None:
+            if runs is None:
+                runs = np.flatnonzero(lookup.one_set[1:] != lookup.one_set[:-1]) + 1
+            if int(np.searchsorted(runs, pos)) < 60 * len(misses) and pos < size:  # dense moves: by runs
+                first_reads = [pos, *runs[np.searchsorted(runs, pos, side="right"):].tolist()]
+                more, more_counts = _run_misses(first_reads, lookup.one_set[first_reads].tolist(), start, window,
+                                                lookup.demand)
+                return misses + more, counts + more_counts
+    return misses, counts
 
 
 class _SetLookup:
@@ -553,8 +593,7 @@ class _SetLookup:
     def hits(self, begin: int, end: int, start: int, width: int) -> np.ndarray:
         """Whether reads ``begin .. end - 1`` are in one of the sets ``start .. start + width - 1`` (ring)."""
         if self.keys is None:
-            sets = self.one_set[begin:end]
-            return (sets - start) % self.num_sets < width
+            return (self.one_set[begin:end] - start) % self.num_sets < width
         return _in_window(self.keys, self.demand[begin:end], start, width, self.num_sets)
 
     def sets_of(self, pos: int) -> list[int]:
@@ -777,22 +816,30 @@ def user_mode(writes_per_cycle: np.ndarray, ifmap: ReadBufferTrace, filt: ReadBu
     if total_writes <= ofmap_elems - math.ceil(ofmap_elems * 0.5):  # never drains during compute
         return _quiet_ofmap_run(len(writes_per_cycle), total_writes, ifmap, filt, ofmap_elems, ofmap_bandwidth)
     buffer = _WriteBuffer(ofmap_elems, ofmap_bandwidth)
-    missing = np.zeros(len(writes_per_cycle), dtype=bool)
-    missing[ifmap.miss_lines] = True
-    missing[filt.miss_lines] = True
-    miss = np.flatnonzero(missing)
-    events = np.flatnonzero(missing | (writes_per_cycle > 0))
-    counts = writes_per_cycle[events]
-    cum = np.cumsum(counts).tolist()  # writes stored up to and including each event line
-    counts, lines = counts.tolist(), events.tolist()
-    miss_at = np.searchsorted(events, miss).tolist() + [len(lines)]  # event index of each miss line
+    writing = writes_per_cycle > 0
+    miss = np.zeros(0, dtype=np.int64)
+    if len(ifmap.miss_lines) or len(filt.miss_lines):
+        missing = np.zeros(len(writes_per_cycle), dtype=bool)
+        missing[ifmap.miss_lines] = True
+        missing[filt.miss_lines] = True
+        miss = np.flatnonzero(missing)
+        writing |= missing
+    events = np.flatnonzero(writing)
+    cum = np.cumsum(writes_per_cycle[events])  # writes stored up to and including each event line
+    # a step costs a few bisects: on Python lists when the lines are few per expected step (a drain or a
+    # miss), else on the arrays themselves (slower bisects, no O(lines) conversion)
+    steps = 2 * total_writes // (ofmap_elems - math.ceil(ofmap_elems * 0.5)) + 2 * len(miss) + 4
+    lines: list[int] | np.ndarray = events
+    if len(events) < 32 * steps:
+        cum, lines = cum.tolist(), events.tolist()
+    miss_at = np.searchsorted(events, miss).tolist() + [len(events)]  # event index of each miss line
     if_lines, f_lines = ifmap.miss_lines.tolist() + [-1], filt.miss_lines.tolist() + [-1]
     stall, pos, next_miss = 0, 0, 0
     state = [0, 0, 0, 0]  # ifmap miss index, ifmap prefetches done, filter miss index, filter prefetches
-    while pos < len(lines):
+    while pos < len(events):
         while miss_at[next_miss] < pos:
             next_miss += 1
-        base = cum[pos - 1] if pos else 0
+        base = int(cum[pos - 1]) if pos else 0
         draining_until = bisect.bisect_left(lines, buffer.drain_end - stall, pos)
         if pos < draining_until:  # fast while the buffer does not fill up
             end = min(draining_until, bisect.bisect_left(cum, buffer.free + base, pos))
@@ -800,10 +847,10 @@ def user_mode(writes_per_cycle: np.ndarray, ifmap: ReadBufferTrace, filt: ReadBu
             end = bisect.bisect_right(cum, buffer.free - buffer.active + base, pos)
         end = min(end, miss_at[next_miss])
         if end > pos:
-            buffer.store(cum[end - 1] - base)
+            buffer.store(int(cum[end - 1]) - base)
             pos = end
             continue
-        line, count = lines[pos], counts[pos]
+        line, count = int(lines[pos]), int(cum[pos]) - base
         cycle = line + stall
         worst = 0
         if if_lines[state[0]] == line:
