@@ -836,20 +836,27 @@ def user_mode(writes_per_cycle: np.ndarray, ifmap: ReadBufferTrace, filt: ReadBu
     if_lines, f_lines = ifmap.miss_lines.tolist() + [-1], filt.miss_lines.tolist() + [-1]
     stall, pos, next_miss = 0, 0, 0
     state = [0, 0, 0, 0]  # ifmap miss index, ifmap prefetches done, filter miss index, filter prefetches
-    while pos < len(events):
+    size = len(events)
+    while pos < size:
         while miss_at[next_miss] < pos:
             next_miss += 1
         base = int(cum[pos - 1]) if pos else 0
         draining_until = bisect.bisect_left(lines, buffer.drain_end - stall, pos)
         if pos < draining_until:  # fast while the buffer does not fill up
-            end = min(draining_until, bisect.bisect_left(cum, buffer.free + base, pos))
+            end = bisect.bisect_left(cum, buffer.free + base, pos)
+            if draining_until <= end and draining_until < miss_at[next_miss]:  # the drain ends first
+                buffer.store(int(cum[draining_until - 1]) - base)
+                pos = draining_until
+                continue
         else:  # fast while at least `active` slots stay free
             end = bisect.bisect_right(cum, buffer.free - buffer.active + base, pos)
         end = min(end, miss_at[next_miss])
-        if end > pos:
+        if end > pos:  # store the quiet lines, then step the line that stopped them
             buffer.store(int(cum[end - 1]) - base)
+            base = int(cum[end - 1])
             pos = end
-            continue
+            if pos == size:
+                break
         line, count = int(lines[pos]), int(cum[pos]) - base
         cycle = line + stall
         worst = 0
