@@ -490,7 +490,7 @@ def user_read_buffer(fetch: np.ndarray, demand: np.ndarray, demand_line: np.ndar
     pf_lines = math.ceil((buffer_elems - active) / bandwidth)
     if act_sets >= num_sets:  # the first window holds every set: no read moves it (the demand is not read)
         return ReadBufferTrace(first, pf_lines, 0, np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64))
-    lookup = _SetLookup(valid, demand, per_set, num_sets)
+    lookup = _SetLookup(valid, demand, per_set, num_sets, act_sets)
     misses, counts = _block_misses(lookup, (act_sets, pf_sets, num_sets), max(256, 2 * pf_sets * per_set))
     return ReadBufferTrace(first, pf_lines, sum(counts), demand_line[np.asarray(misses, dtype=np.int64)],
                            np.asarray(counts, dtype=np.int64))
@@ -565,39 +565,66 @@ def _block_misses(lookup: _SetLookup, window: tuple[int, int, int], step: int) -
 
 class _SetLookup:
     """Which sets of a USER-mode fetch order hold each demanded address, for window tests on blocks of
-    reads (local to one :func:`user_read_buffer` call).
+    reads (local to one :func:`user_read_buffer` call, whose window is ``width`` sets wide).
 
     An operand fetched once per address (filters; ifmaps whose windows do not overlap) has one set per
     read: an address -> position table (a scatter, no sort) gives it, and a window test is arithmetic.
-    Otherwise the sorted (address, set) pairs are searched (:func:`_in_window`); they come out of a
-    stable address order (a 16-bit radix sort) already sorted, positions ascending within an address.
+    Otherwise the sorted (address, set) pairs come out of a stable address order (a 16-bit radix sort)
+    already sorted. A window misses an address exactly when it lies inside one of the gaps between the
+    address's sets (on the ring); when no address has two gaps of ``width`` sets or more, that one gap
+    per read makes the test arithmetic again, else the pairs are searched (:func:`_in_window`).
     """
 
-    def __init__(self, valid: np.ndarray, demand: np.ndarray, per_set: int, num_sets: int) -> None:
+    def __init__(self, valid: np.ndarray, demand: np.ndarray, per_set: int, num_sets: int, width: int) -> None:
         self.demand, self.num_sets = demand, num_sets
         top = max(int(valid.max()), int(demand.max()) if len(demand) else 0) + 1
         position = np.full(top, -1, dtype=np.int64)
         order = np.arange(len(valid))
         position[valid] = order  # a repeated address keeps its last position
+        found = position[demand]
+        if len(found) and found.min() < 0:  # a read of it could never hit
+            raise ValueError(f"SCALE-Sim read buffer replay: address {int(demand[found.argmin()])} is not "
+                             f"in the fetch order (internal error; please report the layer)")
         self.keys: np.ndarray | None = None
+        self.gap_after: np.ndarray | None = None  # per read: first set of its address's one wide gap
         if np.array_equal(position[valid], order):  # every address once
-            found = position[demand]
-            if len(found) and found.min() < 0:  # a read of it could never hit
-                raise ValueError(f"SCALE-Sim read buffer replay: address {int(demand[found.argmin()])} is not "
-                                 f"in the fetch order (internal error; please report the layer)")
             self.one_set = found // per_set
-        else:
-            order = _stable_order(valid)
-            self.keys = valid[order] * num_sets + order // per_set
+            return
+        order = _stable_order(valid)
+        address, sets = valid[order], order // per_set
+        self.keys = address * num_sets + sets
+        self._one_gap(address, sets, top, width)
+
+    def _one_gap(self, address: np.ndarray, sets: np.ndarray, top: int, width: int) -> None:
+        """Per read, the gap a window must lie in to miss it, if every address has at most one gap of
+        ``width`` sets or more: a window starting at ``w`` misses iff ``(w - gap_after) % num_sets <=
+        room`` (``room = gap - width``; -1: no wide gap, always a hit)."""
+        num_sets = self.num_sets  # (address, set) sorted; a pair repeated within a set is a gap of -1
+        first = np.flatnonzero(np.concatenate(([True], address[1:] != address[:-1])))  # of each address
+        following = np.empty_like(sets)
+        following[:-1] = sets[1:]
+        following[np.append(first[1:] - 1, len(sets) - 1)] = sets[first] + num_sets  # the last wraps around
+        gap = following - sets - 1
+        wide = gap >= width
+        # two gaps of `width` leave room for at most num_sets - 2 * width sets, so need checking only then
+        if 2 * width + 2 <= num_sets and np.add.reduceat(wide.astype(np.int64), first).max() > 1:
+            return
+        after = np.zeros(top, dtype=np.int64)
+        room = np.full(top, -1, dtype=np.int64)
+        after[address[wide]] = sets[wide] + 1
+        room[address[wide]] = gap[wide] - width
+        self.gap_after, self.room = after[self.demand], room[self.demand]
 
     def hits(self, begin: int, end: int, start: int, width: int) -> np.ndarray:
         """Whether reads ``begin .. end - 1`` are in one of the sets ``start .. start + width - 1`` (ring)."""
         if self.keys is None:
             return (self.one_set[begin:end] - start) % self.num_sets < width
+        if self.gap_after is not None:
+            return (start - self.gap_after[begin:end]) % self.num_sets > self.room[begin:end]
         return _in_window(self.keys, self.demand[begin:end], start, width, self.num_sets)
 
     def sets_of(self, pos: int) -> list[int]:
-        """The sets that fetch the address of read ``pos`` (none if it is not in the fetch order)."""
+        """The sets that fetch the address of read ``pos``."""
         if self.keys is None:
             return [int(self.one_set[pos])]
         base = int(self.demand[pos]) * self.num_sets
