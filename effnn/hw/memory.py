@@ -9,11 +9,14 @@ applies SCALE-Sim's buffer rules to it in vectorised blocks:
 * CALC-mode read buffers (:func:`chunked_misses`): a reset every 50 sets -- one ``searchsorted`` per reset,
   and on a repeated pass only until a reset's offset in the pass recurs;
 * USER-mode read buffers (:func:`user_read_buffer`): a ring window over a fixed prefetch order -- one
-  block test per window move; none, and no streams, when the first window holds the whole order;
+  arithmetic block test per window move (a read's one set, or the one gap between its address's sets a
+  window must lie in to miss it), or, when moves are dense, one Python step per run of same-set reads;
+  none, and no streams, when the first window holds the whole order (:func:`fetch_counts`: closed form);
 * the ofmap write buffer (:func:`drain_ofmap`, :class:`_WriteBuffer`): from the number of writes each
   cycle, a closed-form trapezoid per fold (:func:`ofmap_writes_per_cycle`) -- a few operations per drain;
-* the USER-mode stall loop (:func:`user_mode`): one step per demand line with a read miss or an ofmap
-  drain-threshold crossing; the writing lines between them are stored at once.
+* the USER-mode stall loop (:func:`user_mode`, :func:`user_run`): one step per demand line with a read
+  miss or an ofmap drain-threshold crossing; the writing lines between them are stored at once, and
+  when all writes fit the drain half only the miss lines are stepped (no per-cycle writes built).
 
 Every rule, and the SCALE-Sim quirk behind it, is listed in ``docs/hardware.md`` (quirks 10-15).
 """
@@ -843,27 +846,12 @@ def user_mode(writes_per_cycle: np.ndarray, ifmap: ReadBufferTrace, filt: ReadBu
     if total_writes <= ofmap_elems - math.ceil(ofmap_elems * 0.5):  # never drains during compute
         return _quiet_ofmap_run(len(writes_per_cycle), total_writes, ifmap, filt, ofmap_elems, ofmap_bandwidth)
     buffer = _WriteBuffer(ofmap_elems, ofmap_bandwidth)
-    writing = writes_per_cycle > 0
-    miss = np.zeros(0, dtype=np.int64)
-    if len(ifmap.miss_lines) or len(filt.miss_lines):
-        missing = np.zeros(len(writes_per_cycle), dtype=bool)
-        missing[ifmap.miss_lines] = True
-        missing[filt.miss_lines] = True
-        miss = np.flatnonzero(missing)
-        writing |= missing
-    events = np.flatnonzero(writing)
-    cum = np.cumsum(writes_per_cycle[events])  # writes stored up to and including each event line
-    # a step costs a few bisects: on Python lists when the lines are few per expected step (a drain or a
-    # miss), else on the arrays themselves (slower bisects, no O(lines) conversion)
-    steps = 2 * total_writes // (ofmap_elems - math.ceil(ofmap_elems * 0.5)) + 2 * len(miss) + 4
-    lines: list[int] | np.ndarray = events
-    if len(events) < 32 * steps:
-        cum, lines = cum.tolist(), events.tolist()
-    miss_at = np.searchsorted(events, miss).tolist() + [len(events)]  # event index of each miss line
+    lines, cum, miss_at = _event_lines(writes_per_cycle, ifmap, filt,
+                                       2 * total_writes // (ofmap_elems - math.ceil(ofmap_elems * 0.5)))
     if_lines, f_lines = ifmap.miss_lines.tolist() + [-1], filt.miss_lines.tolist() + [-1]
     stall, pos, next_miss = 0, 0, 0
     state = [0, 0, 0, 0]  # ifmap miss index, ifmap prefetches done, filter miss index, filter prefetches
-    size = len(events)
+    size = len(lines)
     while pos < size:
         while miss_at[next_miss] < pos:
             next_miss += 1
@@ -901,6 +889,27 @@ def user_mode(writes_per_cycle: np.ndarray, ifmap: ReadBufferTrace, filt: ReadBu
     buffer.finish(total)
     return UserRun(total, stall, buffer.counted, buffer.last_end,
                    -max(ifmap.first_fill_lines, filt.first_fill_lines))
+
+
+def _event_lines(writes_per_cycle: np.ndarray, ifmap: ReadBufferTrace, filt: ReadBufferTrace, drains: int
+                 ) -> tuple[list[int] | np.ndarray, list[int] | np.ndarray, list[int]]:
+    """(lines that write or miss, writes up to and including each, index in them of each miss line + a
+    sentinel) for :func:`user_mode`. It bisects them a few times per step (a drain or a miss): as Python
+    lists when they are few per expected step, else as the arrays (slower bisects, no O(lines) copy)."""
+    writing = writes_per_cycle > 0
+    miss = np.zeros(0, dtype=np.int64)
+    if len(ifmap.miss_lines) or len(filt.miss_lines):
+        missing = np.zeros(len(writes_per_cycle), dtype=bool)
+        missing[ifmap.miss_lines] = True
+        missing[filt.miss_lines] = True
+        miss = np.flatnonzero(missing)
+        writing |= missing
+    events = np.flatnonzero(writing)
+    cum = np.cumsum(writes_per_cycle[events])
+    miss_at = np.searchsorted(events, miss).tolist() + [len(events)]
+    if len(events) < 32 * (drains + 2 * len(miss) + 4):
+        return events.tolist(), cum.tolist(), miss_at
+    return events, cum, miss_at
 
 
 def _quiet_ofmap_run(lines: int, writes: int, ifmap: ReadBufferTrace, filt: ReadBufferTrace, ofmap_elems: int,
