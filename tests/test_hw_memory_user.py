@@ -169,6 +169,8 @@ def test_user_read_buffer_equals_the_read_by_read_window_on_random_streams() -> 
             demand = rng.choice(present, size=int(rng.integers(0, 800)))
         size = int(rng.choice([2, 3, 50, 100, 101, 250, 640, 1000, 3000]))
         _check_read_buffer(fetch, demand, size, int(rng.integers(1, 9)))
+        if case % 5 == 0:  # sparse addresses (ranked before the address tables): the same trace
+            _check_read_buffer(np.where(fetch >= 0, fetch * 100_003 + 7, -1), demand * 100_003 + 7, size, 2)
 
 
 def test_user_read_buffer_equals_the_read_by_read_window_on_layers() -> None:
@@ -189,5 +191,6 @@ def test_user_read_buffer_equals_the_read_by_read_window_on_layers() -> None:
 
 def test_user_read_buffer_rejects_an_address_it_never_fetches() -> None:
     for fetch in (np.array([0, 1, 2, 3, 4] * 40), np.arange(200)):  # repeated addresses, and once each
-        with pytest.raises(ValueError, match="address 999 is not in the fetch order"):
-            user_read_buffer(fetch, np.array([0, 999]), np.array([0, 1]), 20, 1)
+        for absent in (999, 10**9):  # a dense and a sparse address range
+            with pytest.raises(ValueError, match=f"address {absent} is not in the fetch order"):
+                user_read_buffer(fetch, np.array([0, absent]), np.array([0, 1]), 20, 1)

@@ -550,7 +550,7 @@ def _block_misses(lookup: _SetLookup, window: tuple[int, int, int], step: int) -
             continue
         block = step
         pos += miss
-        count = _moves(lookup.sets_of(pos), start, window, lookup.demand, pos)
+        count = _moves(lookup.sets_of(pos), start, window, lookup.addresses, pos)
         start = (start + count * pf_sets) % num_sets
         misses.append(pos)
         counts.append(count)
@@ -561,7 +561,7 @@ def _block_misses(lookup: _SetLookup, window: tuple[int, int, int], step: int) -
             if int(np.searchsorted(runs, pos)) < 60 * len(misses) and pos < size:  # dense moves: by runs
                 first_reads = [pos, *runs[np.searchsorted(runs, pos, side="right"):].tolist()]
                 more, more_counts = _run_misses(first_reads, lookup.one_set[first_reads].tolist(), start, window,
-                                                lookup.demand)
+                                                lookup.addresses)
                 return misses + more, counts + more_counts
     return misses, counts
 
@@ -579,15 +579,21 @@ class _SetLookup:
     """
 
     def __init__(self, valid: np.ndarray, demand: np.ndarray, per_set: int, num_sets: int, width: int) -> None:
-        self.demand, self.num_sets = demand, num_sets
+        self.addresses, self.num_sets = demand, num_sets  # the demand as read (for messages)
         top = max(int(valid.max()), int(demand.max()) if len(demand) else 0) + 1
+        if top > 4 * (len(valid) + len(demand)) + 4096:  # sparse addresses: rank them (a sort), small tables
+            distinct = np.unique(valid)
+            rank = np.minimum(np.searchsorted(distinct, demand), len(distinct) - 1)
+            valid, demand = np.searchsorted(distinct, valid), np.where(distinct[rank] == demand, rank, len(distinct))
+            top = len(distinct) + 1
+        self.demand = demand
         position = np.full(top, -1, dtype=np.int64)
         order = np.arange(len(valid))
         position[valid] = order  # a repeated address keeps its last position
         found = position[demand]
         if len(found) and found.min() < 0:  # a read of it could never hit
-            raise ValueError(f"SCALE-Sim read buffer replay: address {int(demand[found.argmin()])} is not "
-                             f"in the fetch order (internal error; please report the layer)")
+            raise ValueError(f"SCALE-Sim read buffer replay: address {int(self.addresses[found.argmin()])} is "
+                             f"not in the fetch order (internal error; please report the layer)")
         self.keys: np.ndarray | None = None
         self.gap_after: np.ndarray | None = None  # per read: first set of its address's one wide gap
         if np.array_equal(position[valid], order):  # every address once
