@@ -9,11 +9,14 @@ applies SCALE-Sim's buffer rules to it in vectorised blocks:
 * CALC-mode read buffers (:func:`chunked_misses`): a reset every 50 sets -- one ``searchsorted`` per reset,
   and on a repeated pass only until a reset's offset in the pass recurs;
 * USER-mode read buffers (:func:`user_read_buffer`): a ring window over a fixed prefetch order -- one
-  block test per window move; none, and no streams, when the first window holds the whole order;
+  arithmetic block test per window move (a read's one set, or the one gap between its address's sets a
+  window must lie in to miss it), or, when moves are dense, one Python step per run of same-set reads;
+  none, and no streams, when the first window holds the whole order (:func:`fetch_counts`: closed form);
 * the ofmap write buffer (:func:`drain_ofmap`, :class:`_WriteBuffer`): from the number of writes each
   cycle, a closed-form trapezoid per fold (:func:`ofmap_writes_per_cycle`) -- a few operations per drain;
-* the USER-mode stall loop (:func:`user_mode`): one step per demand line with a read miss or an ofmap
-  drain-threshold crossing; the writing lines between them are stored at once.
+* the USER-mode stall loop (:func:`user_mode`, :func:`user_run`): one step per demand line with a read
+  miss or an ofmap drain-threshold crossing; the writing lines between them are stored at once, and
+  when all writes fit the drain half only the miss lines are stepped (no per-cycle writes built).
 
 Every rule, and the SCALE-Sim quirk behind it, is listed in ``docs/hardware.md`` (quirks 10-15).
 """
@@ -402,16 +405,17 @@ def _antidiagonal(height: int, width: int) -> tuple[np.ndarray, np.ndarray]:
     return row, diagonal - row
 
 
-def fetch_streams(dataflow: str, rows: int, cols: int, m: int, n: int, k: int, geometry: ConvGeometry
-                  ) -> tuple[np.ndarray, np.ndarray]:
+def fetch_streams(dataflow: str, rows: int, cols: int, m: int, n: int, k: int, geometry: ConvGeometry,
+                  want: tuple[bool, bool] = (True, True)) -> tuple[np.ndarray | None, np.ndarray | None]:
     """(ifmap, filter) in the order SCALE-Sim's USER-mode read buffers prefetch them, -1 (nothing)
     included: each operand's folds stacked once (not per column fold), streamed operands read by
-    anti-diagonals, stationary ones row by row."""
+    anti-diagonals, stationary ones row by row. ``want`` skips either (None): a buffer that holds its
+    whole operand needs no order."""
     sr, sc = {"os": (m, n), "ws": (k, n), "is": (k, m)}[dataflow]
     t = {"os": k, "ws": m, "is": n}[dataflow]
     row_folds, col_folds = -(-sr // rows), -(-sc // cols)
 
-    def stacked(blocks: int, height: int, width: int, diagonal: bool) -> tuple[np.ndarray, np.ndarray]:
+    def stacked(blocks: int, height: int, width: int, diagonal: bool) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(block, row in block, col) of ``blocks`` stacked ``height x width`` blocks in fetch order."""
         if diagonal:
             row, col = _antidiagonal(blocks * height, width)
@@ -420,28 +424,38 @@ def fetch_streams(dataflow: str, rows: int, cols: int, m: int, n: int, k: int, g
         block, row = np.divmod(row, height)
         return block, row, col
 
-    if dataflow == "os":
+    def os_ifmap() -> np.ndarray:
         fr, tt, lane = stacked(row_folds, t, rows, True)
         pix = fr * rows + lane
-        ifmap = np.where(pix < m, geometry.ifmap_address(np.minimum(pix, m - 1), tt), -1)
+        return np.where(pix < m, geometry.ifmap_address(np.minimum(pix, m - 1), tt), -1)
+
+    def os_filter() -> np.ndarray:
         fc, tt, lane = stacked(col_folds, t, cols, True)
         col = fc * cols + lane
-        filt = np.where(col < n, tt * n + np.minimum(col, n - 1), -1)
-    elif dataflow == "ws":
+        return np.where(col < n, tt * n + np.minimum(col, n - 1), -1)
+
+    def ws_ifmap() -> np.ndarray:
         fr, tt, lane = stacked(row_folds, t, rows, True)
         kk = fr * rows + lane
-        ifmap = np.where(kk < k, geometry.ifmap_address(tt, np.minimum(kk, k - 1)), -1)
+        return np.where(kk < k, geometry.ifmap_address(tt, np.minimum(kk, k - 1)), -1)
+
+    def ws_filter() -> np.ndarray:
         fc, kk, lane = stacked(col_folds, k, cols, False)
         col = fc * cols + lane
-        filt = np.where(col < n, kk * n + np.minimum(col, n - 1), -1)
-    else:
+        return np.where(col < n, kk * n + np.minimum(col, n - 1), -1)
+
+    def is_ifmap() -> np.ndarray:
         fc, kk, lane = stacked(col_folds, k, cols, False)
         pix = fc * cols + lane
-        ifmap = np.where(pix < m, geometry.ifmap_address(np.minimum(pix, m - 1), kk), -1)
+        return np.where(pix < m, geometry.ifmap_address(np.minimum(pix, m - 1), kk), -1)
+
+    def is_filter() -> np.ndarray:
         fr, tt, lane = stacked(row_folds, t, rows, True)
         kk = fr * rows + lane
-        filt = np.where(kk < k, np.minimum(kk, k - 1) * n + tt, -1)
-    return ifmap, filt
+        return np.where(kk < k, np.minimum(kk, k - 1) * n + tt, -1)
+
+    ifmap, filt = {"os": (os_ifmap, os_filter), "ws": (ws_ifmap, ws_filter), "is": (is_ifmap, is_filter)}[dataflow]
+    return (ifmap() if want[0] else None), (filt() if want[1] else None)
 
 
 @dataclass(frozen=True)
@@ -466,8 +480,8 @@ def user_read_buffer(fetch: np.ndarray, demand: np.ndarray, demand_line: np.ndar
 
     The fetch order is cut into sets of ``ceil(buffer / 100)`` valid entries; the active window is the
     next ``ceil(active / set)`` sets (a ring), and a read whose address is in none of them moves the
-    window on by ``ceil(prefetch / set)`` sets -- repeatedly, until it hits. Hits are checked per block of
-    reads against the sorted (address, set) pairs, so the work is per window move, not per read.
+    window on by ``ceil(prefetch / set)`` sets -- repeatedly, until it hits. Hits are tested per block of
+    reads (:class:`_SetLookup`), so the work is per window move, not per read.
     """
     active = math.ceil(buffer_elems * 0.5)
     per_set = math.ceil(buffer_elems / 100)
@@ -479,47 +493,152 @@ def user_read_buffer(fetch: np.ndarray, demand: np.ndarray, demand_line: np.ndar
     pf_lines = math.ceil((buffer_elems - active) / bandwidth)
     if act_sets >= num_sets:  # the first window holds every set: no read moves it (the demand is not read)
         return ReadBufferTrace(first, pf_lines, 0, np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64))
-    keys = np.sort(valid * num_sets + np.arange(len(valid)) // per_set)  # (address, set) pairs
-    # an operand fetched once per address (filters): each read's one set, so a window test is arithmetic
-    only_set = None
-    if act_sets < num_sets and not np.any(np.diff(keys // num_sets) == 0):
-        found = np.minimum(np.searchsorted(keys, demand * num_sets), len(keys) - 1)
-        only_set = np.where(keys[found] // num_sets == demand, keys[found] % num_sets, -num_sets * 2)
-    miss_lines: list[int] = []
-    miss_counts: list[int] = []
-    start, moves, pos, size = 0, 0, 0, len(demand)
-    step = max(64, pf_sets * per_set)
-    block = step
+    lookup = _SetLookup(valid, demand, per_set, num_sets, act_sets)
+    misses, counts = _block_misses(lookup, (act_sets, pf_sets, num_sets), max(256, 2 * pf_sets * per_set))
+    return ReadBufferTrace(first, pf_lines, sum(counts), demand_line[np.asarray(misses, dtype=np.int64)],
+                           np.asarray(counts, dtype=np.int64))
+
+
+def _moves(sets: list[int], start: int, window: tuple[int, int, int], demand: np.ndarray, pos: int) -> int:
+    """How many moves of ``pf_sets`` take the window (``act_sets`` sets from ``start`` on a ring of
+    ``num_sets``) to one of ``sets``; at least one (the read missed)."""
+    act_sets, pf_sets, num_sets = window
+    count = 0
+    while True:
+        if not sets or pf_sets == 0 or count * pf_sets > num_sets + pf_sets:  # a full turn: not there
+            raise ValueError(f"SCALE-Sim read buffer replay: address {int(demand[pos])} is not in the "
+                             f"fetch order (internal error; please report the layer)")
+        start = (start + pf_sets) % num_sets
+        count += 1
+        if any((s - start) % num_sets < act_sets for s in sets):
+            return count
+
+
+def _run_misses(first_reads: list[int], run_sets: list[int], start: int, window: tuple[int, int, int],
+                demand: np.ndarray) -> tuple[list[int], list[int]]:
+    """(read index, moves) of each window move from window ``start`` on, stepping runs of reads of one set
+    (only a run's first read can miss: the rest read a set the window then holds)."""
+    act_sets, pf_sets, num_sets = window
+    misses: list[int] = []
+    counts: list[int] = []
+    for read, one in zip(first_reads, run_sets):
+        if (one - start) % num_sets >= act_sets:
+            count = _moves([one], start, window, demand, read)
+            start = (start + count * pf_sets) % num_sets
+            misses.append(read)
+            counts.append(count)
+    return misses, counts
+
+
+def _block_misses(lookup: _SetLookup, window: tuple[int, int, int], step: int) -> tuple[list[int], list[int]]:
+    """(read index, moves) of each window move, testing blocks of reads with numpy: a block of ``step``
+    reads after a move (a move brings ``pf_sets`` sets' worth of entries), doubled while all hit.
+
+    With one set per read, a block test costs about as much as stepping 60 runs of same-set reads in
+    Python, so once the moves come more often than that the rest is stepped run by run."""
+    act_sets, pf_sets, num_sets = window
+    misses: list[int] = []
+    counts: list[int] = []
+    runs: np.ndarray | None = None  # first read of each run of same-set reads but the first
+    start, pos, size, block = 0, 0, len(lookup.demand), step
     while pos < size:
-        if only_set is not None:
-            sets = only_set[pos:pos + block]
-            hit = (sets >= 0) & ((sets - start) % num_sets < act_sets)
-        else:
-            hit = _in_window(keys, demand[pos:pos + block], start, act_sets, num_sets)
-        if hit.all():
+        hit = lookup.hits(pos, pos + block, start, act_sets)
+        miss = int(hit.argmin())
+        if hit[miss]:  # every read of the block hits
             pos += len(hit)
             block *= 2
             continue
         block = step
-        pos += int(np.argmin(hit))
-        addr = int(demand[pos])
-        lo, hi = np.searchsorted(keys, (addr * num_sets, (addr + 1) * num_sets)).tolist()
-        sets = (keys[lo:hi] - addr * num_sets).tolist()  # the sets that fetch this address
-        count = 0
-        while True:
-            if not sets or pf_sets == 0 or count * pf_sets > num_sets + pf_sets:  # a full turn: not there
-                raise ValueError(f"SCALE-Sim read buffer replay: address {addr} is not in the fetch "
-                                 f"order (internal error; please report the layer)")
-            start = (start + pf_sets) % num_sets
-            count += 1
-            if any((s - start) % num_sets < act_sets for s in sets):
-                break
-        moves += count
-        miss_lines.append(int(demand_line[pos]))
-        miss_counts.append(count)
+        pos += miss
+        count = _moves(lookup.sets_of(pos), start, window, lookup.addresses, pos)
+        start = (start + count * pf_sets) % num_sets
+        misses.append(pos)
+        counts.append(count)
         pos += 1
-    return ReadBufferTrace(first, pf_lines, moves, np.asarray(miss_lines, dtype=np.int64),
-                           np.asarray(miss_counts, dtype=np.int64))
+        if len(misses) % 4 == 0 and lookup.keys is None:
+            if runs is None:
+                runs = np.flatnonzero(lookup.one_set[1:] != lookup.one_set[:-1]) + 1
+            if int(np.searchsorted(runs, pos)) < 60 * len(misses) and pos < size:  # dense moves: by runs
+                first_reads = [pos, *runs[np.searchsorted(runs, pos, side="right"):].tolist()]
+                more, more_counts = _run_misses(first_reads, lookup.one_set[first_reads].tolist(), start, window,
+                                                lookup.addresses)
+                return misses + more, counts + more_counts
+    return misses, counts
+
+
+class _SetLookup:
+    """Which sets of a USER-mode fetch order hold each demanded address, for window tests on blocks of
+    reads (local to one :func:`user_read_buffer` call, whose window is ``width`` sets wide).
+
+    An operand fetched once per address (filters; ifmaps whose windows do not overlap) has one set per
+    read: an address -> position table (a scatter, no sort) gives it, and a window test is arithmetic.
+    Otherwise the sorted (address, set) pairs come out of a stable address order (a 16-bit radix sort)
+    already sorted. A window misses an address exactly when it lies inside one of the gaps between the
+    address's sets (on the ring); when no address has two gaps of ``width`` sets or more, that one gap
+    per read makes the test arithmetic again, else the pairs are searched (:func:`_in_window`).
+    """
+
+    def __init__(self, valid: np.ndarray, demand: np.ndarray, per_set: int, num_sets: int, width: int) -> None:
+        self.addresses, self.num_sets = demand, num_sets  # the demand as read (for messages)
+        top = max(int(valid.max()), int(demand.max()) if len(demand) else 0) + 1
+        if top > 4 * (len(valid) + len(demand)) + 4096:  # sparse addresses: rank them (a sort), small tables
+            distinct = np.unique(valid)
+            rank = np.minimum(np.searchsorted(distinct, demand), len(distinct) - 1)
+            valid, demand = np.searchsorted(distinct, valid), np.where(distinct[rank] == demand, rank, len(distinct))
+            top = len(distinct) + 1
+        self.demand = demand
+        position = np.full(top, -1, dtype=np.int64)
+        order = np.arange(len(valid))
+        position[valid] = order  # a repeated address keeps its last position
+        found = position[demand]
+        if len(found) and found.min() < 0:  # a read of it could never hit
+            raise ValueError(f"SCALE-Sim read buffer replay: address {int(self.addresses[found.argmin()])} is "
+                             f"not in the fetch order (internal error; please report the layer)")
+        self.keys: np.ndarray | None = None
+        self.gap_after: np.ndarray | None = None  # per read: first set of its address's one wide gap
+        if np.array_equal(position[valid], order):  # every address once
+            self.one_set = found // per_set
+            return
+        order = _stable_order(valid)
+        address, sets = valid[order], order // per_set
+        self.keys = address * num_sets + sets
+        self._one_gap(address, sets, top, width)
+
+    def _one_gap(self, address: np.ndarray, sets: np.ndarray, top: int, width: int) -> None:
+        """Per read, the gap a window must lie in to miss it, if every address has at most one gap of
+        ``width`` sets or more: a window starting at ``w`` misses iff ``(w - gap_after) % num_sets <=
+        room`` (``room = gap - width``; -1: no wide gap, always a hit)."""
+        num_sets = self.num_sets  # (address, set) sorted; a pair repeated within a set is a gap of -1
+        first = np.flatnonzero(np.concatenate(([True], address[1:] != address[:-1])))  # of each address
+        following = np.empty_like(sets)
+        following[:-1] = sets[1:]
+        following[np.append(first[1:] - 1, len(sets) - 1)] = sets[first] + num_sets  # the last wraps around
+        gap = following - sets - 1
+        wide = gap >= width
+        # two gaps of `width` leave room for at most num_sets - 2 * width sets, so need checking only then
+        if 2 * width + 2 <= num_sets and np.add.reduceat(wide.astype(np.int64), first).max() > 1:
+            return
+        after = np.zeros(top, dtype=np.int64)
+        room = np.full(top, -1, dtype=np.int64)
+        after[address[wide]] = sets[wide] + 1
+        room[address[wide]] = gap[wide] - width
+        self.gap_after, self.room = after[self.demand], room[self.demand]
+
+    def hits(self, begin: int, end: int, start: int, width: int) -> np.ndarray:
+        """Whether reads ``begin .. end - 1`` are in one of the sets ``start .. start + width - 1`` (ring)."""
+        if self.keys is None:
+            return (self.one_set[begin:end] - start) % self.num_sets < width
+        if self.gap_after is not None:
+            return (start - self.gap_after[begin:end]) % self.num_sets > self.room[begin:end]
+        return _in_window(self.keys, self.demand[begin:end], start, width, self.num_sets)
+
+    def sets_of(self, pos: int) -> list[int]:
+        """The sets that fetch the address of read ``pos``."""
+        if self.keys is None:
+            return [int(self.one_set[pos])]
+        base = int(self.demand[pos]) * self.num_sets
+        lo, hi = np.searchsorted(self.keys, (base, base + self.num_sets)).tolist()
+        return (self.keys[lo:hi] - base).tolist()
 
 
 def read_buffer_holds_all(fetch: np.ndarray | int, buffer_elems: int) -> bool:
@@ -544,13 +663,64 @@ def fetch_counts(dataflow: str, rows: int, cols: int, m: int, n: int, k: int, ge
     """((length, valid entries) of the ifmap's :func:`fetch_streams` order, the same for the filter),
     without building them: the stacked folds cover every (pixel, window element) and every filter
     element once, padded to whole folds, so the valid ifmap entries are the window elements inside the
-    ifmap and the valid filter entries ``K * N``."""
+    ifmap (:func:`_inside_count`) and the valid filter entries ``K * N``."""
     sr, sc = {"os": (m, n), "ws": (k, n), "is": (k, m)}[dataflow]
     row_folds, col_folds = -(-sr // rows), -(-sc // cols)
-    inside = int(np.count_nonzero(geometry.ifmap_address(np.arange(m)[:, None], np.arange(k)[None, :]) >= 0))
     length = {"os": (row_folds * rows * k, col_folds * cols * k), "ws": (row_folds * rows * m, col_folds * cols * k),
               "is": (col_folds * cols * k, row_folds * rows * n)}[dataflow]
-    return (length[0], inside), (length[1], k * n)
+    return (length[0], _inside_count(geometry, m, k)), (length[1], k * n)
+
+
+def _inside_count(geometry: ConvGeometry, m: int, k: int) -> int:
+    """How many (output pixel ``< m``, window element ``< k``) pairs :meth:`ConvGeometry.ifmap_address`
+    puts inside the ifmap, in O(kernel / stride) arithmetic rather than an ``m x k`` table.
+
+    Inside-ness is a row test times a column test, so over a rectangle of pixels x window elements the
+    count is (row pairs inside) x (column pairs inside) x channels. The first ``m`` pixels of an image are
+    whole output rows plus one partial row, the first ``k`` window elements whole kernel rows plus a
+    partial row (whole columns plus a partial column): at most 2 x 3 rectangles; images repeat."""
+    g = geometry
+    per_image = g.image_pixels or m
+    images, rest = divmod(m, per_image) if m else (0, 0)
+    span = g.kernel_w * g.channels
+    full_ky, left = divmod(k, span)
+    full_kx, last_c = divmod(left, g.channels)
+    # window rectangles: (ky range, kx range, channels)
+    windows = [(0, full_ky, 0, g.kernel_w, g.channels), (full_ky, full_ky + 1, 0, full_kx, g.channels),
+               (full_ky, full_ky + 1, full_kx, full_kx + 1, last_c)]
+
+    def pixels(count: int) -> int:
+        full_oy, last_ox = divmod(count, g.out_w)
+        total = 0
+        for oy0, oy1, ox1 in ((0, full_oy, g.out_w), (full_oy, full_oy + 1, last_ox)):
+            if oy1 <= oy0 or ox1 <= 0:
+                continue
+            for ky0, ky1, kx0, kx1, channels in windows:
+                if ky1 > ky0 and kx1 > kx0 and channels:
+                    total += (_axis_inside(oy0, oy1, g.stride_h, g.pad_h, ky0, ky1, g.in_h)
+                              * _axis_inside(0, ox1, g.stride_w, g.pad_w, kx0, kx1, g.in_w) * channels)
+        return total
+
+    return images * pixels(per_image) + (pixels(rest) if rest else 0)
+
+
+def _axis_inside(o0: int, o1: int, stride: int, pad: int, k0: int, k1: int, size: int) -> int:
+    """Pairs (``o`` in ``[o0, o1)``, ``j`` in ``[k0, k1)``) with ``0 <= o * stride - pad + j < size``.
+
+    Outputs whose whole kernel range lies inside count ``k1 - k0`` each; only the few at the edges
+    (``kernel / stride`` of them) are counted one by one."""
+    lo = max(o0, -(-(pad - k0) // stride))  # first output with o * stride - pad + k0 >= 0
+    hi = min(o1, (size + pad - k1) // stride + 1)  # past the last with o * stride - pad + k1 <= size
+    total = 0
+    if hi > lo:
+        total += (hi - lo) * (k1 - k0)
+        edges = (*range(o0, lo), *range(hi, o1))
+    else:
+        edges = range(o0, o1)
+    for o in edges:
+        base = o * stride - pad
+        total += max(0, min(k1, size - base) - max(k0, -base))
+    return total
 
 
 def _in_window(keys: np.ndarray, addr: np.ndarray, start: int, width: int, num_sets: int) -> np.ndarray:
@@ -678,34 +848,37 @@ def user_mode(writes_per_cycle: np.ndarray, ifmap: ReadBufferTrace, filt: ReadBu
     Only lines where something can happen are stepped one by one: a read-buffer miss, or a write that
     fills the ofmap buffer past its drain threshold (or, during a drain, fills it up). The writing lines
     in between cannot stall, so they are stored in one step, found by bisecting the running write count."""
+    total_writes = int(writes_per_cycle.sum())
+    if total_writes <= ofmap_elems - math.ceil(ofmap_elems * 0.5):  # never drains during compute
+        return _quiet_ofmap_run(len(writes_per_cycle), total_writes, ifmap, filt, ofmap_elems, ofmap_bandwidth)
     buffer = _WriteBuffer(ofmap_elems, ofmap_bandwidth)
-    missing = np.zeros(len(writes_per_cycle), dtype=bool)
-    missing[ifmap.miss_lines] = True
-    missing[filt.miss_lines] = True
-    miss = np.flatnonzero(missing)
-    events = np.flatnonzero(missing | (writes_per_cycle > 0))
-    counts = writes_per_cycle[events]
-    cum = np.cumsum(counts).tolist()  # writes stored up to and including each event line
-    counts, lines = counts.tolist(), events.tolist()
-    miss_at = np.searchsorted(events, miss).tolist() + [len(lines)]  # event index of each miss line
+    lines, cum, miss_at = _event_lines(writes_per_cycle, ifmap, filt,
+                                       2 * total_writes // (ofmap_elems - math.ceil(ofmap_elems * 0.5)))
     if_lines, f_lines = ifmap.miss_lines.tolist() + [-1], filt.miss_lines.tolist() + [-1]
     stall, pos, next_miss = 0, 0, 0
     state = [0, 0, 0, 0]  # ifmap miss index, ifmap prefetches done, filter miss index, filter prefetches
-    while pos < len(lines):
+    size = len(lines)
+    while pos < size:
         while miss_at[next_miss] < pos:
             next_miss += 1
-        base = cum[pos - 1] if pos else 0
+        base = int(cum[pos - 1]) if pos else 0
         draining_until = bisect.bisect_left(lines, buffer.drain_end - stall, pos)
         if pos < draining_until:  # fast while the buffer does not fill up
-            end = min(draining_until, bisect.bisect_left(cum, buffer.free + base, pos))
+            end = bisect.bisect_left(cum, buffer.free + base, pos)
+            if draining_until <= end and draining_until < miss_at[next_miss]:  # the drain ends first
+                buffer.store(int(cum[draining_until - 1]) - base)
+                pos = draining_until
+                continue
         else:  # fast while at least `active` slots stay free
             end = bisect.bisect_right(cum, buffer.free - buffer.active + base, pos)
         end = min(end, miss_at[next_miss])
-        if end > pos:
-            buffer.store(cum[end - 1] - base)
+        if end > pos:  # store the quiet lines, then step the line that stopped them
+            buffer.store(int(cum[end - 1]) - base)
+            base = int(cum[end - 1])
             pos = end
-            continue
-        line, count = lines[pos], counts[pos]
+            if pos == size:
+                break
+        line, count = int(lines[pos]), int(cum[pos]) - base
         cycle = line + stall
         worst = 0
         if if_lines[state[0]] == line:
@@ -722,3 +895,62 @@ def user_mode(writes_per_cycle: np.ndarray, ifmap: ReadBufferTrace, filt: ReadBu
     buffer.finish(total)
     return UserRun(total, stall, buffer.counted, buffer.last_end,
                    -max(ifmap.first_fill_lines, filt.first_fill_lines))
+
+
+def _event_lines(writes_per_cycle: np.ndarray, ifmap: ReadBufferTrace, filt: ReadBufferTrace, drains: int
+                 ) -> tuple[list[int] | np.ndarray, list[int] | np.ndarray, list[int]]:
+    """(lines that write or miss, writes up to and including each, index in them of each miss line + a
+    sentinel) for :func:`user_mode`. It bisects them a few times per step (a drain or a miss): as Python
+    lists when they are few per expected step, else as the arrays (slower bisects, no O(lines) copy)."""
+    writing = writes_per_cycle > 0
+    miss = np.zeros(0, dtype=np.int64)
+    if len(ifmap.miss_lines) or len(filt.miss_lines):
+        missing = np.zeros(len(writes_per_cycle), dtype=bool)
+        missing[ifmap.miss_lines] = True
+        missing[filt.miss_lines] = True
+        miss = np.flatnonzero(missing)
+        writing |= missing
+    events = np.flatnonzero(writing)
+    cum = np.cumsum(writes_per_cycle[events])
+    miss_at = np.searchsorted(events, miss).tolist() + [len(events)]
+    if len(events) < 32 * (drains + 2 * len(miss) + 4):
+        return events.tolist(), cum.tolist(), miss_at
+    return events, cum, miss_at
+
+
+def _quiet_ofmap_run(lines: int, writes: int, ifmap: ReadBufferTrace, filt: ReadBufferTrace, ofmap_elems: int,
+                     ofmap_bandwidth: int) -> UserRun:
+    """:func:`user_mode` when all ``writes`` of the ``lines`` demand lines fit the ofmap buffer's drain half:
+    it then never drains or stalls during compute, so only the read misses' lines are stepped, and the
+    final drain (:meth:`_WriteBuffer.finish`) is a closed form: ``ceil(writes / bw)`` lines, one a cycle
+    from the last line's cycle, and only the last one partly empty, so exactly ``writes`` are counted."""
+    stall = 0
+    state = [0, 0, 0, 0]  # ifmap miss index, ifmap prefetches done, filter miss index, filter prefetches
+    if_lines, f_lines = ifmap.miss_lines.tolist(), filt.miss_lines.tolist()
+    for line in sorted(set(if_lines) | set(f_lines)):
+        cycle, worst = line + stall, 0
+        if state[0] < len(if_lines) and if_lines[state[0]] == line:
+            worst, state[0], state[1] = _read_stall(ifmap, state[0], line, cycle, state[1])
+        if state[2] < len(f_lines) and f_lines[state[2]] == line:
+            f_stall, state[2], state[3] = _read_stall(filt, state[2], line, cycle, state[3])
+            worst = max(worst, f_stall)
+        stall += max(worst, 0)
+    total = lines - 1 + stall
+    last_write = total + -(-writes // ofmap_bandwidth) - 1 if writes > 0 else 0
+    return UserRun(total, stall, writes, last_write, -max(ifmap.first_fill_lines, filt.first_fill_lines))
+
+
+def user_run(dataflow: str, rows: int, cols: int, sr: int, sc: int, t: int, ifmap: ReadBufferTrace,
+             filt: ReadBufferTrace, ofmap_elems: int, ofmap_bandwidth: int) -> UserRun:
+    """:func:`user_mode` of one (sub-)layer given its shape (as :func:`ofmap_writes_per_cycle`): the
+    per-cycle writes are built only when their total can fill the ofmap buffer past its drain half
+    (else the run depends on the number of lines and writes alone, both closed forms: ``P + B + cols - 1``
+    lines per fold; ``Sr * Sc`` writes in os, ``T`` per mapped column and row fold in ws/is)."""
+    row_folds, col_folds = -(-sr // rows), -(-sc // cols)
+    prefix, body = (t - 1, rows) if dataflow == "os" else (2 * rows - 1, t)
+    writes = sr * sc if dataflow == "os" else row_folds * t * sc
+    if writes <= ofmap_elems - math.ceil(ofmap_elems * 0.5):
+        return _quiet_ofmap_run(row_folds * col_folds * (prefix + body + cols - 1), writes, ifmap, filt,
+                                ofmap_elems, ofmap_bandwidth)
+    return user_mode(ofmap_writes_per_cycle(dataflow, rows, cols, sr, sc, t), ifmap, filt, ofmap_elems,
+                     ofmap_bandwidth)

@@ -45,8 +45,8 @@ from effnn.hw.memory import (
     ofmap_writes_per_cycle,
     operand_passes,
     read_buffer_holds_all,
-    user_mode,
     user_read_buffer,
+    user_run,
 )
 
 DATAFLOWS = ("os", "ws", "is")
@@ -582,7 +582,7 @@ class SystolicArray:
                       sc: float, t: float, bw_if: float, bw_f: float, bw_of: float, size_if: float,
                       size_f: float, size_of: float) -> tuple[int, int, int, int, int, int]:
         """USER bandwidth mode, one layer: (dram_if, dram_f, dram_of per group; stall, prefetch, total incl.
-        prefetch per layer) replayed on SCALE-Sim's memory system (:func:`effnn.hw.memory.user_mode`).
+        prefetch per layer) replayed on SCALE-Sim's memory system (:func:`effnn.hw.memory.user_run`).
         Counts are in elements (SCALE-Sim run with words of each operand's width)."""
         m, n, k, g = int(m), int(n), int(k), int(g)
         bws = (int(bw_if), int(bw_f), int(bw_of))
@@ -592,12 +592,12 @@ class SystolicArray:
         want = tuple(not read_buffer_holds_all(counts[j][1], elems[j]) for j in (0, 1))  # else no misses
         traces = [held_read_buffer(counts[j][0], elems[j], bws[j]) for j in (0, 1)]
         if any(want):
-            fetch = fetch_streams(self.dataflow, self.rows, self.cols, m, n, k, geo)
+            fetch = fetch_streams(self.dataflow, self.rows, self.cols, m, n, k, geo, want)
             demand = demand_streams(self.dataflow, self.rows, self.cols, m, n, k, geo, want)
             traces = [user_read_buffer(fetch[j], *demand[j], elems[j], bws[j]) if want[j] else traces[j]
                       for j in (0, 1)]
-        writes = ofmap_writes_per_cycle(self.dataflow, self.rows, self.cols, int(sr), int(sc), int(t))
-        run = user_mode(writes, traces[0], traces[1], elems[2], bws[2])
+        run = user_run(self.dataflow, self.rows, self.cols, int(sr), int(sc), int(t), traces[0], traces[1],
+                       elems[2], bws[2])
         return (traces[0].dram_reads(bws[0]), traces[1].dram_reads(bws[1]), run.dram_writes,
                 g * run.stall_cycles, -g * run.first_read_cycle, g * (run.last_write_cycle - run.first_read_cycle))
 
