@@ -490,8 +490,11 @@ class SystolicArray:
         of_bw = bandwidths[2]
         drain = xp.ceil(dram_of / of_bw) - 1
         of_elems = xp.floor(self.ofmap_sram_kb * 1024 * 8 / ob)
-        dram_of, drain = xp.each((dram_of > of_elems - xp.ceil(of_elems * 0.5)) & replayable
-                                 & (compute / g <= limit), self._ofmap_drain_one, (dram_of, drain),
+        drains_early = (dram_of > of_elems - xp.ceil(of_elems * 0.5)) & replayable & (compute / g <= limit)
+        if self.dram_bandwidth is not None and la.geometry is not None:
+            # USER mode: the layers the USER replay below runs get their drain from it, whole
+            drains_early = drains_early & (sram_reads > limit)
+        dram_of, drain = xp.each(drains_early, self._ofmap_drain_one, (dram_of, drain),
                                  (sr, sc, t, of_elems, of_bw))
         stall, _ = self._stalls(xp, compute, g * dram_if, g * dram_f, g * dram_of,
                                 g * xp.minimum(fp_if, cap_if), g * xp.minimum(kn, cap_f), ab, fb, ob)
