@@ -381,6 +381,137 @@ def _stable_order(values: np.ndarray) -> np.ndarray:
     return low[np.argsort((values[low] >> 16).astype(np.uint16), kind="stable")]
 
 
+def calc_dram_reads(dataflow: str, rows: int, cols: int, m: int, n: int, k: int, geometry: ConvGeometry,
+                    capacities: tuple[int, int], want: tuple[bool, bool] = (True, True)
+                    ) -> tuple[int | None, int | None]:
+    """(ifmap, filter) DRAM reads of SCALE-Sim's CALC-mode read buffers (``None`` where not wanted):
+    :func:`chunked_misses` of :func:`operand_passes` at the active capacities (50 sets each).
+
+    Most streams need no replay: one made of segments over disjoint address sets, each a permutation
+    repeated, is counted by arithmetic on the segments' sizes (:func:`_segment_misses`). Every filter
+    stream is one, and so is an ifmap stream whose windows never share an element (GEMMs, 1x1 or
+    non-overlapping convs). Only the other ifmaps are built and replayed."""
+    segments = permutation_segments(dataflow, rows, cols, m, n, k, geometry)
+    out: list[int | None] = [None, None]
+    replay = [False, False]
+    for j in (0, 1):
+        if want[j] and segments[j] is not None and capacities[j] >= 1:
+            out[j] = _segment_misses(segments[j], capacities[j])
+        else:
+            replay[j] = want[j]
+    if any(replay):
+        passes = operand_passes(dataflow, rows, cols, m, n, k, geometry, (replay[0], replay[1]))
+        for j in (0, 1):
+            if replay[j]:
+                stream, repeats = passes[j]  # type: ignore[misc]
+                out[j] = chunked_misses(stream, capacities[j], repeats)
+    return out[0], out[1]
+
+
+Segment = tuple[int, int, int]  # (distinct addresses s, reads L = repeats * s, identical segments in a row)
+
+
+def permutation_segments(dataflow: str, rows: int, cols: int, m: int, n: int, k: int, geometry: ConvGeometry
+                         ) -> tuple[list[Segment] | None, list[Segment] | None]:
+    """(ifmap, filter) demand streams of :func:`operand_streams` as runs of segments -- each a permutation
+    of its own address set, repeated, the sets pairwise disjoint -- or ``None`` where an ifmap's windows
+    share elements (then its stream has reuse at irregular distances).
+
+    A streamed operand's pass covers each of its elements once and repeats once per column fold; the os
+    filter streams column fold by column fold, each fold's ``K x cu`` block once per row fold; a
+    stationary operand is loaded once, element by element."""
+    sr, sc = {"os": (m, n), "ws": (k, n), "is": (k, m)}[dataflow]
+    row_folds, col_folds = -(-sr // rows), -(-sc // cols)
+    pairs = _window_pairs(geometry, m, k)
+    ifmap = None
+    if pairs is not None and pairs[1]:
+        ifmap = [(pairs[0], pairs[0] * (1 if dataflow == "is" else col_folds), 1)]
+    if dataflow == "os":
+        last = sc - (col_folds - 1) * cols
+        filt = [(k * cols, k * cols * row_folds, col_folds - 1), (k * last, k * last * row_folds, 1)]
+    else:
+        filt = [(k * n, k * n * (col_folds if dataflow == "is" else 1), 1)]
+    return ifmap, filt
+
+
+def _segment_misses(segments: list[Segment], capacity: int) -> int:
+    """:func:`chunked_misses` of a stream of permutation segments (:func:`permutation_segments`).
+
+    Any ``s`` consecutive reads of a repeated permutation of ``s`` addresses are distinct, and an address
+    set meets no other. So a piece entering a segment gains new addresses with every read until it has
+    read ``s`` of them, then none: the state between segments is only how many addresses the open piece
+    holds, ``x``. A segment with ``s >= capacity`` is all misses (``x`` advances by ``L`` mod capacity);
+    a smaller one adds ``min(s, L)`` to ``x``, or completes the piece and opens one holding what is left
+    of the segment (at most ``s``). Runs of identical segments skip whole periods of ``x``."""
+    x = misses = 0
+    for size, length, count in segments:
+        if count <= 0:
+            continue
+        if size >= capacity:
+            misses += count * length
+            x = (x + count * length) % capacity
+            continue
+        seen: dict[int, tuple[int, int]] = {}
+        done = 0
+        while done < count:
+            if x in seen:  # the state recurs: skip whole periods of segments
+                before, misses_before = seen.pop(x)
+                period = done - before
+                skip = (count - done) // period
+                done, misses = done + skip * period, misses + skip * (misses - misses_before)
+                seen.clear()
+                if done >= count:
+                    break
+            seen[x] = done, misses
+            gain = min(size, length)
+            if x + gain < capacity:
+                x, misses = x + gain, misses + gain
+            else:  # the piece completes after capacity - x reads; the next holds the rest of the segment
+                rest = min(size, length - (capacity - x))
+                x, misses = rest, misses + capacity - x + rest
+            done += 1
+    return misses
+
+
+def _window_pairs(geometry: ConvGeometry, m: int, k: int) -> tuple[int, bool] | None:
+    """(valid (output pixel, window element) pairs of ``m`` pixels and ``k`` window elements, whether no two
+    of them read the same ifmap address), or ``None`` when ``m`` or ``k`` is not a whole number of output
+    rows / kernel rows (then the pairs are not a product of per-axis pairs)."""
+    g = geometry
+    if k % (g.kernel_w * g.channels) or g.out_w < 1:
+        return None
+    pixels = g.image_pixels if g.image_pixels else m
+    if m % pixels or pixels % g.out_w:
+        return None
+    images, out_h = m // pixels, pixels // g.out_w
+    ys, y_distinct = _axis_pairs(g.in_h, out_h, k // (g.kernel_w * g.channels), g.stride_h, g.pad_h)
+    xs, x_distinct = _axis_pairs(g.in_w, g.out_w, g.kernel_w, g.stride_w, g.pad_w)
+    inside = images * ys * xs * g.channels
+    return inside, inside == 0 or (y_distinct and x_distinct)
+
+
+def _axis_pairs(size: int, out: int, kernel: int, stride: int, pad: int) -> tuple[int, bool]:
+    """(pairs (o, j), ``o < out``, ``j < kernel``, whose coordinate ``o * stride + j - pad`` is in
+    ``[0, size)``; whether no two share a coordinate). Two share one iff some inside pair with
+    ``j >= stride`` has a successor ``o + 1 < out`` (then ``(o + 1, j - stride)`` lands on it)."""
+    def kernel_span(o: int, first: int) -> int:
+        """How many ``j`` in ``[first, kernel)`` put output ``o`` inside the axis."""
+        return max(0, min(kernel, size + pad - o * stride) - max(first, pad - o * stride))
+
+    def out_span(j: int, last: int) -> int:
+        """How many ``o`` in ``[0, last)`` put kernel element ``j`` inside the axis."""
+        lo = max(0, -((j - pad) // stride))  # ceil((pad - j) / stride)
+        return max(0, min(last - 1, (size - 1 + pad - j) // stride) - lo + 1)
+
+    if out <= kernel:
+        inside = sum(kernel_span(o, 0) for o in range(out))
+        shared = any(kernel_span(o, stride) for o in range(out - 1))
+    else:
+        inside = sum(out_span(j, out) for j in range(kernel))
+        shared = any(out_span(j, out - 1) for j in range(stride, kernel))
+    return inside, not shared
+
+
 # --------------------------------------------------------------------------------------------------------
 # USER bandwidth mode: read buffers that prefetch a fixed order, an ofmap buffer that can stall the array
 

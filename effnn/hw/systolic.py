@@ -33,14 +33,13 @@ from effnn.hw.energy import EnergyTable, load_energy_table
 from effnn.hw.layers import ConvLayer, GemmLayer, Layer
 from effnn.hw.memory import (
     ConvGeometry,
-    chunked_misses,
+    calc_dram_reads,
     demand_streams,
     drain_ofmap,
     fetch_counts,
     fetch_streams,
     held_read_buffer,
     ofmap_writes_per_cycle,
-    operand_passes,
     read_buffer_holds_all,
     user_mode,
     user_read_buffer,
@@ -416,7 +415,7 @@ class SystolicArray:
                     spill_f: np.ndarray, cap_if: np.ndarray, cap_f: np.ndarray,
                     sram_reads: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """CALC-mode DRAM reads per group of the layers with a spilling ifmap/filter, by replaying
-        SCALE-Sim's read buffer on the operand's address stream (:func:`effnn.hw.memory.chunked_misses`);
+        SCALE-Sim's read buffer on the operand's address stream (:func:`effnn.hw.memory.calc_dram_reads`);
         sub-layers with more than ``replay_limit`` SRAM reads and the layers :meth:`_replayable` rejects
         keep the closed form."""
         todo = np.flatnonzero((spill_if | spill_f) & self._replayable(la) & (sram_reads <= self.replay_limit))
@@ -426,12 +425,12 @@ class SystolicArray:
         for i in todo:
             m, n, k = int(la.m[i]), int(la.n[i]), int(la.k[i])
             want = (bool(spill_if[i]), bool(spill_f[i]))
-            ifmap, filt = operand_passes(self.dataflow, self.rows, self.cols, m, n, k,
-                                         _geometry(la.geometry[i], m), want)
+            ifmap, filt = calc_dram_reads(self.dataflow, self.rows, self.cols, m, n, k,
+                                          _geometry(la.geometry[i], m), (int(cap_if[i]), int(cap_f[i])), want)
             if ifmap is not None:
-                dram_if[i] = chunked_misses(ifmap[0], int(cap_if[i]), ifmap[1])
+                dram_if[i] = ifmap
             if filt is not None:
-                dram_f[i] = chunked_misses(filt[0], int(cap_f[i]), filt[1])
+                dram_f[i] = filt
         return dram_if, dram_f
 
     def element_bandwidths(self, la: LayerArrays) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
