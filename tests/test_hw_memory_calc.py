@@ -1,13 +1,15 @@
 """CALC-mode replay shortcuts (effnn.hw.memory) against the plain replay and read-by-read references.
 
 The shortcuts must give the same numbers as building every demand stream and replaying SCALE-Sim's
-read buffer read by read: on many random small layers (convs with every kernel/stride/padding/batch
-mix, GEMMs) and on every SCALE-Sim reference run in the repo."""
+read buffer read by read, and as stepping its ofmap buffer write by write: on many random small layers
+(convs with every kernel/stride/padding/batch mix, GEMMs) and on every SCALE-Sim reference run in the
+repo (there against the previous, array-based implementations kept here as references)."""
 
 from __future__ import annotations
 
 import csv
 import json
+import math
 import random
 from pathlib import Path
 
@@ -18,10 +20,16 @@ import effnn.hw.systolic as systolic
 from effnn.hw import SystolicArray, read_scalesim_config, read_scalesim_topology
 from effnn.hw.memory import (
     ConvGeometry,
+    DrainResult,
     _axis_pairs,
+    _box_count,
+    _box_inverse,
     _segment_misses,
     calc_dram_reads,
     chunked_misses,
+    drain_folds,
+    drain_ofmap,
+    ofmap_writes_per_cycle,
     operand_passes,
     operand_streams,
     permutation_segments,
@@ -154,5 +162,132 @@ def test_every_reference_run_is_unchanged_by_the_shortcuts(monkeypatch: pytest.M
     assert len(runs) == 661  # 466 generated + 45 multi-word + 111 extra + 39 shared
     fast = [array.simulate(layers) for array, layers in runs]
     monkeypatch.setattr(systolic, "calc_dram_reads", _reference_calc_reads)
+    slow = [array.simulate(layers) for array, layers in runs]
+    assert fast == slow
+
+
+def _write_by_write(writes_per_cycle: list[int], size: int, bandwidth: int) -> tuple[int, int]:
+    """SCALE-Sim's CALC-mode ofmap buffer one write at a time (docs/hardware.md quirks 12-13): a write
+    held beyond the drain half ``size - ceil(size / 2)``, once the previous drain has finished, closes
+    the line being packed and drains up to ``ceil(half / bw)`` lines, one per cycle; every slot of a
+    drained line counts except the empty slots of the chunk's last line. After compute the rest drains
+    chunk after chunk. Returns (DRAM writes, cycle of the last one)."""
+    half = size - math.ceil(size / 2)
+    chunk = math.ceil(half / bandwidth)
+    fills: list[int] = []  # elements in each closed line
+    packed = stored = drained = counted = drain_end = end = 0
+    sent = 0  # lines drained so far
+
+    def close() -> None:
+        nonlocal packed
+        while packed < stored:
+            fills.append(min(bandwidth, stored - packed))
+            packed += fills[-1]
+
+    def drain_chunk() -> int:
+        nonlocal sent
+        n = min(chunk, len(fills) - sent)
+        sent += n
+        return n * bandwidth - (bandwidth - fills[sent - 1])
+
+    for cycle, count in enumerate(writes_per_cycle):
+        for _ in range(count):
+            stored += 1
+            if stored - drained > half and cycle >= drain_end:
+                close()
+                before = sent
+                data = drain_chunk()
+                drained, counted = drained + data, counted + data
+                drain_end = end = cycle + (sent - before) - 1
+    close()
+    cycle = len(writes_per_cycle) - 1
+    while sent < len(fills):
+        before = sent
+        counted += drain_chunk()
+        cycle += sent - before
+        end = max(end, cycle - 1)
+    return counted, end
+
+
+def _array_drain(writes_per_cycle: np.ndarray, buffer_elems: int, bandwidth: int) -> DrainResult:
+    """The previous implementation (per-cycle array, a ``searchsorted`` per drain), kept as the reference
+    the closed form must reproduce on the reference runs."""
+    cum = np.cumsum(writes_per_cycle)
+    total, last_cycle = int(cum[-1]), len(writes_per_cycle) - 1
+    drain = buffer_elems - math.ceil(buffer_elems * 0.5)
+    chunk = math.ceil(drain / bandwidth)
+    fills: dict[int, int] = {}
+    lines = packed = drained = counted = next_line = drain_end = stored = 0
+
+    def close(upto: int) -> None:
+        nonlocal lines, packed
+        count = upto - packed
+        if count > 0:
+            new = -(-count // bandwidth)
+            fills[lines + new - 1] = count - (new - 1) * bandwidth
+            lines, packed = lines + new, upto
+
+    def chunk_data(n: int) -> int:
+        return n * bandwidth - (bandwidth - fills.get(next_line + n - 1, bandwidth))
+
+    while drain_end <= last_cycle:
+        need = max(drained + drain + 1, stored + 1, int(cum[drain_end - 1]) + 1 if drain_end > 0 else 1)
+        if need > total:
+            break
+        cycle = int(np.searchsorted(cum, need))
+        stored = need
+        close(stored)
+        n = min(chunk, lines - next_line)
+        data = chunk_data(n)
+        drained, counted, next_line = drained + data, counted + data, next_line + n
+        drain_end = cycle + n - 1
+    close(total)
+    end, cycle = drain_end, last_cycle
+    while next_line < lines:
+        n = min(chunk, lines - next_line)
+        counted += chunk_data(n)
+        next_line += n
+        cycle += n
+        end = max(end, cycle - 1)
+    return DrainResult(counted, end)
+
+
+def test_box_counts_match_enumeration() -> None:
+    for h in range(1, 13):
+        for w in range(1, 13):
+            diagonals = sorted(x + y for x in range(h) for y in range(w))
+            for u in range(-2, h + w + 2):
+                assert _box_count(u, h, w) == sum(1 for d in diagonals if d <= u), (u, h, w)
+            for r in range(1, h * w + 1):
+                assert _box_inverse(r, h, w) == diagonals[r - 1], (r, h, w)
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_drains_equal_the_write_by_write_buffer(seed: int) -> None:
+    rng = random.Random(seed)
+    during = padded = 0
+    for _ in range(300):
+        dataflow, rows, cols = rng.choice(["os", "ws", "is"]), rng.randint(1, 9), rng.randint(1, 9)
+        sr, sc, t = rng.randint(1, 40), rng.randint(1, 40), rng.randint(1, 30)
+        size, bandwidth = rng.randint(2, 300), rng.randint(1, 12)
+        writes = ofmap_writes_per_cycle(dataflow, rows, cols, sr, sc, t)
+        expected = _write_by_write(writes.tolist(), size, bandwidth)
+        case = (dataflow, rows, cols, sr, sc, t, size, bandwidth)
+        assert tuple(vars(drain_folds(*case)).values()) == expected, case
+        assert tuple(vars(drain_ofmap(writes, size, bandwidth)).values()) == expected, case
+        during += int(writes.sum()) > size - math.ceil(size / 2)  # the buffer drains during compute
+        padded += expected[0] > int(writes.sum())  # and closed lines half full inside a chunk
+    assert during > 150 and padded > 30, (during, padded)
+
+
+def _folds_via_array(dataflow: str, rows: int, cols: int, sr: int, sc: int, t: int, buffer_elems: int,
+                     bandwidth: int) -> DrainResult:
+    return _array_drain(ofmap_writes_per_cycle(dataflow, rows, cols, sr, sc, t), buffer_elems, bandwidth)
+
+
+def test_every_reference_run_is_unchanged_by_the_closed_form_drain(monkeypatch: pytest.MonkeyPatch) -> None:
+    runs = _reference_runs()
+    fast = [array.simulate(layers) for array, layers in runs]
+    monkeypatch.setattr(systolic, "drain_folds", _folds_via_array)
     slow = [array.simulate(layers) for array, layers in runs]
     assert fast == slow

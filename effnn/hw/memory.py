@@ -68,8 +68,26 @@ def drain_ofmap(writes_per_cycle: np.ndarray, buffer_elems: int, bandwidth: int)
     """Emulate SCALE-Sim's ``write_buffer`` on a CALC-mode (stall-free) run: cycle ``i`` issues
     ``writes_per_cycle[i]`` writes; returns the DRAM writes it counts and when the last one happens."""
     cum = np.cumsum(writes_per_cycle)
-    total = int(cum[-1])
-    last_cycle = len(writes_per_cycle) - 1
+    return _drain(lambda cycle: int(cum[cycle]), lambda need: int(cum.searchsorted(need)), int(cum[-1]),
+                  len(writes_per_cycle) - 1, buffer_elems, bandwidth)
+
+
+def drain_folds(dataflow: str, rows: int, cols: int, sr: int, sc: int, t: int, buffer_elems: int,
+                bandwidth: int) -> DrainResult:
+    """``drain_ofmap(ofmap_writes_per_cycle(dataflow, rows, cols, sr, sc, t), buffer_elems, bandwidth)``
+    without the per-cycle array: the write count through a cycle, and the cycle of the ``r``-th write,
+    in closed form per fold (:class:`_FoldWrites`), so the work is per drain, not per cycle."""
+    writes = _FoldWrites(dataflow, rows, cols, sr, sc, t)
+    return _drain(writes.through, writes.cycle_of, writes.total, writes.cycles - 1, buffer_elems, bandwidth)
+
+
+def _drain(through: Callable[[int], int], cycle_of: Callable[[int], int], total: int, last_cycle: int,
+           buffer_elems: int, bandwidth: int) -> DrainResult:
+    """SCALE-Sim's CALC-mode ofmap buffer, drain by drain: ``through(c)`` is the number of writes issued
+    in cycles ``0 .. c``, ``cycle_of(r)`` the cycle of the ``r``-th write (from 1), ``total`` all of them.
+
+    A drain starts at the first write held beyond the drain half once the previous drain has finished
+    (docs/hardware.md quirk 13); it closes the line being packed and drains up to a chunk of lines."""
     drain = buffer_elems - math.ceil(buffer_elems * 0.5)
     chunk = math.ceil(drain / bandwidth)  # lines per drain
     partial: dict[int, int] = {}  # trace line index -> elements in it, for lines closed while partly full
@@ -81,11 +99,10 @@ def drain_ofmap(writes_per_cycle: np.ndarray, buffer_elems: int, bandwidth: int)
     stored = 0
     while drain_end <= last_cycle:
         # the next trigger: an element stored while more than `drain` are held, at a cycle >= drain_end
-        need = max(drained + drain + 1, stored + 1,
-                   int(cum[drain_end - 1]) + 1 if drain_end > 0 else 1)
+        need = max(drained + drain + 1, stored + 1, through(drain_end - 1) + 1 if drain_end > 0 else 1)
         if need > total:
             break
-        cycle = int(np.searchsorted(cum, need))  # cycle of the need-th write
+        cycle = cycle_of(need)
         stored = need
         lines, seg_start = _close(lines, seg_start, stored, bandwidth, partial)
         n = min(chunk, lines - next_line)
@@ -104,6 +121,75 @@ def drain_ofmap(writes_per_cycle: np.ndarray, buffer_elems: int, bandwidth: int)
         cycle += n  # the next chunk starts the cycle after this one's last write
         end = max(end, cycle - 1)  # a drain started during compute may end later still
     return DrainResult(counted, end)
+
+
+class _FoldWrites:
+    """:func:`ofmap_writes_per_cycle` in closed form. A fold's writes are a ``h x cu`` box (valid body
+    rows x mapped columns) sheared by one line per column, so the writes through body line ``u`` of the
+    box are its cells on anti-diagonals ``<= u`` (:func:`_box_count`); folds run column folds outer, row
+    folds inner, and only the last of each differs."""
+
+    def __init__(self, dataflow: str, rows: int, cols: int, sr: int, sc: int, t: int) -> None:
+        self.row_folds, self.col_folds = -(-sr // rows), -(-sc // cols)
+        self.prefix, body = (t - 1, rows) if dataflow == "os" else (2 * rows - 1, t)
+        self.fold = self.prefix + body + cols - 1
+        last_ru, last_cu = sr - (self.row_folds - 1) * rows, sc - (self.col_folds - 1) * cols
+        heights = (rows, last_ru) if dataflow == "os" else (t, t)  # os: the unmapped rows come first
+        # per (last column fold?, last row fold?): (first valid body row, valid rows, mapped columns)
+        self.kinds = tuple(tuple((body - h, h, cu) for h in heights) for cu in (cols, last_cu))
+        self.row_total = (heights[0] * cols, heights[0] * last_cu)  # a full row fold, per column kind
+        self.col_total = (self.row_folds - 1) * heights[0] * cols + heights[1] * cols  # a full column fold
+        self.total = ((self.col_folds - 1) * self.col_total + (self.row_folds - 1) * heights[0] * last_cu
+                      + heights[1] * last_cu)
+        self.cycles = self.row_folds * self.col_folds * self.fold
+
+    def through(self, cycle: int) -> int:
+        """Writes issued in cycles ``0 .. cycle``."""
+        fold, offset = divmod(cycle, self.fold)
+        cf, rf = divmod(fold, self.row_folds)
+        if cf >= self.col_folds:
+            return self.total
+        last = cf == self.col_folds - 1
+        first, h, cu = self.kinds[last][rf == self.row_folds - 1]
+        return cf * self.col_total + rf * self.row_total[last] + _box_count(offset - self.prefix - first, h, cu)
+
+    def cycle_of(self, r: int) -> int:
+        """Cycle of the ``r``-th write (``1 <= r <= total``)."""
+        cf = min((r - 1) // self.col_total, self.col_folds - 1)
+        r -= cf * self.col_total
+        last = cf == self.col_folds - 1
+        rf = min((r - 1) // self.row_total[last], self.row_folds - 1)
+        r -= rf * self.row_total[last]
+        first, h, cu = self.kinds[last][rf == self.row_folds - 1]
+        return (cf * self.row_folds + rf) * self.fold + self.prefix + first + _box_inverse(r, h, cu)
+
+
+def _box_count(u: int, h: int, w: int) -> int:
+    """Cells ``(x, y)`` of an ``h x w`` box with ``x + y <= u``: a triangle, then a band of ``min(h, w)``
+    per anti-diagonal, then the box minus the triangle left over."""
+    a, b = min(h, w), max(h, w)
+    if u < 0:
+        return 0
+    if u < a:
+        return (u + 1) * (u + 2) // 2
+    if u < b:
+        return a * (a + 1) // 2 + (u - a + 1) * a
+    v = h + w - 2 - u  # cells beyond anti-diagonal u: a triangle of side v
+    return h * w - v * (v + 1) // 2 if v > 0 else h * w
+
+
+def _box_inverse(r: int, h: int, w: int) -> int:
+    """The smallest ``u`` with :func:`_box_count` ``(u, h, w) >= r`` (``1 <= r <= h * w``)."""
+    a, b = min(h, w), max(h, w)
+    triangle = a * (a + 1) // 2
+    if r <= triangle:  # smallest s = u + 1 with s (s + 1) / 2 >= r
+        s = (math.isqrt(8 * r + 1) - 1) // 2
+        return s - 1 if s * (s + 1) // 2 >= r else s
+    if r <= triangle + (b - a) * a:
+        return a - 1 + -(-(r - triangle) // a)
+    # largest v with v (v + 1) / 2 <= h w - r cells left beyond anti-diagonal u = h + w - 2 - v
+    v = (math.isqrt(8 * (h * w - r) + 1) - 1) // 2
+    return h + w - 2 - v
 
 
 def _close(lines: int, seg_start: int, stored: int, bandwidth: int, partial: dict[int, int]) -> tuple[int, int]:

@@ -35,7 +35,7 @@ from effnn.hw.memory import (
     ConvGeometry,
     calc_dram_reads,
     demand_streams,
-    drain_ofmap,
+    drain_folds,
     fetch_counts,
     fetch_streams,
     held_read_buffer,
@@ -503,7 +503,7 @@ class SystolicArray:
                      compute: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(DRAM ofmap writes, cycles from the last compute cycle to the last DRAM write) per group, with
         the :meth:`_replayable` layers whose ofmap outgrows the buffer's drain threshold replayed
-        (:func:`effnn.hw.memory.drain_ofmap`, at most ``replay_limit`` compute cycles per group)."""
+        (:func:`effnn.hw.memory.drain_folds`, at most ``replay_limit`` compute cycles per group)."""
         elems = np.floor(self.ofmap_sram_kb * 1024 * 8 / ob)
         spill = ((dram_of > elems - np.ceil(elems * 0.5)) & self._replayable(la)
                  & (compute / la.groups <= self.replay_limit))
@@ -512,11 +512,10 @@ class SystolicArray:
         dram_of, drain = dram_of.copy(), drain.copy()
         for i in np.flatnonzero(spill):
             bw = int(of_bw[i])
-            per_cycle = ofmap_writes_per_cycle(self.dataflow, self.rows, self.cols, int(sr[i]), int(sc[i]),
-                                               int(t[i]))
-            result = drain_ofmap(per_cycle, int(elems[i]), bw)
+            result = drain_folds(self.dataflow, self.rows, self.cols, int(sr[i]), int(sc[i]), int(t[i]),
+                                 int(elems[i]), bw)
             dram_of[i] = result.dram_writes
-            drain[i] = result.last_write_cycle - (len(per_cycle) - 1)
+            drain[i] = result.last_write_cycle - compute[i] / la.groups[i]  # from the last compute cycle
         return dram_of, drain
 
     def _first_fill(self, dram_if: np.ndarray, dram_f: np.ndarray, ab: np.ndarray, fb: np.ndarray,
