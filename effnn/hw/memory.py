@@ -76,9 +76,9 @@ def drain_folds(dataflow: str, rows: int, cols: int, sr: int, sc: int, t: int, b
                 bandwidth: int) -> DrainResult:
     """``drain_ofmap(ofmap_writes_per_cycle(dataflow, rows, cols, sr, sc, t), buffer_elems, bandwidth)``
     without the per-cycle array: the write count through a cycle, and the cycle of the ``r``-th write,
-    in closed form per fold (:class:`_FoldWrites`), so the work is per drain, not per cycle."""
-    writes = _FoldWrites(dataflow, rows, cols, sr, sc, t)
-    return _drain(writes.through, writes.cycle_of, writes.total, writes.cycles - 1, buffer_elems, bandwidth)
+    in closed form per fold (:func:`_fold_writes`), so the work is per drain, not per cycle."""
+    through, cycle_of, total, cycles = _fold_writes(dataflow, rows, cols, sr, sc, t)
+    return _drain(through, cycle_of, total, cycles - 1, buffer_elems, bandwidth)
 
 
 def _drain(through: Callable[[int], int], cycle_of: Callable[[int], int], total: int, last_cycle: int,
@@ -87,31 +87,40 @@ def _drain(through: Callable[[int], int], cycle_of: Callable[[int], int], total:
     in cycles ``0 .. c``, ``cycle_of(r)`` the cycle of the ``r``-th write (from 1), ``total`` all of them.
 
     A drain starts at the first write held beyond the drain half once the previous drain has finished
-    (docs/hardware.md quirk 13); it closes the line being packed and drains up to a chunk of lines."""
+    (docs/hardware.md quirk 13); it closes the line being packed (:func:`_close`) and drains up to a
+    chunk of lines (:func:`_drained`), written out inline here: this loop runs once per drain."""
     drain = buffer_elems - math.ceil(buffer_elems * 0.5)
     chunk = math.ceil(drain / bandwidth)  # lines per drain
     partial: dict[int, int] = {}  # trace line index -> elements in it, for lines closed while partly full
     lines = 0  # trace lines closed so far
-    seg_start = 0  # elements packed before the line being filled
+    stored = 0  # elements stored (and packed into closed lines) up to the last drain's trigger
     drained = counted = 0
     next_line = 0  # first trace line not yet drained
     drain_end = 0
-    stored = 0
     while drain_end <= last_cycle:
         # the next trigger: an element stored while more than `drain` are held, at a cycle >= drain_end
-        need = max(drained + drain + 1, stored + 1, through(drain_end - 1) + 1 if drain_end > 0 else 1)
+        need = max(drained + drain + 1, stored + 1)
         if need > total:
             break
         cycle = cycle_of(need)
+        if cycle < drain_end:  # the buffer filled up while the last drain ran: the first write after it
+            need = through(drain_end - 1) + 1
+            if need > total:
+                break
+            cycle = cycle_of(need)
+        new = -(-(need - stored) // bandwidth)  # _close: pack the elements since the last trigger
+        lines += new
+        rest = need - stored - (new - 1) * bandwidth
+        if rest < bandwidth:
+            partial[lines - 1] = rest
         stored = need
-        lines, seg_start = _close(lines, seg_start, stored, bandwidth, partial)
         n = min(chunk, lines - next_line)
-        data = _drained(next_line, n, bandwidth, partial)
+        next_line += n
+        data = n * bandwidth - (bandwidth - partial.get(next_line - 1, bandwidth))  # _drained
         drained += data
         counted += data
-        next_line += n
         drain_end = cycle + n - 1
-    lines, seg_start = _close(lines, seg_start, total, bandwidth, partial)
+    lines, _ = _close(lines, stored, total, bandwidth, partial)
     end = drain_end
     cycle = last_cycle
     while next_line < lines:
@@ -123,45 +132,49 @@ def _drain(through: Callable[[int], int], cycle_of: Callable[[int], int], total:
     return DrainResult(counted, end)
 
 
-class _FoldWrites:
-    """:func:`ofmap_writes_per_cycle` in closed form. A fold's writes are a ``h x cu`` box (valid body
-    rows x mapped columns) sheared by one line per column, so the writes through body line ``u`` of the
-    box are its cells on anti-diagonals ``<= u`` (:func:`_box_count`); folds run column folds outer, row
-    folds inner, and only the last of each differs."""
+def _fold_writes(dataflow: str, rows: int, cols: int, sr: int, sc: int, t: int
+                 ) -> tuple[Callable[[int], int], Callable[[int], int], int, int]:
+    """:func:`ofmap_writes_per_cycle` in closed form: (writes through cycle ``c``, cycle of the ``r``-th
+    write, all writes, cycles). A fold's writes are a ``h x cu`` box (valid body rows x mapped columns)
+    sheared by one line per column, so the writes through body line ``u`` of the box are its cells on
+    anti-diagonals ``<= u`` (:func:`_box_count`); folds run column folds outer, row folds inner, and only
+    the last of each differs."""
+    row_folds, col_folds = -(-sr // rows), -(-sc // cols)
+    prefix, body = (t - 1, rows) if dataflow == "os" else (2 * rows - 1, t)
+    fold = prefix + body + cols - 1
+    last_ru, last_cu = sr - (row_folds - 1) * rows, sc - (col_folds - 1) * cols
+    heights = (rows, last_ru) if dataflow == "os" else (t, t)  # os: a fold's unmapped rows come first
+    # per (last column fold?, last row fold?): (first cycle of the box in its fold, valid rows, columns)
+    kinds = tuple(tuple((prefix + body - h, h, cu) for h in heights) for cu in (cols, last_cu))
+    row_total = (heights[0] * cols, heights[0] * last_cu)  # a full row fold, per column-fold kind
+    col_total = (row_folds - 1) * row_total[0] + heights[1] * cols  # a full column fold
+    total = (col_folds - 1) * col_total + (row_folds - 1) * row_total[1] + heights[1] * last_cu
 
-    def __init__(self, dataflow: str, rows: int, cols: int, sr: int, sc: int, t: int) -> None:
-        self.row_folds, self.col_folds = -(-sr // rows), -(-sc // cols)
-        self.prefix, body = (t - 1, rows) if dataflow == "os" else (2 * rows - 1, t)
-        self.fold = self.prefix + body + cols - 1
-        last_ru, last_cu = sr - (self.row_folds - 1) * rows, sc - (self.col_folds - 1) * cols
-        heights = (rows, last_ru) if dataflow == "os" else (t, t)  # os: the unmapped rows come first
-        # per (last column fold?, last row fold?): (first valid body row, valid rows, mapped columns)
-        self.kinds = tuple(tuple((body - h, h, cu) for h in heights) for cu in (cols, last_cu))
-        self.row_total = (heights[0] * cols, heights[0] * last_cu)  # a full row fold, per column kind
-        self.col_total = (self.row_folds - 1) * heights[0] * cols + heights[1] * cols  # a full column fold
-        self.total = ((self.col_folds - 1) * self.col_total + (self.row_folds - 1) * heights[0] * last_cu
-                      + heights[1] * last_cu)
-        self.cycles = self.row_folds * self.col_folds * self.fold
-
-    def through(self, cycle: int) -> int:
+    def through(cycle: int) -> int:
         """Writes issued in cycles ``0 .. cycle``."""
-        fold, offset = divmod(cycle, self.fold)
-        cf, rf = divmod(fold, self.row_folds)
-        if cf >= self.col_folds:
-            return self.total
-        last = cf == self.col_folds - 1
-        first, h, cu = self.kinds[last][rf == self.row_folds - 1]
-        return cf * self.col_total + rf * self.row_total[last] + _box_count(offset - self.prefix - first, h, cu)
+        f, offset = divmod(cycle, fold)
+        cf, rf = divmod(f, row_folds)
+        if cf >= col_folds:
+            return total
+        last = cf == col_folds - 1
+        start, h, cu = kinds[last][rf == row_folds - 1]
+        return cf * col_total + rf * row_total[last] + _box_count(offset - start, h, cu)
 
-    def cycle_of(self, r: int) -> int:
+    def cycle_of(r: int) -> int:
         """Cycle of the ``r``-th write (``1 <= r <= total``)."""
-        cf = min((r - 1) // self.col_total, self.col_folds - 1)
-        r -= cf * self.col_total
-        last = cf == self.col_folds - 1
-        rf = min((r - 1) // self.row_total[last], self.row_folds - 1)
-        r -= rf * self.row_total[last]
-        first, h, cu = self.kinds[last][rf == self.row_folds - 1]
-        return (cf * self.row_folds + rf) * self.fold + self.prefix + first + _box_inverse(r, h, cu)
+        cf = (r - 1) // col_total
+        if cf >= col_folds:
+            cf = col_folds - 1
+        r -= cf * col_total
+        last = cf == col_folds - 1
+        rf = (r - 1) // row_total[last]
+        if rf >= row_folds:
+            rf = row_folds - 1
+        r -= rf * row_total[last]
+        start, h, cu = kinds[last][rf == row_folds - 1]
+        return (cf * row_folds + rf) * fold + start + _box_inverse(r, h, cu)
+
+    return through, cycle_of, total, row_folds * col_folds * fold
 
 
 def _box_count(u: int, h: int, w: int) -> int:
