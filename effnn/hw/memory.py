@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import bisect
 import math
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -69,57 +70,86 @@ def drain_ofmap(writes_per_cycle: np.ndarray, buffer_elems: int, bandwidth: int)
     ``writes_per_cycle[i]`` writes; returns the DRAM writes it counts and when the last one happens."""
     cum = np.cumsum(writes_per_cycle)
     return _drain(lambda cycle: int(cum[cycle]), lambda need: int(cum.searchsorted(need)), int(cum[-1]),
-                  len(writes_per_cycle) - 1, buffer_elems, bandwidth)
+                  len(writes_per_cycle) - 1, int(writes_per_cycle.max()), buffer_elems, bandwidth)
 
 
 def drain_folds(dataflow: str, rows: int, cols: int, sr: int, sc: int, t: int, buffer_elems: int,
                 bandwidth: int) -> DrainResult:
     """``drain_ofmap(ofmap_writes_per_cycle(dataflow, rows, cols, sr, sc, t), buffer_elems, bandwidth)``
     without the per-cycle array: the write count through a cycle, and the cycle of the ``r``-th write,
-    in closed form per fold (:func:`_fold_writes`), so the work is per drain, not per cycle."""
-    through, cycle_of, total, cycles = _fold_writes(dataflow, rows, cols, sr, sc, t)
-    return _drain(through, cycle_of, total, cycles - 1, buffer_elems, bandwidth)
+    in closed form per fold (:func:`_fold_writes`), so the work is per drain, not per cycle (and not
+    even that once the drains settle into a steady pattern, :func:`_drain`)."""
+    through, cycle_of, total, cycles, peak = _fold_writes(dataflow, rows, cols, sr, sc, t)
+    return _drain(through, cycle_of, total, cycles - 1, peak, buffer_elems, bandwidth)
 
 
 def _drain(through: Callable[[int], int], cycle_of: Callable[[int], int], total: int, last_cycle: int,
-           buffer_elems: int, bandwidth: int) -> DrainResult:
+           peak: int, buffer_elems: int, bandwidth: int) -> DrainResult:
     """SCALE-Sim's CALC-mode ofmap buffer, drain by drain: ``through(c)`` is the number of writes issued
-    in cycles ``0 .. c``, ``cycle_of(r)`` the cycle of the ``r``-th write (from 1), ``total`` all of them.
+    in cycles ``0 .. c``, ``cycle_of(r)`` the cycle of the ``r``-th write (from 1), ``total`` all of them,
+    at most ``peak`` per cycle.
 
     A drain starts at the first write held beyond the drain half once the previous drain has finished
     (docs/hardware.md quirk 13); it closes the line being packed (:func:`_close`) and drains up to a
-    chunk of lines (:func:`_drained`), written out inline here: this loop runs once per drain."""
+    chunk of lines (:func:`_drained`), written out inline here: this loop runs once per drain. When a
+    drain leaves the buffer as the one before did, relative to the writes stored, and the writes between
+    two triggers cannot arrive before a drain ends, every later drain repeats it: they are counted at
+    once (:func:`_steady`)."""
     drain = buffer_elems - math.ceil(buffer_elems * 0.5)
     chunk = math.ceil(drain / bandwidth)  # lines per drain
-    partial: dict[int, int] = {}  # trace line index -> elements in it, for lines closed while partly full
+    pending: deque[tuple[int, int]] = deque()  # (line, elements) of lines closed partly full, not drained
     lines = 0  # trace lines closed so far
     stored = 0  # elements stored (and packed into closed lines) up to the last drain's trigger
     drained = counted = 0
     next_line = 0  # first trace line not yet drained
     drain_end = 0
+    previous: tuple = ()
     while drain_end <= last_cycle:
         # the next trigger: an element stored while more than `drain` are held, at a cycle >= drain_end
         need = max(drained + drain + 1, stored + 1)
         if need > total:
             break
         cycle = cycle_of(need)
-        if cycle < drain_end:  # the buffer filled up while the last drain ran: the first write after it
+        bound = cycle < drain_end  # the buffer filled up while the last drain ran: the first write after it
+        if bound:
             need = through(drain_end - 1) + 1
             if need > total:
                 break
             cycle = cycle_of(need)
-        new = -(-(need - stored) // bandwidth)  # _close: pack the elements since the last trigger
+        step = need - stored
+        new = -(-step // bandwidth)  # _close: pack the elements since the last trigger
         lines += new
-        rest = need - stored - (new - 1) * bandwidth
+        rest = step - (new - 1) * bandwidth
         if rest < bandwidth:
-            partial[lines - 1] = rest
+            pending.append((lines - 1, rest))
         stored = need
         n = min(chunk, lines - next_line)
         next_line += n
-        data = n * bandwidth - (bandwidth - partial.get(next_line - 1, bandwidth))  # _drained
+        fill = bandwidth  # elements in the chunk's last line (_drained)
+        while pending and pending[0][0] < next_line:
+            line, elements = pending.popleft()
+            if line == next_line - 1:
+                fill = elements
+        data = n * bandwidth - (bandwidth - fill)
         drained += data
         counted += data
         drain_end = cycle + n - 1
+        key = (stored - drained, lines - next_line, tuple((line - next_line, e) for line, e in pending), step, n)
+        if key == previous and not bound and -(-(step + 1 - peak) // peak) >= n - 1:
+            repeats = (total - stored) // step
+            stored, drained, counted = stored + repeats * step, drained + repeats * step, counted + repeats * data
+            lines, next_line = lines + repeats * new, next_line + repeats * n
+            pending = deque((line + repeats * n, e) for line, e in pending)
+            drain_end = cycle_of(stored) + n - 1
+        previous = () if bound else key
+    return _final_drain(lines, stored, total, next_line, counted, drain_end, last_cycle, chunk, bandwidth,
+                        dict(pending))
+
+
+def _final_drain(lines: int, stored: int, total: int, next_line: int, counted: int, drain_end: int,
+                 last_cycle: int, chunk: int, bandwidth: int, partial: dict[int, int]) -> DrainResult:
+    """SCALE-Sim's ``empty_all_buffers`` after the last compute cycle: the line being packed is closed
+    and every line left drains, chunk after chunk."""
     lines, _ = _close(lines, stored, total, bandwidth, partial)
     end = drain_end
     cycle = last_cycle
@@ -133,12 +163,12 @@ def _drain(through: Callable[[int], int], cycle_of: Callable[[int], int], total:
 
 
 def _fold_writes(dataflow: str, rows: int, cols: int, sr: int, sc: int, t: int
-                 ) -> tuple[Callable[[int], int], Callable[[int], int], int, int]:
+                 ) -> tuple[Callable[[int], int], Callable[[int], int], int, int, int]:
     """:func:`ofmap_writes_per_cycle` in closed form: (writes through cycle ``c``, cycle of the ``r``-th
-    write, all writes, cycles). A fold's writes are a ``h x cu`` box (valid body rows x mapped columns)
-    sheared by one line per column, so the writes through body line ``u`` of the box are its cells on
-    anti-diagonals ``<= u`` (:func:`_box_count`); folds run column folds outer, row folds inner, and only
-    the last of each differs."""
+    write, all writes, cycles, most writes in one cycle). A fold's writes are a ``h x cu`` box (valid
+    body rows x mapped columns) sheared by one line per column, so the writes through body line ``u`` of
+    the box are its cells on anti-diagonals ``<= u`` (:func:`_box_count`); folds run column folds outer,
+    row folds inner, and only the last of each differs."""
     row_folds, col_folds = -(-sr // rows), -(-sc // cols)
     prefix, body = (t - 1, rows) if dataflow == "os" else (2 * rows - 1, t)
     fold = prefix + body + cols - 1
@@ -174,7 +204,8 @@ def _fold_writes(dataflow: str, rows: int, cols: int, sr: int, sc: int, t: int
         start, h, cu = kinds[last][rf == row_folds - 1]
         return (cf * row_folds + rf) * fold + start + _box_inverse(r, h, cu)
 
-    return through, cycle_of, total, row_folds * col_folds * fold
+    peak = min(max(heights), cols)  # a box's longest anti-diagonal: min(h, cu)
+    return through, cycle_of, total, row_folds * col_folds * fold, peak
 
 
 def _box_count(u: int, h: int, w: int) -> int:
