@@ -134,14 +134,17 @@ def _drain(through: Callable[[int], int], cycle_of: Callable[[int], int], total:
         drained += data
         counted += data
         drain_end = cycle + n - 1
-        key = (stored - drained, lines - next_line, tuple((line - next_line, e) for line, e in pending), step, n)
-        if key == previous and not bound and -(-(step + 1 - peak) // peak) >= n - 1:
+        if bound or -(-(step + 1 - peak) // peak) < n - 1:  # the next writes may overtake this drain
+            previous = ()
+            continue
+        key = (stored - drained, lines - next_line, step, n, *((line - next_line, e) for line, e in pending))
+        if key == previous:
             repeats = (total - stored) // step
             stored, drained, counted = stored + repeats * step, drained + repeats * step, counted + repeats * data
             lines, next_line = lines + repeats * new, next_line + repeats * n
             pending = deque((line + repeats * n, e) for line, e in pending)
             drain_end = cycle_of(stored) + n - 1
-        previous = () if bound else key
+        previous = key
     return _final_drain(lines, stored, total, next_line, counted, drain_end, last_cycle, chunk, bandwidth,
                         dict(pending))
 
