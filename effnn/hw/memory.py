@@ -626,22 +626,19 @@ def _window_pairs(geometry: ConvGeometry, m: int, k: int) -> tuple[int, bool] | 
 def _axis_pairs(size: int, out: int, kernel: int, stride: int, pad: int) -> tuple[int, bool]:
     """(pairs (o, j), ``o < out``, ``j < kernel``, whose coordinate ``o * stride + j - pad`` is in
     ``[0, size)``; whether no two share a coordinate). Two share one iff some inside pair with
-    ``j >= stride`` has a successor ``o + 1 < out`` (then ``(o + 1, j - stride)`` lands on it)."""
-    def kernel_span(o: int, first: int) -> int:
-        """How many ``j`` in ``[first, kernel)`` put output ``o`` inside the axis."""
-        return max(0, min(kernel, size + pad - o * stride) - max(first, pad - o * stride))
-
-    def out_span(j: int, last: int) -> int:
-        """How many ``o`` in ``[0, last)`` put kernel element ``j`` inside the axis."""
-        lo = max(0, -((j - pad) // stride))  # ceil((pad - j) / stride)
-        return max(0, min(last - 1, (size - 1 + pad - j) // stride) - lo + 1)
-
+    ``j >= stride`` has a successor ``o + 1 < out`` (then ``(o + 1, j - stride)`` lands on it). Counted
+    along the shorter of the two ranges, so a GEMM's long ``1 x K`` kernel costs one step."""
+    inside, shared = 0, False
     if out <= kernel:
-        inside = sum(kernel_span(o, 0) for o in range(out))
-        shared = any(kernel_span(o, stride) for o in range(out - 1))
+        for o in range(out):  # j in [max(0, pad - o s), min(kernel, size + pad - o s)) is inside
+            low, high = pad - o * stride, min(kernel, size + pad - o * stride)
+            inside += max(0, high - max(0, low))
+            shared = shared or (o < out - 1 and high > max(stride, low))
     else:
-        inside = sum(out_span(j, out) for j in range(kernel))
-        shared = any(out_span(j, out - 1) for j in range(stride, kernel))
+        for j in range(kernel):  # o in [ceil((pad - j) / stride), floor((size - 1 + pad - j) / stride)]
+            low, high = max(0, -((j - pad) // stride)), (size - 1 + pad - j) // stride
+            inside += max(0, min(out - 1, high) - low + 1)
+            shared = shared or (j >= stride and min(out - 2, high) >= low)
     return inside, not shared
 
 
