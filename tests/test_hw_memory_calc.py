@@ -69,6 +69,38 @@ def _random_conv(rng: random.Random) -> tuple[ConvGeometry, int, int]:
     return geo, batch * oh * ow, kh * kw * channels
 
 
+def _address(geo: ConvGeometry, m: int, k: int) -> int:
+    """One ifmap address from the conv definition: SCALE-Sim's ``(y * W + x) * C + c`` layout, images
+    stacked, -1 where the window element lies in the padding or past the bottom/right edge."""
+    image, pixel = divmod(m, geo.image_pixels) if geo.image_pixels else (0, m)
+    oy, ox = divmod(pixel, geo.out_w)
+    ky, rest = divmod(k, geo.kernel_w * geo.channels)
+    kx, c = divmod(rest, geo.channels)
+    y, x = oy * geo.stride_h + ky - geo.pad_h, ox * geo.stride_w + kx - geo.pad_w
+    if not (0 <= y < geo.in_h and 0 <= x < geo.in_w):
+        return -1
+    return ((image * geo.in_h + y) * geo.in_w + x) * geo.channels + c
+
+
+def test_ifmap_addresses_match_the_definition() -> None:
+    rng = random.Random(5)
+    edges = 0
+    for _ in range(300):
+        if rng.random() < 0.2:  # a GEMM: SCALE-Sim's M x K "image", a 1 x K kernel, never off the edge
+            m, k = rng.randint(1, 30), rng.randint(1, 30)
+            geo = ConvGeometry(m, k, 1, k, 1, 1, 1)
+        else:
+            geo, m, k = _random_conv(rng)
+        expected = [[_address(geo, i, j) for j in range(k)] for i in range(m)]
+        grid = geo.ifmap_address(np.arange(m)[:, None], np.arange(k)[None, :])
+        assert grid.tolist() == expected, geo
+        pixels = np.array([rng.randrange(m) for _ in range(50)])
+        window = np.array([rng.randrange(k) for _ in range(50)])
+        assert geo.ifmap_address(pixels, window).tolist() == [expected[i][j] for i, j in zip(pixels, window)]
+        edges += -1 in grid
+    assert 150 < edges < 270  # windows off the edge and windows all inside both covered
+
+
 def test_axis_pairs_match_enumeration() -> None:
     for size in range(1, 8):
         for out in range(1, 7):

@@ -288,7 +288,8 @@ class ConvGeometry:
         """Address of window element ``k`` of output pixel ``m``; -1 where the window runs off the edge.
 
         The address separates into a pixel part and a window part, so the divisions run on the distinct
-        pixels and window elements only, and the elements gather from a (pixel, window) table."""
+        pixels and window elements only and each element is one sum; only the pixels whose window
+        leaves the ifmap (padding, SCALE-Sim's bottom/right overhang) are tested element by element."""
         pix = np.arange(int(m.max()) + 1 if m.size else 1)
         image = 0
         if self.image_pixels:
@@ -296,12 +297,16 @@ class ConvGeometry:
         oy, ox = np.divmod(pix, self.out_w)
         ky, rest = np.divmod(np.arange(int(k.max()) + 1 if k.size else 1), self.kernel_w * self.channels)
         kx, c = np.divmod(rest, self.channels)
-        y = (oy * self.stride_h - self.pad_h)[:, None] + ky
-        x = (ox * self.stride_w - self.pad_w)[:, None] + kx
-        inside = (y >= 0) & (y < self.in_h) & (x >= 0) & (x < self.in_w)
-        table = np.where(inside, ((y + (image * self.in_h)[:, None] if self.image_pixels else y) * self.in_w + x)
-                         * self.channels + c, -1)
-        return table[m, k]
+        y0, x0 = oy * self.stride_h - self.pad_h, ox * self.stride_w - self.pad_w
+        row = ((y0 + image * self.in_h) * self.in_w + x0) * self.channels
+        address = row[m] + ((ky * self.in_w + kx) * self.channels + c)[k]
+        edge = (y0 < 0) | (y0 + ky[-1] >= self.in_h) | (x0 < 0) | (x0 + kx.max() >= self.in_w)
+        if edge.any():
+            at = np.flatnonzero(np.broadcast_to(edge[m], address.shape))
+            mm, kk = (np.broadcast_to(a, address.shape).ravel()[at] for a in (m, k))
+            y, x = y0[mm] + ky[kk], x0[mm] + kx[kk]
+            np.put(address, at[(y < 0) | (y >= self.in_h) | (x < 0) | (x >= self.in_w)], -1)
+        return address
 
 
 def _skew_order(t: int, used: int) -> tuple[np.ndarray, np.ndarray]:
@@ -332,6 +337,12 @@ def _per_fold(keys: np.ndarray, pattern: Callable[[int], tuple[np.ndarray, np.nd
     """(fold of each element, pattern's first array, its second) over folds whose element pattern depends
     only on an integer key (the lanes a fold maps): each distinct pattern is built once and gathered, so
     the work is numpy over the elements, not Python per fold."""
+    if len(keys) > 1 and keys[0] == keys[-2] and np.all(keys[:-1] == keys[0]):  # only the last fold differs
+        full = pattern(int(keys[0]))
+        last = full if keys[-1] == keys[0] else pattern(int(keys[-1]))
+        count = len(keys) - 1
+        return (np.concatenate([np.repeat(np.arange(count), len(full[0])), np.full(len(last[0]), count)]),
+                np.concatenate([np.tile(full[0], count), last[0]]), np.concatenate([np.tile(full[1], count), last[1]]))
     distinct = sorted(set(keys.tolist()))  # a few (full and last, partial folds)
     inverse = np.searchsorted(np.array(distinct), keys)
     built = [pattern(u) for u in distinct]
@@ -451,9 +462,11 @@ def _previous(stream: np.ndarray) -> np.ndarray:
     """Previous position of each read's address in ``stream``, -1 if none."""
     order = _stable_order(stream)
     ranked = stream[order]
-    prev = np.full(len(stream), -1, dtype=np.int64)
-    same = ranked[1:] == ranked[:-1]
-    prev[order[1:][same]] = order[:-1][same]
+    before = np.empty_like(order)  # in sorted order: the position ranked just before, if the same address
+    before[:1] = -1
+    before[1:] = np.where(ranked[1:] == ranked[:-1], order[:-1], -1)
+    prev = np.empty_like(order)
+    prev[order] = before
     return prev
 
 
