@@ -472,16 +472,18 @@ def _previous(stream: np.ndarray) -> np.ndarray:
 
 def _next_chunk(prev: np.ndarray, start: int, stop: int, capacity: int) -> tuple[int, int]:
     """(distinct addresses, -1) if positions ``start .. stop - 1`` hold fewer than ``capacity`` addresses
-    new since ``start``, else (capacity, the position where the ``capacity``-th arrives)."""
-    span = min(stop - start, 4 * capacity)
+    new since ``start``, else (capacity, the position where the ``capacity``-th arrives). Scans blocks of
+    growing length, each read once: a read is new iff its address's previous read came before ``start``."""
+    need, pos, span = capacity, start, min(stop - start, 2 * capacity)
     while True:
-        new = np.cumsum(prev[start:start + span] < start)
-        if new[-1] >= capacity or start + span == stop:
-            break
-        span = min(stop - start, 2 * span)
-    if new[-1] < capacity:
-        return int(new[-1]), -1
-    return capacity, start + int(np.searchsorted(new, capacity))
+        new = np.flatnonzero(prev[pos:pos + span] < start)
+        if len(new) >= need:
+            return capacity, pos + int(new[need - 1])
+        need -= len(new)
+        pos += span
+        if pos >= stop:
+            return capacity - need, -1
+        span = min(stop - pos, 2 * span)
 
 
 def _periodic_chunks(stream: np.ndarray, capacity: int, repeats: int) -> int:
