@@ -380,15 +380,27 @@ def fold_streams(dataflow: str, rows: int, cols: int, m: int, n: int, k: int, ge
     c0 = np.arange(col_folds) * cols
     cu = np.minimum(cols, sc - c0)
 
-    def streamed(address: Callable[[np.ndarray, np.ndarray, np.ndarray], np.ndarray]) -> Stream:
-        """One pass over the row folds (skewed lanes), repeated for every column fold."""
-        fr, tt, lane = _per_fold(ru, lambda used: _skew_order(t, used))
-        addr = address(fr, tt, lane)
-        line = fr * length + lead + tt + lane
+    def streamed(scale: int, offset: Callable[[np.ndarray, np.ndarray], np.ndarray],
+                 table: np.ndarray | None = None) -> Stream:
+        """One pass over the row folds (skewed lanes), repeated for every column fold: element ``(tt,
+        lane)`` of the fold at row ``r0`` is ``r0 * scale + offset(tt, lane)``, looked up in ``table``
+        when given. The full folds share one skew pattern, broadcast over their starting rows."""
+        full = row_folds - int(ru[-1] != rows)
+        tt, lane = _skew_order(t, rows)
+        index = [(r0[:full, None] * scale + offset(tt, lane)).ravel()]
+        line = [((np.arange(full) * length)[:, None] + (lead + tt + lane)).ravel()]
+        if full < row_folds:  # a partial last row fold
+            tt, lane = _skew_order(t, int(ru[-1]))
+            index.append(r0[-1] * scale + offset(tt, lane))
+            line.append(full * length + lead + tt + lane)
+        addr = np.concatenate(index) if len(index) > 1 else index[0]
+        lines = np.concatenate(line) if len(line) > 1 else line[0]
+        if table is not None:
+            addr = table[addr]
         if one_pass:
-            return addr, line
+            return addr, lines
         shift = np.repeat(np.arange(col_folds) * (row_folds * length), len(addr))
-        return np.tile(addr, col_folds), np.tile(line, col_folds) + shift
+        return np.tile(addr, col_folds), np.tile(lines, col_folds) + shift
 
     def stationary(address: Callable[[np.ndarray, np.ndarray, np.ndarray, np.ndarray], np.ndarray]) -> Stream:
         """Every fold's stationary block, bottom row first; keyed by (mapped rows, mapped columns)."""
@@ -398,19 +410,24 @@ def fold_streams(dataflow: str, rows: int, cols: int, m: int, n: int, k: int, ge
         return address(fc, fr, row, col), f * length + rows - 1 - row
 
     if dataflow == "os":
-        ifmap = streamed(lambda fr, tt, lane: geometry.ifmap_address(r0[fr] + lane, tt)) if want[0] else None
+        ifmap = streamed(k, lambda tt, lane: lane * k + tt, _ifmap_table(geometry, m, k)) if want[0] else None
         filt = None
         if want[1]:  # a column fold's filters stream again in each of its row folds
             f, tt, lane = _per_fold(np.repeat(cu, row_folds), lambda used: _skew_order(t, used))
             filt = tt * n + c0[f // row_folds] + lane, f * length + tt + lane
     elif dataflow == "ws":
-        ifmap = streamed(lambda fr, tt, lane: geometry.ifmap_address(tt, r0[fr] + lane)) if want[0] else None
+        ifmap = streamed(1, lambda tt, lane: tt * k + lane, _ifmap_table(geometry, m, k)) if want[0] else None
         filt = stationary(lambda fc, fr, row, col: (r0[fr] + row) * n + c0[fc] + col) if want[1] else None
     else:
         ifmap = stationary(lambda fc, fr, row, col: geometry.ifmap_address(c0[fc] + col, r0[fr] + row)) \
             if want[0] else None
-        filt = streamed(lambda fr, tt, lane: (r0[fr] + lane) * n + tt) if want[1] else None
+        filt = streamed(n, lambda tt, lane: lane * n + tt) if want[1] else None
     return ifmap, filt
+
+
+def _ifmap_table(geometry: ConvGeometry, m: int, k: int) -> np.ndarray:
+    """Every ifmap address of ``m`` output pixels x ``k`` window elements, flat (pixel-major)."""
+    return geometry.ifmap_address(np.arange(m)[:, None], np.arange(k)[None, :]).ravel()
 
 
 def operand_streams(dataflow: str, rows: int, cols: int, m: int, n: int, k: int, geometry: ConvGeometry,
