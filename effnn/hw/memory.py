@@ -6,12 +6,16 @@ each operand's address stream with numpy (:func:`fold_streams`: every distinct f
 and gathered for all folds; :func:`operand_streams`, :func:`demand_streams`, :func:`fetch_streams`) and
 applies SCALE-Sim's buffer rules to it in vectorised blocks:
 
-* CALC-mode read buffers (:func:`chunked_misses`): a reset every 50 sets -- one ``searchsorted`` per reset,
-  and on a repeated pass only until a reset's offset in the pass recurs;
+* CALC-mode read buffers (:func:`calc_dram_reads`): a reset every 50 sets. A stream of repeated
+  permutations over disjoint address sets (every filter; an ifmap whose windows share no element) is
+  counted from its segments' sizes, with no stream (:func:`permutation_segments`); other ifmaps are
+  built and replayed (:func:`chunked_misses`): one block scan per reset, and on a repeated pass only
+  until a reset's offset in the pass recurs;
 * USER-mode read buffers (:func:`user_read_buffer`): a ring window over a fixed prefetch order -- one
   block test per window move; none, and no streams, when the first window holds the whole order;
 * the ofmap write buffer (:func:`drain_ofmap`, :class:`_WriteBuffer`): from the number of writes each
   cycle, a closed-form trapezoid per fold (:func:`ofmap_writes_per_cycle`) -- a few operations per drain;
+  in CALC mode (:func:`drain_folds`) without the per-cycle array, and only until the drains repeat;
 * the USER-mode stall loop (:func:`user_mode`): one step per demand line with a read miss or an ofmap
   drain-threshold crossing; the writing lines between them are stored at once.
 
@@ -93,8 +97,8 @@ def _drain(through: Callable[[int], int], cycle_of: Callable[[int], int], total:
     (docs/hardware.md quirk 13); it closes the line being packed (:func:`_close`) and drains up to a
     chunk of lines (:func:`_drained`), written out inline here: this loop runs once per drain. When a
     drain leaves the buffer as the one before did, relative to the writes stored, and the writes between
-    two triggers cannot arrive before a drain ends, every later drain repeats it: they are counted at
-    once (:func:`_steady`)."""
+    two triggers cannot arrive before a drain ends (at most ``peak`` per cycle), every later drain
+    repeats it: they are counted at once."""
     drain = buffer_elems - math.ceil(buffer_elems * 0.5)
     chunk = math.ceil(drain / bandwidth)  # lines per drain
     pending: deque[tuple[int, int]] = deque()  # (line, elements) of lines closed partly full, not drained
