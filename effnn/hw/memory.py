@@ -67,6 +67,7 @@ class DrainResult:
 
     dram_writes: int  # writes counted at the DRAM interface (drain padding included)
     last_write_cycle: int  # cycle of the last DRAM write, counted from the first compute cycle
+    last_compute_cycle: int = -1  # the run's last compute cycle, where the final drain starts
 
 
 def drain_ofmap(writes_per_cycle: np.ndarray, buffer_elems: int, bandwidth: int) -> DrainResult:
@@ -166,7 +167,7 @@ def _final_drain(lines: int, stored: int, total: int, next_line: int, counted: i
         next_line += n
         cycle += n  # the next chunk starts the cycle after this one's last write
         end = max(end, cycle - 1)  # a drain started during compute may end later still
-    return DrainResult(counted, end)
+    return DrainResult(counted, end, last_cycle)
 
 
 def _fold_writes(dataflow: str, rows: int, cols: int, sr: int, sc: int, t: int

@@ -515,7 +515,7 @@ class SystolicArray:
             result = drain_folds(self.dataflow, self.rows, self.cols, int(sr[i]), int(sc[i]), int(t[i]),
                                  int(elems[i]), bw)
             dram_of[i] = result.dram_writes
-            drain[i] = result.last_write_cycle - compute[i] / la.groups[i]  # from the last compute cycle
+            drain[i] = result.last_write_cycle - result.last_compute_cycle
         return dram_of, drain
 
     def _first_fill(self, dram_if: np.ndarray, dram_f: np.ndarray, ab: np.ndarray, fb: np.ndarray,
