@@ -316,15 +316,16 @@ def test_drains_equal_the_write_by_write_buffer(seed: int) -> None:
 
 
 def test_steady_drains_are_counted_at_once() -> None:
-    """A long layer drains hundreds of times in one repeating pattern: after a few drains looked up one by
-    one, the rest are counted at once -- with the write-by-write result."""
+    """A long layer drains hundreds of times in one repeating pattern: its writes never outrun a drain, so
+    no trigger's cycle is looked up but the last, and once a drain repeats the one before, the rest are
+    counted at once -- with the write-by-write result."""
     case = ("ws", 4, 16, 24, 72, 196)  # 30 folds of 196 x 16 writes into a 1,024-element buffer
     through, cycle_of, total, cycles, peak = _fold_writes(*case)
     lookups = []
     result = _drain(through, lambda r: lookups.append(r) or cycle_of(r), total, cycles - 1, peak, 1024, 16)
     writes = ofmap_writes_per_cycle(*case)
     assert (result.dram_writes, result.last_write_cycle) == _write_by_write(writes.tolist(), 1024, 16)
-    assert total // 512 > 150 and len(lookups) < 40, len(lookups)
+    assert total // 512 > 150 and len(lookups) < 5, len(lookups)
 
 
 def _folds_via_array(dataflow: str, rows: int, cols: int, sr: int, sc: int, t: int, buffer_elems: int,

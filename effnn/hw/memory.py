@@ -96,38 +96,44 @@ def _drain(through: Callable[[int], int], cycle_of: Callable[[int], int], total:
 
     A drain starts at the first write held beyond the drain half once the previous drain has finished
     (docs/hardware.md quirk 13); it closes the line being packed (:func:`_close`) and drains up to a
-    chunk of lines (:func:`_drained`), written out inline here: this loop runs once per drain. When a
-    drain leaves the buffer as the one before did, relative to the writes stored, and the writes between
-    two triggers cannot arrive before a drain ends (at most ``peak`` per cycle), every later drain
-    repeats it: they are counted at once."""
+    chunk of lines (:func:`_drained`), written out inline here: this loop runs once per drain. A
+    trigger's cycle is looked up only when its writes could arrive before the last drain ends (at most
+    ``peak`` per cycle). When a drain leaves the buffer as the one before did, relative to the writes
+    stored, and the next writes cannot overtake it, every later drain repeats it: counted at once."""
     drain = buffer_elems - math.ceil(buffer_elems * 0.5)
     chunk = math.ceil(drain / bandwidth)  # lines per drain
     pending: deque[tuple[int, int]] = deque()  # (line, elements) of lines closed partly full, not drained
     lines = 0  # trace lines closed so far
     stored = 0  # elements stored (and packed into closed lines) up to the last drain's trigger
-    drained = counted = 0
+    drained = counted = n = 0  # n: lines of the last drain
     next_line = 0  # first trace line not yet drained
-    drain_end = 0
+    trigger: int | None = 0  # cycle of the last drain's trigger (None: not looked up); it ends at trigger + n - 1
     previous: tuple = ()
-    while drain_end <= last_cycle:
-        # the next trigger: an element stored while more than `drain` are held, at a cycle >= drain_end
+    while True:
+        # the next trigger: an element stored while more than `drain` are held, at a cycle >= the last drain's end
         need = max(drained + drain + 1, stored + 1)
         if need > total:
             break
-        cycle = cycle_of(need)
-        bound = cycle < drain_end  # the buffer filled up while the last drain ran: the first write after it
-        if bound:
-            need = through(drain_end - 1) + 1
-            if need > total:
+        bound, cycle = False, None
+        if -(-(need - stored + 1 - peak) // peak) < n - 1:  # its writes could arrive before the drain ends
+            if trigger is None:
+                trigger = cycle_of(stored)
+            if trigger + n - 1 > last_cycle:
                 break
             cycle = cycle_of(need)
+            bound = cycle < trigger + n - 1  # the buffer filled up while the last drain ran
+            if bound:
+                need = through(trigger + n - 2) + 1  # the first write after it
+                if need > total:
+                    break
+                cycle = cycle_of(need)
         step = need - stored
         new = -(-step // bandwidth)  # _close: pack the elements since the last trigger
         lines += new
         rest = step - (new - 1) * bandwidth
         if rest < bandwidth:
             pending.append((lines - 1, rest))
-        stored = need
+        stored, trigger = need, cycle
         n = min(chunk, lines - next_line)
         next_line += n
         fill = bandwidth  # elements in the chunk's last line (_drained)
@@ -138,7 +144,6 @@ def _drain(through: Callable[[int], int], cycle_of: Callable[[int], int], total:
         data = n * bandwidth - (bandwidth - fill)
         drained += data
         counted += data
-        drain_end = cycle + n - 1
         if bound or -(-(step + 1 - peak) // peak) < n - 1:  # the next writes may overtake this drain
             previous = ()
             continue
@@ -148,8 +153,9 @@ def _drain(through: Callable[[int], int], cycle_of: Callable[[int], int], total:
             stored, drained, counted = stored + repeats * step, drained + repeats * step, counted + repeats * data
             lines, next_line = lines + repeats * new, next_line + repeats * n
             pending = deque((line + repeats * n, e) for line, e in pending)
-            drain_end = cycle_of(stored) + n - 1
+            trigger = None
         previous = key
+    drain_end = 0 if n == 0 else (cycle_of(stored) if trigger is None else trigger) + n - 1
     return _final_drain(lines, stored, total, next_line, counted, drain_end, last_cycle, chunk, bandwidth,
                         dict(pending))
 
