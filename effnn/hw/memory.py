@@ -6,14 +6,18 @@ each operand's address stream with numpy (:func:`fold_streams`: every distinct f
 and gathered for all folds; :func:`operand_streams`, :func:`demand_streams`, :func:`fetch_streams`) and
 applies SCALE-Sim's buffer rules to it in vectorised blocks:
 
-* CALC-mode read buffers (:func:`chunked_misses`): a reset every 50 sets -- one ``searchsorted`` per reset,
-  and on a repeated pass only until a reset's offset in the pass recurs;
+* CALC-mode read buffers (:func:`calc_dram_reads`): a reset every 50 sets. A stream of repeated
+  permutations over disjoint address sets (every filter; an ifmap whose windows share no element) is
+  counted from its segments' sizes, with no stream (:func:`permutation_segments`); other ifmaps are
+  built and replayed (:func:`chunked_misses`): one block scan per reset, and on a repeated pass only
+  until a reset's offset in the pass recurs;
 * USER-mode read buffers (:func:`user_read_buffer`): a ring window over a fixed prefetch order -- one
   arithmetic block test per window move (a read's one set, or the one gap between its address's sets a
   window must lie in to miss it), or, when moves are dense, one Python step per run of same-set reads;
   none, and no streams, when the first window holds the whole order (:func:`fetch_counts`: closed form);
 * the ofmap write buffer (:func:`drain_ofmap`, :class:`_WriteBuffer`): from the number of writes each
   cycle, a closed-form trapezoid per fold (:func:`ofmap_writes_per_cycle`) -- a few operations per drain;
+  in CALC mode (:func:`drain_folds`) without the per-cycle array, and only until the drains repeat;
 * the USER-mode stall loop (:func:`user_mode`, :func:`user_run`): one step per demand line with a read
   miss or an ofmap drain-threshold crossing; the writing lines between them are stored at once, and
   when all writes fit the drain half only the miss lines are stepped (no per-cycle writes built).
@@ -25,6 +29,7 @@ from __future__ import annotations
 
 import bisect
 import math
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -65,39 +70,104 @@ class DrainResult:
 
     dram_writes: int  # writes counted at the DRAM interface (drain padding included)
     last_write_cycle: int  # cycle of the last DRAM write, counted from the first compute cycle
+    last_compute_cycle: int = -1  # the run's last compute cycle, where the final drain starts
 
 
 def drain_ofmap(writes_per_cycle: np.ndarray, buffer_elems: int, bandwidth: int) -> DrainResult:
     """Emulate SCALE-Sim's ``write_buffer`` on a CALC-mode (stall-free) run: cycle ``i`` issues
     ``writes_per_cycle[i]`` writes; returns the DRAM writes it counts and when the last one happens."""
     cum = np.cumsum(writes_per_cycle)
-    total = int(cum[-1])
-    last_cycle = len(writes_per_cycle) - 1
+    return _drain(lambda cycle: int(cum[cycle]), lambda need: int(cum.searchsorted(need)), int(cum[-1]),
+                  len(writes_per_cycle) - 1, int(writes_per_cycle.max()), buffer_elems, bandwidth)
+
+
+def drain_folds(dataflow: str, rows: int, cols: int, sr: int, sc: int, t: int, buffer_elems: int,
+                bandwidth: int) -> DrainResult:
+    """``drain_ofmap(ofmap_writes_per_cycle(dataflow, rows, cols, sr, sc, t), buffer_elems, bandwidth)``
+    without the per-cycle array: the write count through a cycle, and the cycle of the ``r``-th write,
+    in closed form per fold (:func:`_fold_writes`), so the work is per drain, not per cycle (and not
+    even that once the drains settle into a steady pattern, :func:`_drain`)."""
+    through, cycle_of, total, cycles, peak = _fold_writes(dataflow, rows, cols, sr, sc, t)
+    return _drain(through, cycle_of, total, cycles - 1, peak, buffer_elems, bandwidth)
+
+
+def _drain(through: Callable[[int], int], cycle_of: Callable[[int], int], total: int, last_cycle: int,
+           peak: int, buffer_elems: int, bandwidth: int) -> DrainResult:
+    """SCALE-Sim's CALC-mode ofmap buffer, drain by drain: ``through(c)`` is the number of writes issued
+    in cycles ``0 .. c``, ``cycle_of(r)`` the cycle of the ``r``-th write (from 1), ``total`` all of them,
+    at most ``peak`` per cycle.
+
+    A drain starts at the first write held beyond the drain half once the previous drain has finished
+    (docs/hardware.md quirk 13); it closes the line being packed (:func:`_close`) and drains up to a
+    chunk of lines (:func:`_drained`), written out inline here: this loop runs once per drain. A
+    trigger's cycle is looked up only when its writes could arrive before the last drain ends (at most
+    ``peak`` per cycle). When a drain leaves the buffer as the one before did, relative to the writes
+    stored, and the next writes cannot overtake it, every later drain repeats it: counted at once."""
     drain = buffer_elems - math.ceil(buffer_elems * 0.5)
     chunk = math.ceil(drain / bandwidth)  # lines per drain
-    partial: dict[int, int] = {}  # trace line index -> elements in it, for lines closed while partly full
+    pending: deque[tuple[int, int]] = deque()  # (line, elements) of lines closed partly full, not drained
     lines = 0  # trace lines closed so far
-    seg_start = 0  # elements packed before the line being filled
-    drained = counted = 0
+    stored = 0  # elements stored (and packed into closed lines) up to the last drain's trigger
+    drained = counted = n = 0  # n: lines of the last drain
     next_line = 0  # first trace line not yet drained
-    drain_end = 0
-    stored = 0
-    while drain_end <= last_cycle:
-        # the next trigger: an element stored while more than `drain` are held, at a cycle >= drain_end
-        need = max(drained + drain + 1, stored + 1,
-                   int(cum[drain_end - 1]) + 1 if drain_end > 0 else 1)
+    trigger: int | None = 0  # cycle of the last drain's trigger (None: not looked up); it ends at trigger + n - 1
+    previous: tuple = ()
+    while True:
+        # the next trigger: an element stored while more than `drain` are held, at a cycle >= the last drain's end
+        need = max(drained + drain + 1, stored + 1)
         if need > total:
             break
-        cycle = int(np.searchsorted(cum, need))  # cycle of the need-th write
-        stored = need
-        lines, seg_start = _close(lines, seg_start, stored, bandwidth, partial)
+        bound, cycle = False, None
+        if -(-(need - stored + 1 - peak) // peak) < n - 1:  # its writes could arrive before the drain ends
+            if trigger is None:
+                trigger = cycle_of(stored)
+            if trigger + n - 1 > last_cycle:
+                break
+            cycle = cycle_of(need)
+            bound = cycle < trigger + n - 1  # the buffer filled up while the last drain ran
+            if bound:
+                need = through(trigger + n - 2) + 1  # the first write after it
+                if need > total:
+                    break
+                cycle = cycle_of(need)
+        step = need - stored
+        new = -(-step // bandwidth)  # _close: pack the elements since the last trigger
+        lines += new
+        rest = step - (new - 1) * bandwidth
+        if rest < bandwidth:
+            pending.append((lines - 1, rest))
+        stored, trigger = need, cycle
         n = min(chunk, lines - next_line)
-        data = _drained(next_line, n, bandwidth, partial)
+        next_line += n
+        fill = bandwidth  # elements in the chunk's last line (_drained)
+        while pending and pending[0][0] < next_line:
+            line, elements = pending.popleft()
+            if line == next_line - 1:
+                fill = elements
+        data = n * bandwidth - (bandwidth - fill)
         drained += data
         counted += data
-        next_line += n
-        drain_end = cycle + n - 1
-    lines, seg_start = _close(lines, seg_start, total, bandwidth, partial)
+        if bound or -(-(step + 1 - peak) // peak) < n - 1:  # the next writes may overtake this drain
+            previous = ()
+            continue
+        key = (stored - drained, lines - next_line, step, n, *((line - next_line, e) for line, e in pending))
+        if key == previous:
+            repeats = (total - stored) // step
+            stored, drained, counted = stored + repeats * step, drained + repeats * step, counted + repeats * data
+            lines, next_line = lines + repeats * new, next_line + repeats * n
+            pending = deque((line + repeats * n, e) for line, e in pending)
+            trigger = None
+        previous = key
+    drain_end = 0 if n == 0 else (cycle_of(stored) if trigger is None else trigger) + n - 1
+    return _final_drain(lines, stored, total, next_line, counted, drain_end, last_cycle, chunk, bandwidth,
+                        dict(pending))
+
+
+def _final_drain(lines: int, stored: int, total: int, next_line: int, counted: int, drain_end: int,
+                 last_cycle: int, chunk: int, bandwidth: int, partial: dict[int, int]) -> DrainResult:
+    """SCALE-Sim's ``empty_all_buffers`` after the last compute cycle: the line being packed is closed
+    and every line left drains, chunk after chunk."""
+    lines, _ = _close(lines, stored, total, bandwidth, partial)
     end = drain_end
     cycle = last_cycle
     while next_line < lines:
@@ -106,7 +176,81 @@ def drain_ofmap(writes_per_cycle: np.ndarray, buffer_elems: int, bandwidth: int)
         next_line += n
         cycle += n  # the next chunk starts the cycle after this one's last write
         end = max(end, cycle - 1)  # a drain started during compute may end later still
-    return DrainResult(counted, end)
+    return DrainResult(counted, end, last_cycle)
+
+
+def _fold_writes(dataflow: str, rows: int, cols: int, sr: int, sc: int, t: int
+                 ) -> tuple[Callable[[int], int], Callable[[int], int], int, int, int]:
+    """:func:`ofmap_writes_per_cycle` in closed form: (writes through cycle ``c``, cycle of the ``r``-th
+    write, all writes, cycles, most writes in one cycle). A fold's writes are a ``h x cu`` box (valid
+    body rows x mapped columns) sheared by one line per column, so the writes through body line ``u`` of
+    the box are its cells on anti-diagonals ``<= u`` (:func:`_box_count`); folds run column folds outer,
+    row folds inner, and only the last of each differs."""
+    row_folds, col_folds = -(-sr // rows), -(-sc // cols)
+    prefix, body = (t - 1, rows) if dataflow == "os" else (2 * rows - 1, t)
+    fold = prefix + body + cols - 1
+    last_ru, last_cu = sr - (row_folds - 1) * rows, sc - (col_folds - 1) * cols
+    heights = (rows, last_ru) if dataflow == "os" else (t, t)  # os: a fold's unmapped rows come first
+    # per (last column fold?, last row fold?): (first cycle of the box in its fold, valid rows, columns)
+    kinds = tuple(tuple((prefix + body - h, h, cu) for h in heights) for cu in (cols, last_cu))
+    row_total = (heights[0] * cols, heights[0] * last_cu)  # a full row fold, per column-fold kind
+    col_total = (row_folds - 1) * row_total[0] + heights[1] * cols  # a full column fold
+    total = (col_folds - 1) * col_total + (row_folds - 1) * row_total[1] + heights[1] * last_cu
+
+    def through(cycle: int) -> int:
+        """Writes issued in cycles ``0 .. cycle``."""
+        f, offset = divmod(cycle, fold)
+        cf, rf = divmod(f, row_folds)
+        if cf >= col_folds:
+            return total
+        last = cf == col_folds - 1
+        start, h, cu = kinds[last][rf == row_folds - 1]
+        return cf * col_total + rf * row_total[last] + _box_count(offset - start, h, cu)
+
+    def cycle_of(r: int) -> int:
+        """Cycle of the ``r``-th write (``1 <= r <= total``)."""
+        cf = (r - 1) // col_total
+        if cf >= col_folds:
+            cf = col_folds - 1
+        r -= cf * col_total
+        last = cf == col_folds - 1
+        rf = (r - 1) // row_total[last]
+        if rf >= row_folds:
+            rf = row_folds - 1
+        r -= rf * row_total[last]
+        start, h, cu = kinds[last][rf == row_folds - 1]
+        return (cf * row_folds + rf) * fold + start + _box_inverse(r, h, cu)
+
+    peak = min(max(heights), cols)  # a box's longest anti-diagonal: min(h, cu)
+    return through, cycle_of, total, row_folds * col_folds * fold, peak
+
+
+def _box_count(u: int, h: int, w: int) -> int:
+    """Cells ``(x, y)`` of an ``h x w`` box with ``x + y <= u``: a triangle, then a band of ``min(h, w)``
+    per anti-diagonal, then the box minus the triangle left over."""
+    a, b = min(h, w), max(h, w)
+    if u < 0:
+        return 0
+    if u < a:
+        return (u + 1) * (u + 2) // 2
+    if u < b:
+        return a * (a + 1) // 2 + (u - a + 1) * a
+    v = h + w - 2 - u  # cells beyond anti-diagonal u: a triangle of side v
+    return h * w - v * (v + 1) // 2 if v > 0 else h * w
+
+
+def _box_inverse(r: int, h: int, w: int) -> int:
+    """The smallest ``u`` with :func:`_box_count` ``(u, h, w) >= r`` (``1 <= r <= h * w``)."""
+    a, b = min(h, w), max(h, w)
+    triangle = a * (a + 1) // 2
+    if r <= triangle:  # smallest s = u + 1 with s (s + 1) / 2 >= r
+        s = (math.isqrt(8 * r + 1) - 1) // 2
+        return s - 1 if s * (s + 1) // 2 >= r else s
+    if r <= triangle + (b - a) * a:
+        return a - 1 + -(-(r - triangle) // a)
+    # largest v with v (v + 1) / 2 <= h w - r cells left beyond anti-diagonal u = h + w - 2 - v
+    v = (math.isqrt(8 * (h * w - r) + 1) - 1) // 2
+    return h + w - 2 - v
 
 
 def _close(lines: int, seg_start: int, stored: int, bandwidth: int, partial: dict[int, int]) -> tuple[int, int]:
@@ -158,7 +302,8 @@ class ConvGeometry:
         """Address of window element ``k`` of output pixel ``m``; -1 where the window runs off the edge.
 
         The address separates into a pixel part and a window part, so the divisions run on the distinct
-        pixels and window elements only, and the elements gather from a (pixel, window) table."""
+        pixels and window elements only and each element is one sum; only the pixels whose window
+        leaves the ifmap (padding, SCALE-Sim's bottom/right overhang) are tested element by element."""
         pix = np.arange(int(m.max()) + 1 if m.size else 1)
         image = 0
         if self.image_pixels:
@@ -166,12 +311,16 @@ class ConvGeometry:
         oy, ox = np.divmod(pix, self.out_w)
         ky, rest = np.divmod(np.arange(int(k.max()) + 1 if k.size else 1), self.kernel_w * self.channels)
         kx, c = np.divmod(rest, self.channels)
-        y = (oy * self.stride_h - self.pad_h)[:, None] + ky
-        x = (ox * self.stride_w - self.pad_w)[:, None] + kx
-        inside = (y >= 0) & (y < self.in_h) & (x >= 0) & (x < self.in_w)
-        table = np.where(inside, ((y + (image * self.in_h)[:, None] if self.image_pixels else y) * self.in_w + x)
-                         * self.channels + c, -1)
-        return table[m, k]
+        y0, x0 = oy * self.stride_h - self.pad_h, ox * self.stride_w - self.pad_w
+        row = ((y0 + image * self.in_h) * self.in_w + x0) * self.channels
+        address = row[m] + ((ky * self.in_w + kx) * self.channels + c)[k]
+        edge = (y0 < 0) | (y0 + ky[-1] >= self.in_h) | (x0 < 0) | (x0 + kx.max() >= self.in_w)
+        if edge.any():
+            at = np.flatnonzero(np.broadcast_to(edge[m], address.shape))
+            mm, kk = (np.broadcast_to(a, address.shape).ravel()[at] for a in (m, k))
+            y, x = y0[mm] + ky[kk], x0[mm] + kx[kk]
+            np.put(address, at[(y < 0) | (y >= self.in_h) | (x < 0) | (x >= self.in_w)], -1)
+        return address
 
 
 def _skew_order(t: int, used: int) -> tuple[np.ndarray, np.ndarray]:
@@ -202,6 +351,12 @@ def _per_fold(keys: np.ndarray, pattern: Callable[[int], tuple[np.ndarray, np.nd
     """(fold of each element, pattern's first array, its second) over folds whose element pattern depends
     only on an integer key (the lanes a fold maps): each distinct pattern is built once and gathered, so
     the work is numpy over the elements, not Python per fold."""
+    if len(keys) > 1 and keys[0] == keys[-2] and np.all(keys[:-1] == keys[0]):  # only the last fold differs
+        full = pattern(int(keys[0]))
+        last = full if keys[-1] == keys[0] else pattern(int(keys[-1]))
+        count = len(keys) - 1
+        return (np.concatenate([np.repeat(np.arange(count), len(full[0])), np.full(len(last[0]), count)]),
+                np.concatenate([np.tile(full[0], count), last[0]]), np.concatenate([np.tile(full[1], count), last[1]]))
     distinct = sorted(set(keys.tolist()))  # a few (full and last, partial folds)
     inverse = np.searchsorted(np.array(distinct), keys)
     built = [pattern(u) for u in distinct]
@@ -239,15 +394,27 @@ def fold_streams(dataflow: str, rows: int, cols: int, m: int, n: int, k: int, ge
     c0 = np.arange(col_folds) * cols
     cu = np.minimum(cols, sc - c0)
 
-    def streamed(address: Callable[[np.ndarray, np.ndarray, np.ndarray], np.ndarray]) -> Stream:
-        """One pass over the row folds (skewed lanes), repeated for every column fold."""
-        fr, tt, lane = _per_fold(ru, lambda used: _skew_order(t, used))
-        addr = address(fr, tt, lane)
-        line = fr * length + lead + tt + lane
+    def streamed(scale: int, offset: Callable[[np.ndarray, np.ndarray], np.ndarray],
+                 table: np.ndarray | None = None) -> Stream:
+        """One pass over the row folds (skewed lanes), repeated for every column fold: element ``(tt,
+        lane)`` of the fold at row ``r0`` is ``r0 * scale + offset(tt, lane)``, looked up in ``table``
+        when given. The full folds share one skew pattern, broadcast over their starting rows."""
+        full = row_folds - int(ru[-1] != rows)
+        tt, lane = _skew_order(t, rows)
+        index = [(r0[:full, None] * scale + offset(tt, lane)).ravel()]
+        line = [((np.arange(full) * length)[:, None] + (lead + tt + lane)).ravel()]
+        if full < row_folds:  # a partial last row fold
+            tt, lane = _skew_order(t, int(ru[-1]))
+            index.append(r0[-1] * scale + offset(tt, lane))
+            line.append(full * length + lead + tt + lane)
+        addr = np.concatenate(index) if len(index) > 1 else index[0]
+        lines = np.concatenate(line) if len(line) > 1 else line[0]
+        if table is not None:
+            addr = table[addr]
         if one_pass:
-            return addr, line
+            return addr, lines
         shift = np.repeat(np.arange(col_folds) * (row_folds * length), len(addr))
-        return np.tile(addr, col_folds), np.tile(line, col_folds) + shift
+        return np.tile(addr, col_folds), np.tile(lines, col_folds) + shift
 
     def stationary(address: Callable[[np.ndarray, np.ndarray, np.ndarray, np.ndarray], np.ndarray]) -> Stream:
         """Every fold's stationary block, bottom row first; keyed by (mapped rows, mapped columns)."""
@@ -257,19 +424,24 @@ def fold_streams(dataflow: str, rows: int, cols: int, m: int, n: int, k: int, ge
         return address(fc, fr, row, col), f * length + rows - 1 - row
 
     if dataflow == "os":
-        ifmap = streamed(lambda fr, tt, lane: geometry.ifmap_address(r0[fr] + lane, tt)) if want[0] else None
+        ifmap = streamed(k, lambda tt, lane: lane * k + tt, _ifmap_table(geometry, m, k)) if want[0] else None
         filt = None
         if want[1]:  # a column fold's filters stream again in each of its row folds
             f, tt, lane = _per_fold(np.repeat(cu, row_folds), lambda used: _skew_order(t, used))
             filt = tt * n + c0[f // row_folds] + lane, f * length + tt + lane
     elif dataflow == "ws":
-        ifmap = streamed(lambda fr, tt, lane: geometry.ifmap_address(tt, r0[fr] + lane)) if want[0] else None
+        ifmap = streamed(1, lambda tt, lane: tt * k + lane, _ifmap_table(geometry, m, k)) if want[0] else None
         filt = stationary(lambda fc, fr, row, col: (r0[fr] + row) * n + c0[fc] + col) if want[1] else None
     else:
         ifmap = stationary(lambda fc, fr, row, col: geometry.ifmap_address(c0[fc] + col, r0[fr] + row)) \
             if want[0] else None
-        filt = streamed(lambda fr, tt, lane: (r0[fr] + lane) * n + tt) if want[1] else None
+        filt = streamed(n, lambda tt, lane: lane * n + tt) if want[1] else None
     return ifmap, filt
+
+
+def _ifmap_table(geometry: ConvGeometry, m: int, k: int) -> np.ndarray:
+    """Every ifmap address of ``m`` output pixels x ``k`` window elements, flat (pixel-major)."""
+    return geometry.ifmap_address(np.arange(m)[:, None], np.arange(k)[None, :]).ravel()
 
 
 def operand_streams(dataflow: str, rows: int, cols: int, m: int, n: int, k: int, geometry: ConvGeometry,
@@ -321,24 +493,28 @@ def _previous(stream: np.ndarray) -> np.ndarray:
     """Previous position of each read's address in ``stream``, -1 if none."""
     order = _stable_order(stream)
     ranked = stream[order]
-    prev = np.full(len(stream), -1, dtype=np.int64)
-    same = ranked[1:] == ranked[:-1]
-    prev[order[1:][same]] = order[:-1][same]
+    before = np.empty_like(order)  # in sorted order: the position ranked just before, if the same address
+    before[:1] = -1
+    before[1:] = np.where(ranked[1:] == ranked[:-1], order[:-1], -1)
+    prev = np.empty_like(order)
+    prev[order] = before
     return prev
 
 
 def _next_chunk(prev: np.ndarray, start: int, stop: int, capacity: int) -> tuple[int, int]:
     """(distinct addresses, -1) if positions ``start .. stop - 1`` hold fewer than ``capacity`` addresses
-    new since ``start``, else (capacity, the position where the ``capacity``-th arrives)."""
-    span = min(stop - start, 4 * capacity)
+    new since ``start``, else (capacity, the position where the ``capacity``-th arrives). Scans blocks of
+    growing length, each read once: a read is new iff its address's previous read came before ``start``."""
+    need, pos, span = capacity, start, min(stop - start, 2 * capacity)
     while True:
-        new = np.cumsum(prev[start:start + span] < start)
-        if new[-1] >= capacity or start + span == stop:
-            break
-        span = min(stop - start, 2 * span)
-    if new[-1] < capacity:
-        return int(new[-1]), -1
-    return capacity, start + int(np.searchsorted(new, capacity))
+        new = np.flatnonzero(prev[pos:pos + span] < start)
+        if len(new) >= need:
+            return capacity, pos + int(new[need - 1])
+        need -= len(new)
+        pos += span
+        if pos >= stop:
+            return capacity - need, -1
+        span = min(stop - pos, 2 * span)
 
 
 def _periodic_chunks(stream: np.ndarray, capacity: int, repeats: int) -> int:
@@ -382,6 +558,134 @@ def _stable_order(values: np.ndarray) -> np.ndarray:
         return np.argsort(values.astype(np.uint16), kind="stable")
     low = np.argsort((values & 0xFFFF).astype(np.uint16), kind="stable")  # least significant digit first
     return low[np.argsort((values[low] >> 16).astype(np.uint16), kind="stable")]
+
+
+def calc_dram_reads(dataflow: str, rows: int, cols: int, m: int, n: int, k: int, geometry: ConvGeometry,
+                    capacities: tuple[int, int], want: tuple[bool, bool] = (True, True)
+                    ) -> tuple[int | None, int | None]:
+    """(ifmap, filter) DRAM reads of SCALE-Sim's CALC-mode read buffers (``None`` where not wanted):
+    :func:`chunked_misses` of :func:`operand_passes` at the active capacities (50 sets each).
+
+    Most streams need no replay: one made of segments over disjoint address sets, each a permutation
+    repeated, is counted by arithmetic on the segments' sizes (:func:`_segment_misses`). Every filter
+    stream is one, and so is an ifmap stream whose windows never share an element (GEMMs, 1x1 or
+    non-overlapping convs). Only the other ifmaps are built and replayed."""
+    segments = permutation_segments(dataflow, rows, cols, m, n, k, geometry)
+    out: list[int | None] = [None, None]
+    replay = [False, False]
+    for j in (0, 1):
+        if want[j] and segments[j] is not None and capacities[j] >= 1:
+            out[j] = _segment_misses(segments[j], capacities[j])
+        else:
+            replay[j] = want[j]
+    if any(replay):
+        passes = operand_passes(dataflow, rows, cols, m, n, k, geometry, (replay[0], replay[1]))
+        for j in (0, 1):
+            if replay[j]:
+                stream, repeats = passes[j]  # type: ignore[misc]
+                out[j] = chunked_misses(stream, capacities[j], repeats)
+    return out[0], out[1]
+
+
+Segment = tuple[int, int, int]  # (distinct addresses s, reads L = repeats * s, identical segments in a row)
+
+
+def permutation_segments(dataflow: str, rows: int, cols: int, m: int, n: int, k: int, geometry: ConvGeometry
+                         ) -> tuple[list[Segment] | None, list[Segment] | None]:
+    """(ifmap, filter) demand streams of :func:`operand_streams` as runs of segments -- each a permutation
+    of its own address set, repeated, the sets pairwise disjoint -- or ``None`` where an ifmap's windows
+    share elements (then its stream has reuse at irregular distances).
+
+    A streamed operand's pass covers each of its elements once and repeats once per column fold; the os
+    filter streams column fold by column fold, each fold's ``K x cu`` block once per row fold; a
+    stationary operand is loaded once, element by element."""
+    sr, sc = {"os": (m, n), "ws": (k, n), "is": (k, m)}[dataflow]
+    row_folds, col_folds = -(-sr // rows), -(-sc // cols)
+    pairs = _window_pairs(geometry, m, k)
+    ifmap = None
+    if pairs is not None and pairs[1]:
+        ifmap = [(pairs[0], pairs[0] * (1 if dataflow == "is" else col_folds), 1)]
+    if dataflow == "os":
+        last = sc - (col_folds - 1) * cols
+        filt = [(k * cols, k * cols * row_folds, col_folds - 1), (k * last, k * last * row_folds, 1)]
+    else:
+        filt = [(k * n, k * n * (col_folds if dataflow == "is" else 1), 1)]
+    return ifmap, filt
+
+
+def _segment_misses(segments: list[Segment], capacity: int) -> int:
+    """:func:`chunked_misses` of a stream of permutation segments (:func:`permutation_segments`).
+
+    Any ``s`` consecutive reads of a repeated permutation of ``s`` addresses are distinct, and an address
+    set meets no other. So a piece entering a segment gains new addresses with every read until it has
+    read ``s`` of them, then none: the state between segments is only how many addresses the open piece
+    holds, ``x``. A segment with ``s >= capacity`` is all misses (``x`` advances by ``L`` mod capacity);
+    a smaller one adds ``min(s, L)`` to ``x``, or completes the piece and opens one holding what is left
+    of the segment (at most ``s``). Runs of identical segments skip whole periods of ``x``."""
+    x = misses = 0
+    for size, length, count in segments:
+        if count <= 0:
+            continue
+        if size >= capacity:
+            misses += count * length
+            x = (x + count * length) % capacity
+            continue
+        seen: dict[int, tuple[int, int]] = {}
+        done = 0
+        while done < count:
+            if x in seen:  # the state recurs: skip whole periods of segments
+                before, misses_before = seen.pop(x)
+                period = done - before
+                skip = (count - done) // period
+                done, misses = done + skip * period, misses + skip * (misses - misses_before)
+                seen.clear()
+                if done >= count:
+                    break
+            seen[x] = done, misses
+            gain = min(size, length)
+            if x + gain < capacity:
+                x, misses = x + gain, misses + gain
+            else:  # the piece completes after capacity - x reads; the next holds the rest of the segment
+                rest = min(size, length - (capacity - x))
+                x, misses = rest, misses + capacity - x + rest
+            done += 1
+    return misses
+
+
+def _window_pairs(geometry: ConvGeometry, m: int, k: int) -> tuple[int, bool] | None:
+    """(valid (output pixel, window element) pairs of ``m`` pixels and ``k`` window elements, whether no two
+    of them read the same ifmap address), or ``None`` when ``m`` or ``k`` is not a whole number of output
+    rows / kernel rows (then the pairs are not a product of per-axis pairs)."""
+    g = geometry
+    if k % (g.kernel_w * g.channels) or g.out_w < 1:
+        return None
+    pixels = g.image_pixels if g.image_pixels else m
+    if m % pixels or pixels % g.out_w:
+        return None
+    images, out_h = m // pixels, pixels // g.out_w
+    ys, y_distinct = _axis_pairs(g.in_h, out_h, k // (g.kernel_w * g.channels), g.stride_h, g.pad_h)
+    xs, x_distinct = _axis_pairs(g.in_w, g.out_w, g.kernel_w, g.stride_w, g.pad_w)
+    inside = images * ys * xs * g.channels
+    return inside, inside == 0 or (y_distinct and x_distinct)
+
+
+def _axis_pairs(size: int, out: int, kernel: int, stride: int, pad: int) -> tuple[int, bool]:
+    """(pairs (o, j), ``o < out``, ``j < kernel``, whose coordinate ``o * stride + j - pad`` is in
+    ``[0, size)``; whether no two share a coordinate). Two share one iff some inside pair with
+    ``j >= stride`` has a successor ``o + 1 < out`` (then ``(o + 1, j - stride)`` lands on it). Counted
+    along the shorter of the two ranges, so a GEMM's long ``1 x K`` kernel costs one step."""
+    inside, shared = 0, False
+    if out <= kernel:
+        for o in range(out):  # j in [max(0, pad - o s), min(kernel, size + pad - o s)) is inside
+            low, high = pad - o * stride, min(kernel, size + pad - o * stride)
+            inside += max(0, high - max(0, low))
+            shared = shared or (o < out - 1 and high > max(stride, low))
+    else:
+        for j in range(kernel):  # o in [ceil((pad - j) / stride), floor((size - 1 + pad - j) / stride)]
+            low, high = max(0, -((j - pad) // stride)), (size - 1 + pad - j) // stride
+            inside += max(0, min(out - 1, high) - low + 1)
+            shared = shared or (j >= stride and min(out - 2, high) >= low)
+    return inside, not shared
 
 
 # --------------------------------------------------------------------------------------------------------

@@ -36,14 +36,12 @@ from effnn.hw.energy import EnergyTable, load_energy_table
 from effnn.hw.layers import ConvLayer, GemmLayer, Layer
 from effnn.hw.memory import (
     ConvGeometry,
-    chunked_misses,
+    calc_dram_reads,
     demand_streams,
-    drain_ofmap,
+    drain_folds,
     fetch_counts,
     fetch_streams,
     held_read_buffer,
-    ofmap_writes_per_cycle,
-    operand_passes,
     read_buffer_holds_all,
     user_read_buffer,
     user_run,
@@ -540,16 +538,16 @@ class SystolicArray:
     def _calc_reads_one(self, m: float, n: float, k: float, geometry: Sequence[int], spill_if: bool,
                         spill_f: bool, cap_if: float, cap_f: float, dram_if: float, dram_f: float
                         ) -> tuple[float, float]:
-        """CALC-mode (ifmap, filter) DRAM reads per group of one layer with a spilling operand, by replaying
-        SCALE-Sim's read buffer on that operand's address stream (:func:`effnn.hw.memory.chunked_misses`);
-        an operand that fits keeps its closed-form count."""
+        """CALC-mode (ifmap, filter) DRAM reads per group of one layer with a spilling operand, SCALE-Sim's
+        read buffer replayed on that operand's demand (:func:`effnn.hw.memory.calc_dram_reads`); an operand
+        that fits keeps its closed-form count."""
         m, n, k = int(m), int(n), int(k)
-        ifmap, filt = operand_passes(self.dataflow, self.rows, self.cols, m, n, k, _geometry(geometry, m),
-                                     (bool(spill_if), bool(spill_f)))
+        ifmap, filt = calc_dram_reads(self.dataflow, self.rows, self.cols, m, n, k, _geometry(geometry, m),
+                                      (int(cap_if), int(cap_f)), (bool(spill_if), bool(spill_f)))
         if ifmap is not None:
-            dram_if = chunked_misses(ifmap[0], int(cap_if), ifmap[1])
+            dram_if = ifmap
         if filt is not None:
-            dram_f = chunked_misses(filt[0], int(cap_f), filt[1])
+            dram_f = filt
         return dram_if, dram_f
 
     def element_bandwidths(self, la: LayerArrays) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -606,10 +604,9 @@ class SystolicArray:
 
     def _ofmap_drain_one(self, sr: float, sc: float, t: float, elems: float, bw: float) -> tuple[int, int]:
         """(DRAM ofmap writes, cycles from the last compute cycle to the last DRAM write) per group of one
-        layer whose ofmap outgrows the buffer's drain threshold (:func:`effnn.hw.memory.drain_ofmap`)."""
-        per_cycle = ofmap_writes_per_cycle(self.dataflow, self.rows, self.cols, int(sr), int(sc), int(t))
-        result = drain_ofmap(per_cycle, int(elems), int(bw))
-        return result.dram_writes, result.last_write_cycle - (len(per_cycle) - 1)
+        layer whose ofmap outgrows the buffer's drain threshold (:func:`effnn.hw.memory.drain_folds`)."""
+        result = drain_folds(self.dataflow, self.rows, self.cols, int(sr), int(sc), int(t), int(elems), int(bw))
+        return result.dram_writes, result.last_write_cycle - result.last_compute_cycle
 
     def _first_fill(self, xp: _Ops, dram_if: Any, dram_f: Any, ab: Any, fb: Any, sr: Any, bw_if: Any,
                     bw_f: Any) -> Any:
