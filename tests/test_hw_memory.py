@@ -26,18 +26,8 @@ from effnn.hw.memory import (
     user_mode,
     user_read_buffer,
 )
-
-
-def _address(geo: ConvGeometry, m: int, k: int) -> int:
-    """One ifmap address straight from the conv definition (images stacked when ``image_pixels``)."""
-    image, m = divmod(m, geo.image_pixels) if geo.image_pixels else (0, m)
-    oy, ox = divmod(m, geo.out_w)
-    ky, rest = divmod(k, geo.kernel_w * geo.channels)
-    kx, c = divmod(rest, geo.channels)
-    y, x = oy * geo.stride_h + ky - geo.pad_h, ox * geo.stride_w + kx - geo.pad_w
-    if not (0 <= y < geo.in_h and 0 <= x < geo.in_w):
-        return -1
-    return ((image * geo.in_h + y) * geo.in_w + x) * geo.channels + c
+from tests.hw_references import ifmap_address_by_definition as conv_address
+from tests.hw_references import read_by_read_misses, stepped_user_mode
 
 
 def _brute_demand(dataflow: str, rows: int, cols: int, m: int, n: int, k: int, geo: ConvGeometry
@@ -54,7 +44,7 @@ def _brute_demand(dataflow: str, rows: int, cols: int, m: int, n: int, k: int, g
             ru, base = min(rows, sr - r0), fold * length
             if dataflow == "os":
                 for j in range(length):
-                    ifmap += [(_address(geo, r0 + r, j - r), base + j) for r in range(ru) if 0 <= j - r < t]
+                    ifmap += [(conv_address(geo, r0 + r, j - r), base + j) for r in range(ru) if 0 <= j - r < t]
                     filt += [((j - c) * n + c0 + c, base + j) for c in range(cu) if 0 <= j - c < t]
             else:
                 stationary = [((r0 + row), c0 + col, base + rows - 1 - row)
@@ -63,13 +53,13 @@ def _brute_demand(dataflow: str, rows: int, cols: int, m: int, n: int, k: int, g
                     for r in range(ru):
                         if 0 <= j - r < t:
                             if dataflow == "ws":
-                                ifmap.append((_address(geo, j - r, r0 + r), base + rows + j))
+                                ifmap.append((conv_address(geo, j - r, r0 + r), base + rows + j))
                             else:
                                 filt.append(((r0 + r) * n + j - r, base + rows + j))
                 if dataflow == "ws":
                     filt += [(kk * n + col, line) for kk, col, line in stationary]
                 else:
-                    ifmap += [(_address(geo, col, kk), line) for kk, col, line in stationary]
+                    ifmap += [(conv_address(geo, col, kk), line) for kk, col, line in stationary]
             fold += 1
     key = lambda pair: pair[1]  # noqa: E731 -- a stable sort by line keeps the lane order within a line
     return sorted([p for p in ifmap if p[0] >= 0], key=key), sorted(filt, key=key)
@@ -102,27 +92,6 @@ def test_diagonal_orders_match_a_sort() -> None:
             assert list(zip(*(a.tolist() for a in _antidiagonal(height, width)))) == anti
 
 
-def _stepwise_user_mode(writes: np.ndarray, ifmap: ReadBufferTrace, filt: ReadBufferTrace, size: int,
-                        bandwidth: int) -> tuple[int, int, int]:
-    """The USER stall loop of docs/hardware.md quirk 15 with every demand line stepped (no skipping)."""
-    from effnn.hw.memory import _read_stall, _WriteBuffer
-
-    buffer = _WriteBuffer(size, bandwidth)
-    stall, state = 0, [0, 0, 0, 0]
-    if_lines, f_lines = ifmap.miss_lines.tolist() + [-1], filt.miss_lines.tolist() + [-1]
-    for line, count in enumerate(writes.tolist()):
-        cycle, worst = line + stall, 0
-        if if_lines[state[0]] == line:
-            worst, state[0], state[1] = _read_stall(ifmap, state[0], line, cycle, state[1])
-        if f_lines[state[2]] == line:
-            f_stall, state[2], state[3] = _read_stall(filt, state[2], line, cycle, state[3])
-            worst = max(worst, f_stall)
-        done = buffer.write(count, cycle) if count else cycle
-        stall += max(worst, done - cycle)
-    buffer.finish(len(writes) - 1 + stall)
-    return stall, buffer.counted, buffer.last_end
-
-
 def test_user_mode_skipping_quiet_lines_equals_stepping_every_line() -> None:
     rng = np.random.default_rng(0)
     for _ in range(200):
@@ -137,8 +106,8 @@ def test_user_mode_skipping_quiet_lines_equals_stepping_every_line() -> None:
             traces.append(ReadBufferTrace(3, int(rng.integers(1, 20)), int(counts.sum()), lines, counts))
         size, bandwidth = int(rng.integers(100, 400)), int(rng.integers(1, 9))
         run = user_mode(writes, traces[0], traces[1], size, bandwidth)
-        assert (run.stall_cycles, run.dram_writes, run.last_write_cycle) == _stepwise_user_mode(
-            writes, traces[0], traces[1], size, bandwidth)
+        assert (run.stall_cycles, run.dram_writes, run.last_write_cycle) == stepped_user_mode(
+            writes, traces[0], traces[1], size, bandwidth)[1:]
 
 
 def _brute_writes(dataflow: str, rows: int, cols: int, sr: int, sc: int, t: int) -> list[int]:
@@ -168,20 +137,6 @@ def test_ofmap_writes_per_cycle_match_the_fold_by_fold_definition() -> None:
         assert got.tolist() == _brute_writes(dataflow, rows, cols, sr, sc, t), (dataflow, rows, cols, sr, sc, t)
 
 
-def _brute_chunked(stream: list[int], capacity: int) -> int:
-    """SCALE-Sim's CALC read buffer read by read: a miss adds the address; the ``capacity``-th distinct
-    address empties the buffer."""
-    held: set[int] = set()
-    misses = 0
-    for address in stream:
-        if address not in held:
-            misses += 1
-            held.add(address)
-            if len(held) == capacity:
-                held = set()
-    return misses
-
-
 @pytest.mark.parametrize("high", [50, 70_000, 1 << 20, 1 << 40])  # one or two 16-bit sort passes, int64
 def test_chunked_misses_equals_the_read_by_read_reset(high: int) -> None:
     rng = np.random.default_rng(high)
@@ -189,7 +144,7 @@ def test_chunked_misses_equals_the_read_by_read_reset(high: int) -> None:
         pool = rng.integers(0, high, size=int(rng.integers(1, 300)))
         one_pass, repeats = rng.choice(pool, size=int(rng.integers(1, 400))), int(rng.integers(1, 40))
         capacity = int(rng.integers(1, 120))
-        expected = _brute_chunked(np.tile(one_pass, repeats).tolist(), capacity)
+        expected = read_by_read_misses(np.tile(one_pass, repeats).tolist(), capacity)
         assert chunked_misses(np.tile(one_pass, repeats), capacity) == expected
         assert chunked_misses(one_pass, capacity, repeats) == expected  # periodic: pieces counted per period
 

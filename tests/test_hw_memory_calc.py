@@ -37,23 +37,10 @@ from effnn.hw.memory import (
     permutation_segments,
 )
 from effnn.hw.scalesim import SCALESIM_REPLAY_LIMIT, parse_scalesim_topology, reference_array, reference_layers
+from tests.hw_references import ifmap_address_by_definition, read_by_read_misses
 
 DATA = Path(__file__).with_name("data") / "scalesim"
 EXTRA = Path(__file__).with_name("test_hw_scalesim_extra.json")
-
-
-def _read_by_read(stream: list[int], capacity: int) -> int:
-    """SCALE-Sim's CALC read buffer one read at a time: a miss adds the address; the ``capacity``-th
-    distinct address held empties the buffer (docs/hardware.md quirk 11)."""
-    held: set[int] = set()
-    misses = 0
-    for address in stream:
-        if address not in held:
-            misses += 1
-            held.add(address)
-            if len(held) == capacity:
-                held = set()
-    return misses
 
 
 def _random_conv(rng: random.Random) -> tuple[ConvGeometry, int, int]:
@@ -69,19 +56,6 @@ def _random_conv(rng: random.Random) -> tuple[ConvGeometry, int, int]:
     return geo, batch * oh * ow, kh * kw * channels
 
 
-def _address(geo: ConvGeometry, m: int, k: int) -> int:
-    """One ifmap address from the conv definition: SCALE-Sim's ``(y * W + x) * C + c`` layout, images
-    stacked, -1 where the window element lies in the padding or past the bottom/right edge."""
-    image, pixel = divmod(m, geo.image_pixels) if geo.image_pixels else (0, m)
-    oy, ox = divmod(pixel, geo.out_w)
-    ky, rest = divmod(k, geo.kernel_w * geo.channels)
-    kx, c = divmod(rest, geo.channels)
-    y, x = oy * geo.stride_h + ky - geo.pad_h, ox * geo.stride_w + kx - geo.pad_w
-    if not (0 <= y < geo.in_h and 0 <= x < geo.in_w):
-        return -1
-    return ((image * geo.in_h + y) * geo.in_w + x) * geo.channels + c
-
-
 def test_ifmap_addresses_match_the_definition() -> None:
     rng = random.Random(5)
     edges = 0
@@ -91,7 +65,7 @@ def test_ifmap_addresses_match_the_definition() -> None:
             geo = ConvGeometry(m, k, 1, k, 1, 1, 1)
         else:
             geo, m, k = _random_conv(rng)
-        expected = [[_address(geo, i, j) for j in range(k)] for i in range(m)]
+        expected = [[ifmap_address_by_definition(geo, i, j) for j in range(k)] for i in range(m)]
         grid = geo.ifmap_address(np.arange(m)[:, None], np.arange(k)[None, :])
         assert grid.tolist() == expected, geo
         pixels = np.array([rng.randrange(m) for _ in range(50)])
@@ -126,7 +100,7 @@ def test_segment_misses_equal_the_read_by_read_reset() -> None:
                 stream += np.tile(order, repeats).tolist()
                 base += size
         capacity = int(rng.integers(1, 60))
-        assert _segment_misses(segments, capacity) == _read_by_read(stream, capacity), (segments, capacity)
+        assert _segment_misses(segments, capacity) == read_by_read_misses(stream, capacity), (segments, capacity)
 
 
 @pytest.mark.parametrize("seed", range(4))
@@ -143,7 +117,7 @@ def test_calc_dram_reads_equal_the_replay_on_random_layers(seed: int) -> None:
         n = rng.randint(1, 20)
         caps = (rng.randint(1, 80), rng.randint(1, 80))
         streams = operand_streams(dataflow, rows, cols, m, n, k, geo)
-        expected = tuple(_read_by_read(s.tolist(), c) for s, c in zip(streams, caps))
+        expected = tuple(read_by_read_misses(s.tolist(), c) for s, c in zip(streams, caps))
         passes = operand_passes(dataflow, rows, cols, m, n, k, geo)
         assert tuple(chunked_misses(p[0], c, p[1]) for p, c in zip(passes, caps)) == expected
         assert calc_dram_reads(dataflow, rows, cols, m, n, k, geo, caps) == expected

@@ -14,8 +14,6 @@ import pytest
 from effnn.hw.memory import (
     ConvGeometry,
     ReadBufferTrace,
-    _read_stall,
-    _WriteBuffer,
     demand_streams,
     fetch_counts,
     fetch_streams,
@@ -24,6 +22,7 @@ from effnn.hw.memory import (
     user_read_buffer,
     user_run,
 )
+from tests.hw_references import stepped_user_mode
 
 
 def _random_geometry(rng: random.Random) -> ConvGeometry:
@@ -63,26 +62,6 @@ def test_fetch_counts_match_the_fetch_orders() -> None:
                 assert np.array_equal(one[j], fetch[j]) if want[j] else one[j] is None
 
 
-def _stepped_user_mode(writes: list[int], ifmap: ReadBufferTrace, filt: ReadBufferTrace, size: int,
-                       bandwidth: int) -> tuple[int, int, int, int]:
-    """The USER stall loop of quirk 15 with every demand line stepped: (total, stall, DRAM writes, last
-    write cycle)."""
-    buffer = _WriteBuffer(size, bandwidth)
-    stall, state = 0, [0, 0, 0, 0]
-    if_lines, f_lines = ifmap.miss_lines.tolist() + [-1], filt.miss_lines.tolist() + [-1]
-    for line, count in enumerate(writes):
-        cycle, worst = line + stall, 0
-        if if_lines[state[0]] == line:
-            worst, state[0], state[1] = _read_stall(ifmap, state[0], line, cycle, state[1])
-        if f_lines[state[2]] == line:
-            f_stall, state[2], state[3] = _read_stall(filt, state[2], line, cycle, state[3])
-            worst = max(worst, f_stall)
-        done = buffer.write(count, cycle) if count else cycle
-        stall += max(worst, done - cycle)
-    buffer.finish(len(writes) - 1 + stall)
-    return len(writes) - 1 + stall, stall, buffer.counted, buffer.last_end
-
-
 def _random_trace(rng: np.random.Generator, lines: int) -> ReadBufferTrace:
     """Read misses on random lines (some with several per line), each moving the window 1-3 times."""
     miss = np.sort(rng.integers(0, lines, size=int(rng.integers(0, 12))))
@@ -106,7 +85,7 @@ def test_user_run_equals_the_line_by_line_stall_loop() -> None:
         size = int(rng.integers(max(4, total // 3), 3 * total + 8))  # drain half below or above the writes
         bandwidth = int(rng.integers(1, 9))
         quiet += total <= size - math.ceil(size / 2)
-        want = _stepped_user_mode(writes.tolist(), *traces, size, bandwidth)
+        want = stepped_user_mode(writes.tolist(), *traces, size, bandwidth)
         first = -max(traces[0].first_fill_lines, traces[1].first_fill_lines)
         for run in (user_run(dataflow, rows, cols, sr, sc, t, *traces, size, bandwidth),
                     user_mode(writes, *traces, size, bandwidth)):
