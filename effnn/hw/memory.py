@@ -968,11 +968,19 @@ def fetch_counts(dataflow: str, rows: int, cols: int, m: int, n: int, k: int, ge
     without building them: the stacked folds cover every (pixel, window element) and every filter
     element once, padded to whole folds, so the valid ifmap entries are the window elements inside the
     ifmap (:func:`_inside_count`) and the valid filter entries ``K * N``."""
-    sr, sc = {"os": (m, n), "ws": (k, n), "is": (k, m)}[dataflow]
-    row_folds, col_folds = -(-sr // rows), -(-sc // cols)
-    length = {"os": (row_folds * rows * k, col_folds * cols * k), "ws": (row_folds * rows * m, col_folds * cols * k),
-              "is": (col_folds * cols * k, row_folds * rows * n)}[dataflow]
+    length = fetch_lengths(dataflow, rows, cols, m, n, k)
     return (length[0], _inside_count(geometry, m, k)), (length[1], k * n)
+
+
+def fetch_lengths(dataflow: str, rows: int, cols: int, m: int, n: int, k: int) -> tuple[int, int]:
+    """(ifmap, filter) lengths of the :func:`fetch_streams` orders, -1 gaps included: the folds padded
+    whole. An upper bound of the valid entries, so a buffer that :func:`read_buffer_holds_all` of this
+    many holds the operand without counting its valid entries."""
+    if dataflow == "os":
+        return -(-m // rows) * rows * k, -(-n // cols) * cols * k
+    if dataflow == "ws":
+        return -(-k // rows) * rows * m, -(-n // cols) * cols * k
+    return -(-m // cols) * cols * k, -(-k // rows) * rows * n
 
 
 def _inside_count(geometry: ConvGeometry, m: int, k: int) -> int:

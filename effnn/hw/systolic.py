@@ -40,6 +40,7 @@ from effnn.hw.memory import (
     demand_streams,
     drain_folds,
     fetch_counts,
+    fetch_lengths,
     fetch_streams,
     held_read_buffer,
     read_buffer_holds_all,
@@ -588,11 +589,16 @@ class SystolicArray:
         m, n, k, g = int(m), int(n), int(k), int(g)
         bws = (int(bw_if), int(bw_f), int(bw_of))
         elems = (int(size_if), int(size_f), int(size_of))
-        geo = _geometry(geometry, m)
-        counts = fetch_counts(self.dataflow, self.rows, self.cols, m, n, k, geo)
-        want = tuple(not read_buffer_holds_all(counts[j][1], elems[j]) for j in (0, 1))  # else no misses
-        traces = [held_read_buffer(counts[j][0], elems[j], bws[j]) for j in (0, 1)]
-        if any(want):
+        lengths = fetch_lengths(self.dataflow, self.rows, self.cols, m, n, k)
+        # a buffer that holds every valid entry never misses; the length bounds the valid ifmap entries,
+        # so they are counted (O(kernel / stride), the geometry) only when the length does not fit
+        want = (not read_buffer_holds_all(lengths[0], elems[0]), not read_buffer_holds_all(k * n, elems[1]))
+        traces = [held_read_buffer(lengths[j], elems[j], bws[j]) for j in (0, 1)]
+        geo = _geometry(geometry, m) if any(want) else None
+        if geo is not None and want[0]:
+            valid = fetch_counts(self.dataflow, self.rows, self.cols, m, n, k, geo)[0][1]
+            want = (not read_buffer_holds_all(valid, elems[0]), want[1])
+        if geo is not None and any(want):
             fetch = fetch_streams(self.dataflow, self.rows, self.cols, m, n, k, geo, want)
             demand = demand_streams(self.dataflow, self.rows, self.cols, m, n, k, geo, want)
             traces = [user_read_buffer(fetch[j], *demand[j], elems[j], bws[j]) if want[j] else traces[j]
