@@ -1155,79 +1155,73 @@ class _WriteBuffer:
 def user_mode(writes_per_cycle: np.ndarray, ifmap: ReadBufferTrace, filt: ReadBufferTrace,
               ofmap_elems: int, ofmap_bandwidth: int) -> UserRun:
     """Replay SCALE-Sim's USER-mode memory system over one (sub-)layer's demand lines: each line waits
-    for the worst of its ifmap, filter and ofmap stalls, and every later line shifts by them.
+    for the worst of its ifmap, filter and ofmap stalls, and every later line shifts by them
+    (:func:`_user_steps` on the running write count of ``writes_per_cycle``)."""
+    total_writes = int(writes_per_cycle.sum())
+    lines = len(writes_per_cycle)
+    if total_writes <= ofmap_elems - math.ceil(ofmap_elems * 0.5):  # never drains during compute
+        return _quiet_ofmap_run(lines, total_writes, ifmap, filt, ofmap_elems, ofmap_bandwidth)
+    cum = np.cumsum(writes_per_cycle).tolist()
+    return _user_steps(lambda line: cum[line] if line < lines else total_writes,
+                       lambda r: bisect.bisect_left(cum, r), total_writes, lines, int(writes_per_cycle.max()),
+                       ifmap, filt, ofmap_elems, ofmap_bandwidth)
+
+
+def _user_steps(through: Callable[[int], int], line_of: Callable[[int], int], total_writes: int, lines: int,
+                peak: int, ifmap: ReadBufferTrace, filt: ReadBufferTrace, ofmap_elems: int, ofmap_bandwidth: int
+                ) -> UserRun:
+    """:func:`user_mode` given ``through(c)`` (writes issued in lines ``0 .. c``), ``line_of(r)`` (line of
+    the ``r``-th write, ``1 <= r <= total_writes``) and ``peak`` (most writes in one line) rather than the
+    per-line writes.
 
     Only lines where something can happen are stepped one by one: a read-buffer miss, or a write that
-    fills the ofmap buffer past its drain threshold (or, during a drain, fills it up). The writing lines
-    in between cannot stall, so they are stored in one step, found by bisecting the running write count."""
-    total_writes = int(writes_per_cycle.sum())
-    if total_writes <= ofmap_elems - math.ceil(ofmap_elems * 0.5):  # never drains during compute
-        return _quiet_ofmap_run(len(writes_per_cycle), total_writes, ifmap, filt, ofmap_elems, ofmap_bandwidth)
+    fills the ofmap buffer past its drain threshold (or, during a drain, fills it up). The lines in
+    between cannot stall, so their writes are stored in one step: the next stepped line is the line of
+    the write that crosses the threshold (``line_of``), or the next miss line."""
     buffer = _WriteBuffer(ofmap_elems, ofmap_bandwidth)
-    lines, cum, miss_at = _event_lines(writes_per_cycle, ifmap, filt,
-                                       2 * total_writes // (ofmap_elems - math.ceil(ofmap_elems * 0.5)))
     if_lines, f_lines = ifmap.miss_lines.tolist() + [-1], filt.miss_lines.tolist() + [-1]
-    stall, pos, next_miss = 0, 0, 0
+    misses = sorted(set(if_lines[:-1]) | set(f_lines[:-1])) + [lines]
+    stall, pos, next_miss, base = 0, 0, 0, 0  # base: writes in lines before pos
     state = [0, 0, 0, 0]  # ifmap miss index, ifmap prefetches done, filter miss index, filter prefetches
-    size = len(lines)
-    while pos < size:
-        while miss_at[next_miss] < pos:
+    while pos < lines:
+        while misses[next_miss] < pos:
             next_miss += 1
-        base = int(cum[pos - 1]) if pos else 0
-        draining_until = bisect.bisect_left(lines, buffer.drain_end - stall, pos)
-        if pos < draining_until:  # fast while the buffer does not fill up
-            end = bisect.bisect_left(cum, buffer.free + base, pos)
-            if draining_until <= end and draining_until < miss_at[next_miss]:  # the drain ends first
-                buffer.store(int(cum[draining_until - 1]) - base)
-                pos = draining_until
-                continue
-        else:  # fast while at least `active` slots stay free
-            end = bisect.bisect_right(cum, buffer.free - buffer.active + base, pos)
-        end = min(end, miss_at[next_miss])
+        draining_from = buffer.drain_end - stall  # first line at or after the running drain's end
+        # the first write the buffer cannot take quietly: it fills up (during a drain) or crosses the half
+        crossing = buffer.free + base if pos < draining_from else buffer.free - buffer.active + base + 1
+        crossing = max(crossing, base + 1)
+        if crossing > total_writes:
+            end = lines
+        elif crossing - base > peak * (misses[next_miss] - pos):  # at most `peak` a line: not before the miss
+            end = misses[next_miss]
+        else:
+            end = line_of(crossing)
+        if draining_from <= min(end, misses[next_miss] - 1) and pos < draining_from:  # the drain ends first
+            written = through(draining_from - 1)
+            buffer.store(written - base)
+            pos, base = draining_from, written
+            continue
+        end = min(end, misses[next_miss])
         if end > pos:  # store the quiet lines, then step the line that stopped them
-            buffer.store(int(cum[end - 1]) - base)
-            base = int(cum[end - 1])
-            pos = end
-            if pos == size:
+            written = through(end - 1)
+            buffer.store(written - base)
+            pos, base = end, written
+            if pos == lines:
                 break
-        line, count = int(lines[pos]), int(cum[pos]) - base
-        cycle = line + stall
-        worst = 0
-        if if_lines[state[0]] == line:
-            if_stall, state[0], state[1] = _read_stall(ifmap, state[0], line, cycle, state[1])
-            worst = if_stall
-        if f_lines[state[2]] == line:
-            f_stall, state[2], state[3] = _read_stall(filt, state[2], line, cycle, state[3])
+        written = through(pos)
+        count, cycle, worst = written - base, pos + stall, 0
+        if if_lines[state[0]] == pos:
+            worst, state[0], state[1] = _read_stall(ifmap, state[0], pos, cycle, state[1])
+        if f_lines[state[2]] == pos:
+            f_stall, state[2], state[3] = _read_stall(filt, state[2], pos, cycle, state[3])
             worst = max(worst, f_stall)
         done = buffer.write(count, cycle) if count else cycle
         stall += max(worst, done - cycle)
-        pos += 1
-    last = len(writes_per_cycle) - 1
-    total = last + stall
+        pos, base = pos + 1, written
+    total = lines - 1 + stall
     buffer.finish(total)
     return UserRun(total, stall, buffer.counted, buffer.last_end,
                    -max(ifmap.first_fill_lines, filt.first_fill_lines))
-
-
-def _event_lines(writes_per_cycle: np.ndarray, ifmap: ReadBufferTrace, filt: ReadBufferTrace, drains: int
-                 ) -> tuple[list[int] | np.ndarray, list[int] | np.ndarray, list[int]]:
-    """(lines that write or miss, writes up to and including each, index in them of each miss line + a
-    sentinel) for :func:`user_mode`. It bisects them a few times per step (a drain or a miss): as Python
-    lists when they are few per expected step, else as the arrays (slower bisects, no O(lines) copy)."""
-    writing = writes_per_cycle > 0
-    miss = np.zeros(0, dtype=np.int64)
-    if len(ifmap.miss_lines) or len(filt.miss_lines):
-        missing = np.zeros(len(writes_per_cycle), dtype=bool)
-        missing[ifmap.miss_lines] = True
-        missing[filt.miss_lines] = True
-        miss = np.flatnonzero(missing)
-        writing |= missing
-    events = np.flatnonzero(writing)
-    cum = np.cumsum(writes_per_cycle[events])
-    miss_at = np.searchsorted(events, miss).tolist() + [len(events)]
-    if len(events) < 32 * (drains + 2 * len(miss) + 4):
-        return events.tolist(), cum.tolist(), miss_at
-    return events, cum, miss_at
 
 
 def _quiet_ofmap_run(lines: int, writes: int, ifmap: ReadBufferTrace, filt: ReadBufferTrace, ofmap_elems: int,
@@ -1254,15 +1248,22 @@ def _quiet_ofmap_run(lines: int, writes: int, ifmap: ReadBufferTrace, filt: Read
 
 def user_run(dataflow: str, rows: int, cols: int, sr: int, sc: int, t: int, ifmap: ReadBufferTrace,
              filt: ReadBufferTrace, ofmap_elems: int, ofmap_bandwidth: int) -> UserRun:
-    """:func:`user_mode` of one (sub-)layer given its shape (as :func:`ofmap_writes_per_cycle`): the
-    per-cycle writes are built only when their total can fill the ofmap buffer past its drain half
-    (else the run depends on the number of lines and writes alone, both closed forms: ``P + B + cols - 1``
-    lines per fold; ``Sr * Sc`` writes in os, ``T`` per mapped column and row fold in ws/is)."""
+    """:func:`user_mode` of one (sub-)layer given its shape (as :func:`ofmap_writes_per_cycle`). When the
+    writes fit the ofmap buffer's drain half, the run depends on the number of lines and writes alone,
+    both closed forms: ``P + B + cols - 1`` lines per fold; ``Sr * Sc`` writes in os, ``T`` per mapped
+    column and row fold in ws/is. Else the lines are stepped on the closed-form running write count
+    (:func:`_fold_writes`: no per-cycle array), unless the misses and drains are so many per line that
+    bisecting the per-cycle array's running count is cheaper than the closed forms' extra cost per step."""
     row_folds, col_folds = -(-sr // rows), -(-sc // cols)
     prefix, body = (t - 1, rows) if dataflow == "os" else (2 * rows - 1, t)
     writes = sr * sc if dataflow == "os" else row_folds * t * sc
     if writes <= ofmap_elems - math.ceil(ofmap_elems * 0.5):
         return _quiet_ofmap_run(row_folds * col_folds * (prefix + body + cols - 1), writes, ifmap, filt,
                                 ofmap_elems, ofmap_bandwidth)
-    return user_mode(ofmap_writes_per_cycle(dataflow, rows, cols, sr, sc, t), ifmap, filt, ofmap_elems,
-                     ofmap_bandwidth)
+    lines = row_folds * col_folds * (prefix + body + cols - 1)
+    steps = len(ifmap.miss_lines) + len(filt.miss_lines) + writes // (ofmap_elems - math.ceil(ofmap_elems * 0.5))
+    if steps > 5 + lines // 200:  # measured: a step costs ~2 us more on the closed forms than on the list
+        return user_mode(ofmap_writes_per_cycle(dataflow, rows, cols, sr, sc, t), ifmap, filt, ofmap_elems,
+                         ofmap_bandwidth)
+    through, cycle_of, total, lines, peak = _fold_writes(dataflow, rows, cols, sr, sc, t)
+    return _user_steps(through, cycle_of, total, lines, peak, ifmap, filt, ofmap_elems, ofmap_bandwidth)
