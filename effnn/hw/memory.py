@@ -694,12 +694,28 @@ def _axis_pairs(size: int, out: int, kernel: int, stride: int, pad: int) -> tupl
 def demand_streams(dataflow: str, rows: int, cols: int, m: int, n: int, k: int, geometry: ConvGeometry,
                    want: tuple[bool, bool] = (True, True)) -> tuple[Stream | None, Stream | None]:
     """((ifmap address, demand line), (filter address, demand line)) in SCALE-Sim's demand order, -1s
-    dropped (:func:`fold_streams`); ``want`` skips either."""
-    ifmap, filt = fold_streams(dataflow, rows, cols, m, n, k, geometry, want)
+    dropped (:func:`fold_streams`); ``want`` skips either. The streamed operand's pass over the row folds
+    is cut (its -1s dropped) once and then repeated per column fold, each repeat ``row_folds`` folds later."""
+    ifmap, filt = fold_streams(dataflow, rows, cols, m, n, k, geometry, want, one_pass=True)
     if ifmap is not None:
         keep = ifmap[0] >= 0
         ifmap = ifmap[0][keep], ifmap[1][keep]
-    return ifmap, filt
+    sr, sc = {"os": (m, n), "ws": (k, n), "is": (k, m)}[dataflow]
+    t = {"os": k, "ws": m, "is": n}[dataflow]
+    fold = t + rows + cols - 2 if dataflow == "os" else t + 2 * rows + cols - 2
+    period, repeats = -(-sr // rows) * fold, -(-sc // cols)
+    if dataflow == "is":
+        return ifmap, (None if filt is None else _repeat_pass(filt, repeats, period))
+    return (None if ifmap is None else _repeat_pass(ifmap, repeats, period)), filt
+
+
+def _repeat_pass(stream: Stream, repeats: int, period: int) -> Stream:
+    """``stream`` read ``repeats`` times, each repeat ``period`` demand lines after the one before."""
+    if repeats == 1:
+        return stream
+    address, line = stream
+    return (np.broadcast_to(address, (repeats, len(address))).ravel(),
+            (line[None, :] + (np.arange(repeats, dtype=line.dtype) * period)[:, None]).ravel())
 
 
 def _antidiagonal(height: int, width: int) -> tuple[np.ndarray, np.ndarray]:
