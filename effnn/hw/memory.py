@@ -304,16 +304,19 @@ class ConvGeometry:
         The address separates into a pixel part and a window part, so the divisions run on the distinct
         pixels and window elements only and each element is one sum; only the pixels whose window
         leaves the ifmap (padding, SCALE-Sim's bottom/right overhang) are tested element by element."""
-        pix = np.arange(int(m.max()) + 1 if m.size else 1)
+        pixels, window = int(m.max()) + 1 if m.size else 1, int(k.max()) + 1 if k.size else 1
+        pix = np.arange(pixels)
         image = 0
         if self.image_pixels:
             image, pix = np.divmod(pix, self.image_pixels)
         oy, ox = np.divmod(pix, self.out_w)
-        ky, rest = np.divmod(np.arange(int(k.max()) + 1 if k.size else 1), self.kernel_w * self.channels)
+        ky, rest = np.divmod(np.arange(window), self.kernel_w * self.channels)
         kx, c = np.divmod(rest, self.channels)
         y0, x0 = oy * self.stride_h - self.pad_h, ox * self.stride_w - self.pad_w
         row = ((y0 + image * self.in_h) * self.in_w + x0) * self.channels
         address = row[m] + ((ky * self.in_w + kx) * self.channels + c)[k]
+        if not self._may_leave(pixels, window):
+            return address
         edge = (y0 < 0) | (y0 + ky[-1] >= self.in_h) | (x0 < 0) | (x0 + kx.max() >= self.in_w)
         if edge.any():
             at = np.flatnonzero(np.broadcast_to(edge[m], address.shape))
@@ -321,6 +324,21 @@ class ConvGeometry:
             y, x = y0[mm] + ky[kk], x0[mm] + kx[kk]
             np.put(address, at[(y < 0) | (y >= self.in_h) | (x < 0) | (x >= self.in_w)], -1)
         return address
+
+
+    def _may_leave(self, pixels: int, window: int) -> bool:
+        """Whether a window of the first ``pixels`` output pixels (per image), over window elements
+        ``0 .. window - 1``, can leave the ifmap: scalar bounds of the per-pixel edge test, so inner
+        layers (GEMMs, unpadded convs) skip it."""
+        if self.pad_h > 0 or self.pad_w > 0:
+            return True
+        last = min(pixels, self.image_pixels) - 1 if self.image_pixels else pixels - 1
+        span = self.kernel_w * self.channels
+        ky_max = (window - 1) // span
+        kx_max = self.kernel_w - 1 if window > span else (window - 1) // self.channels
+        ox_max = self.out_w - 1 if last >= self.out_w else last
+        return (last // self.out_w * self.stride_h + ky_max >= self.in_h
+                or ox_max * self.stride_w + kx_max >= self.in_w)
 
 
 def _skew_order(t: int, used: int) -> tuple[np.ndarray, np.ndarray]:
