@@ -11,6 +11,8 @@ import random
 import numpy as np
 import pytest
 
+from effnn.hw import memory
+
 from effnn.hw.memory import (
     ConvGeometry,
     ReadBufferTrace,
@@ -92,6 +94,50 @@ def test_user_run_equals_the_line_by_line_stall_loop() -> None:
             assert (run.total_cycles, run.stall_cycles, run.dram_writes, run.last_write_cycle) == want
             assert run.first_read_cycle == first
     assert 100 < quiet < 300  # both paths exercised
+
+
+def test_user_run_skipping_repeated_drains_equals_the_line_by_line_stall_loop() -> None:
+    """Many folds, a small ofmap buffer and read misses only early (or none): the drains settle into a
+    pattern that repeats per fold or column fold, which :func:`user_run` adds up whole once a buffer state
+    recurs; totals, stalls, DRAM writes and the last write equal stepping every line."""
+    rng = np.random.default_rng(1)
+    skipped = 0
+    for _ in range(300):
+        rows, cols = int(rng.integers(1, 6)), int(rng.integers(1, 6))
+        dataflow = str(rng.choice(["os", "ws", "is"]))
+        sr, sc, t = int(rng.integers(1, 40)), int(rng.integers(1, 40)), int(rng.integers(1, 12))
+        writes = ofmap_writes_per_cycle(dataflow, rows, cols, sr, sc, t)
+        early = max(1, len(writes) // 8)
+        traces = [_random_trace(rng, early) if rng.random() < 0.5 else
+                  ReadBufferTrace(int(rng.integers(1, 30)), 5, 0, np.zeros(0, dtype=np.int64),
+                                  np.zeros(0, dtype=np.int64)) for _ in range(2)]
+        total = int(writes.sum())
+        size = int(rng.integers(4, max(5, total // 4)))
+        bandwidth = int(rng.integers(1, 5))
+        want = stepped_user_mode(writes.tolist(), *traces, size, bandwidth)
+        run = user_run(dataflow, rows, cols, sr, sc, t, *traces, size, bandwidth)
+        assert (run.total_cycles, run.stall_cycles, run.dram_writes, run.last_write_cycle) == want
+        skipped += run.total_cycles > 0 and _skips(dataflow, rows, cols, sr, sc, t, traces, size, bandwidth)
+    assert skipped > 60  # the skip itself exercised (91 of 300), not only the stepping
+
+
+def _skips(dataflow: str, rows: int, cols: int, sr: int, sc: int, t: int, traces: list[ReadBufferTrace],
+           size: int, bandwidth: int) -> bool:
+    """Whether :func:`user_run` skipped repeats (its recurrence moved a line on)."""
+    moved = []
+    original = memory._Recurrence.skip
+
+    def spy(self: memory._Recurrence, pos: int, *rest: object) -> tuple[int, int, int]:
+        out = original(self, pos, *rest)
+        moved.append(out[0] != pos)
+        return out
+
+    memory._Recurrence.skip = spy  # type: ignore[method-assign]
+    try:
+        user_run(dataflow, rows, cols, sr, sc, t, *traces, size, bandwidth)
+    finally:
+        memory._Recurrence.skip = original  # type: ignore[method-assign]
+    return any(moved)
 
 
 def _read_by_read(fetch: list[int], demand: list[int], size: int) -> tuple[list[int], list[int]]:

@@ -1192,18 +1192,24 @@ def user_mode(writes_per_cycle: np.ndarray, ifmap: ReadBufferTrace, filt: ReadBu
     for the worst of its ifmap, filter and ofmap stalls, and every later line shifts by them
     (:func:`_user_steps` on the running write count of ``writes_per_cycle``)."""
     total_writes = int(writes_per_cycle.sum())
-    lines = len(writes_per_cycle)
     if total_writes <= ofmap_elems - math.ceil(ofmap_elems * 0.5):  # never drains during compute
-        return _quiet_ofmap_run(lines, total_writes, ifmap, filt, ofmap_elems, ofmap_bandwidth)
+        return _quiet_ofmap_run(len(writes_per_cycle), total_writes, ifmap, filt, ofmap_elems, ofmap_bandwidth)
+    return _user_steps(*_array_writes(writes_per_cycle), ifmap, filt, ofmap_elems, ofmap_bandwidth)
+
+
+def _array_writes(writes_per_cycle: np.ndarray
+                  ) -> tuple[Callable[[int], int], Callable[[int], int], int, int, int]:
+    """(writes through line ``c``, line of the ``r``-th write, all writes, lines, most writes in a line) of
+    a per-line writes array: list lookups and bisects on its running count."""
     cum = np.cumsum(writes_per_cycle).tolist()
-    return _user_steps(lambda line: cum[line] if line < lines else total_writes,
-                       lambda r: bisect.bisect_left(cum, r), total_writes, lines, int(writes_per_cycle.max()),
-                       ifmap, filt, ofmap_elems, ofmap_bandwidth)
+    lines, total = len(cum), cum[-1] if cum else 0
+    return (lambda line: cum[line] if line < lines else total), (lambda r: bisect.bisect_left(cum, r)), \
+        total, lines, int(writes_per_cycle.max()) if lines else 0
 
 
 def _user_steps(through: Callable[[int], int], line_of: Callable[[int], int], total_writes: int, lines: int,
-                peak: int, ifmap: ReadBufferTrace, filt: ReadBufferTrace, ofmap_elems: int, ofmap_bandwidth: int
-                ) -> UserRun:
+                peak: int, ifmap: ReadBufferTrace, filt: ReadBufferTrace, ofmap_elems: int, ofmap_bandwidth: int,
+                period: tuple[int, int] | None = None) -> UserRun:
     """:func:`user_mode` given ``through(c)`` (writes issued in lines ``0 .. c``), ``line_of(r)`` (line of
     the ``r``-th write, ``1 <= r <= total_writes``) and ``peak`` (most writes in one line) rather than the
     per-line writes.
@@ -1211,8 +1217,15 @@ def _user_steps(through: Callable[[int], int], line_of: Callable[[int], int], to
     Only lines where something can happen are stepped one by one: a read-buffer miss, or a write that
     fills the ofmap buffer past its drain threshold (or, during a drain, fills it up). The lines in
     between cannot stall, so their writes are stored in one step: the next stepped line is the line of
-    the write that crosses the threshold (``line_of``), or the next miss line."""
+    the write that crosses the threshold (``line_of``), or the next miss line.
+
+    ``period`` = (lines ``p``, end ``e``): the writes of lines ``c + p`` equal those of ``c`` for every
+    ``c + p < e`` (the column folds before the last). After the last miss, once a stepped line meets the
+    buffer in the state (relative to its line, stall and writes) a line a multiple of ``p`` earlier met,
+    everything in between repeats: whole repeats are added at once (:class:`_Recurrence`), as long as
+    they and the buffer's look-ahead stay before ``e``."""
     buffer = _WriteBuffer(ofmap_elems, ofmap_bandwidth)
+    recurrence = _Recurrence(period, total_writes, ofmap_elems) if period is not None else None
     if_lines, f_lines = ifmap.miss_lines.tolist() + [-1], filt.miss_lines.tolist() + [-1]
     misses = sorted(set(if_lines[:-1]) | set(f_lines[:-1])) + [lines]
     stall, pos, next_miss, base = 0, 0, 0, 0  # base: writes in lines before pos
@@ -1220,6 +1233,8 @@ def _user_steps(through: Callable[[int], int], line_of: Callable[[int], int], to
     while pos < lines:
         while misses[next_miss] < pos:
             next_miss += 1
+        if recurrence is not None and next_miss == len(misses) - 1:
+            pos, base, stall = recurrence.skip(pos, base, stall, buffer)
         draining_from = buffer.drain_end - stall  # first line at or after the running drain's end
         # the first write the buffer cannot take quietly: it fills up (during a drain) or crosses the half
         crossing = buffer.free + base if pos < draining_from else buffer.free - buffer.active + base + 1
@@ -1256,6 +1271,64 @@ def _user_steps(through: Callable[[int], int], line_of: Callable[[int], int], to
     buffer.finish(total)
     return UserRun(total, stall, buffer.counted, buffer.last_end,
                    -max(ifmap.first_fill_lines, filt.first_fill_lines))
+
+
+class _Recurrence:
+    """The "skip whole periods once a state recurs" step of :func:`_user_steps` (local to one run): the
+    stepped lines' states after the last miss, by (line mod period, buffer state relative to the line,
+    stall and writes); a recurring state means the run between the two repeats as long as the writes
+    do, so whole repeats are added to the line, writes, stall and buffer at once."""
+
+    def __init__(self, period: tuple[int, int], total_writes: int, ofmap_elems: int) -> None:
+        self.lines, self.end = period
+        self.seen: dict[tuple, tuple[int, ...]] = {}
+        self.elems = ofmap_elems
+        self.done = self.lines <= 0
+
+    def skip(self, pos: int, base: int, stall: int, buffer: _WriteBuffer) -> tuple[int, int, int]:
+        """(line, writes before it, stall) after skipping the repeats that fit; the buffer is moved on."""
+        if self.done or pos >= self.end:
+            return pos, base, stall
+        b, cycle = buffer, pos + stall
+        key = (pos % self.lines, b.free, b.drain_end - cycle, b.last_end - cycle, b.stored - base,
+               b.seg_start - base, b.lines - b.next_line,
+               *sorted((line - b.next_line, e) for line, e in b.partial.items() if line >= b.next_line))
+        now = (pos, base, stall, b.lines, b.next_line, b.counted)
+        then = self.seen.get(key)
+        if then is None:
+            self.seen[key] = now
+            return pos, base, stall
+        d = [x - y for x, y in zip(now, then)]  # one repeat: lines, writes, stall, trace lines, drained, counted
+        # the buffer looks at most its size in writes ahead (>= writes of one repeat each repeat ahead)
+        reach = d[0] * (self.elems // max(d[1], 1) + 2)
+        repeats = (self.end - reach - pos) // d[0]
+        if repeats <= 0:
+            return pos, base, stall
+        self.done = True
+        shift = repeats * (d[0] + d[2])
+        b.drain_end += shift
+        b.last_end += shift
+        b.stored += repeats * d[1]
+        b.seg_start += repeats * d[1]
+        b.lines += repeats * d[3]
+        b.partial = {line + repeats * d[4]: e for line, e in b.partial.items() if line >= b.next_line}
+        b.next_line += repeats * d[4]
+        b.counted += repeats * d[5]
+        return pos + repeats * d[0], base + repeats * d[1], stall + repeats * d[2]
+
+
+def _write_period(dataflow: str, rows: int, cols: int, sr: int, sc: int, fold: int) -> tuple[int, int]:
+    """(``p``, ``e``): the per-line ofmap writes (:func:`ofmap_writes_per_cycle`) of line ``c + p`` equal
+    those of ``c`` whenever ``c + p < e``. Folds differ only in the last column fold (fewer columns) and,
+    in os, the last row fold (fewer rows); folds run column folds outer, row folds inner."""
+    row_folds, col_folds = -(-sr // rows), -(-sc // cols)
+    same_rows = dataflow != "os" or sr % rows == 0
+    same_cols = sc % cols == 0
+    if same_rows:  # every fold of a column fold alike
+        return fold, row_folds * col_folds * fold if same_cols else (col_folds - 1) * row_folds * fold
+    if col_folds == 1:
+        return fold, (row_folds - 1) * fold
+    return row_folds * fold, row_folds * col_folds * fold if same_cols else (col_folds - 1) * row_folds * fold
 
 
 def _quiet_ofmap_run(lines: int, writes: int, ifmap: ReadBufferTrace, filt: ReadBufferTrace, ofmap_elems: int,
@@ -1296,8 +1369,9 @@ def user_run(dataflow: str, rows: int, cols: int, sr: int, sc: int, t: int, ifma
                                 ofmap_elems, ofmap_bandwidth)
     lines = row_folds * col_folds * (prefix + body + cols - 1)
     steps = len(ifmap.miss_lines) + len(filt.miss_lines) + writes // (ofmap_elems - math.ceil(ofmap_elems * 0.5))
+    period = _write_period(dataflow, rows, cols, sr, sc, prefix + body + cols - 1)
     if steps > 5 + lines // 200:  # measured: a step costs ~2 us more on the closed forms than on the list
-        return user_mode(ofmap_writes_per_cycle(dataflow, rows, cols, sr, sc, t), ifmap, filt, ofmap_elems,
-                         ofmap_bandwidth)
-    through, cycle_of, total, lines, peak = _fold_writes(dataflow, rows, cols, sr, sc, t)
-    return _user_steps(through, cycle_of, total, lines, peak, ifmap, filt, ofmap_elems, ofmap_bandwidth)
+        writes_of = _array_writes(ofmap_writes_per_cycle(dataflow, rows, cols, sr, sc, t))
+    else:
+        writes_of = _fold_writes(dataflow, rows, cols, sr, sc, t)
+    return _user_steps(*writes_of, ifmap, filt, ofmap_elems, ofmap_bandwidth, period)
