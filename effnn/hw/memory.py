@@ -32,6 +32,7 @@ import math
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import numpy as np
 
@@ -796,10 +797,10 @@ def fetch_streams(dataflow: str, rows: int, cols: int, m: int, n: int, k: int, g
     return (ifmap() if want[0] else None), (filt() if want[1] else None)
 
 
-@dataclass(frozen=True)
-class ReadBufferTrace:
+class ReadBufferTrace(NamedTuple):
     """What a USER-mode read buffer did, independent of timing: SCALE-Sim's prefetches run back to back
-    (each starts the cycle after the previous one's last response), whenever the array needs them."""
+    (each starts the cycle after the previous one's last response), whenever the array needs them.
+    (A named tuple: built twice per replayed layer, where a frozen dataclass's set-up showed.)"""
 
     first_fill_lines: int  # lines of ``bw`` words of the first fill (before compute)
     prefetch_lines: int  # lines of every later prefetch
@@ -991,9 +992,9 @@ def read_buffer_holds_all(fetch: np.ndarray | int, buffer_elems: int) -> bool:
 def held_read_buffer(fetch_length: int, buffer_elems: int, bandwidth: int) -> ReadBufferTrace:
     """:func:`user_read_buffer` of a buffer that :func:`read_buffer_holds_all`: the first fill only."""
     active = math.ceil(buffer_elems * 0.5)
+    none = np.zeros(0, dtype=np.int64)
     return ReadBufferTrace(min(math.ceil(active / bandwidth), math.ceil(fetch_length / bandwidth)),
-                           math.ceil((buffer_elems - active) / bandwidth), 0, np.zeros(0, dtype=np.int64),
-                           np.zeros(0, dtype=np.int64))
+                           math.ceil((buffer_elems - active) / bandwidth), 0, none, none)
 
 
 def fetch_counts(dataflow: str, rows: int, cols: int, m: int, n: int, k: int, geometry: ConvGeometry
