@@ -393,7 +393,7 @@ Stream = tuple[np.ndarray, np.ndarray]  # (address, demand line), -1 addresses (
 
 
 def fold_streams(dataflow: str, rows: int, cols: int, m: int, n: int, k: int, geometry: ConvGeometry,
-                 want: tuple[bool, bool] = (True, True), one_pass: bool = False
+                 want: tuple[bool, bool] = (True, True), one_pass: bool = False, table: np.ndarray | None = None
                  ) -> tuple[Stream | None, Stream | None]:
     """((ifmap address, demand line), (filter address, demand line)) in SCALE-Sim's demand order (folds:
     columns outer, rows inner); ``want`` skips either. Filter ``(k, n)`` is address ``k * N + n``.
@@ -402,7 +402,10 @@ def fold_streams(dataflow: str, rows: int, cols: int, m: int, n: int, k: int, ge
     streamed operand's lane ``r`` reads time step ``t`` at line ``t + r`` (after ``rows`` lines of loading
     in ws/is), a stationary fold is loaded bottom row first, one row per line. A streamed operand depends
     on the row fold only, so one pass over the row folds is built and repeated per column fold (with
-    ``one_pass``, not repeated: the caller knows it repeats ``ceil(Sc / cols)`` times)."""
+    ``one_pass``, not repeated: the caller knows it repeats ``ceil(Sc / cols)`` times). ``table``: the
+    :func:`ifmap_table` when the caller has it (else built here if the ifmap is wanted)."""
+    if want[0] and table is None:
+        table = ifmap_table(geometry, m, k)
     sr, sc = {"os": (m, n), "ws": (k, n), "is": (k, m)}[dataflow]
     t = {"os": k, "ws": m, "is": n}[dataflow]
     row_folds, col_folds = -(-sr // rows), -(-sc // cols)
@@ -443,22 +446,22 @@ def fold_streams(dataflow: str, rows: int, cols: int, m: int, n: int, k: int, ge
         return address(fc, fr, row, col), f * length + rows - 1 - row
 
     if dataflow == "os":
-        ifmap = streamed(k, lambda tt, lane: lane * k + tt, _ifmap_table(geometry, m, k)) if want[0] else None
+        ifmap = streamed(k, lambda tt, lane: lane * k + tt, table) if want[0] else None
         filt = None
         if want[1]:  # a column fold's filters stream again in each of its row folds
             f, tt, lane = _per_fold(np.repeat(cu, row_folds), lambda used: _skew_order(t, used))
             filt = tt * n + c0[f // row_folds] + lane, f * length + tt + lane
     elif dataflow == "ws":
-        ifmap = streamed(1, lambda tt, lane: tt * k + lane, _ifmap_table(geometry, m, k)) if want[0] else None
+        ifmap = streamed(1, lambda tt, lane: tt * k + lane, table) if want[0] else None
         filt = stationary(lambda fc, fr, row, col: (r0[fr] + row) * n + c0[fc] + col) if want[1] else None
     else:
-        ifmap = stationary(lambda fc, fr, row, col: geometry.ifmap_address(c0[fc] + col, r0[fr] + row)) \
+        ifmap = stationary(lambda fc, fr, row, col: table[(c0[fc] + col) * k + r0[fr] + row]) \
             if want[0] else None
         filt = streamed(n, lambda tt, lane: lane * n + tt) if want[1] else None
     return ifmap, filt
 
 
-def _ifmap_table(geometry: ConvGeometry, m: int, k: int) -> np.ndarray:
+def ifmap_table(geometry: ConvGeometry, m: int, k: int) -> np.ndarray:
     """Every ifmap address of ``m`` output pixels x ``k`` window elements, flat (pixel-major)."""
     return geometry.ifmap_address(np.arange(m)[:, None], np.arange(k)[None, :]).ravel()
 
@@ -711,11 +714,12 @@ def _axis_pairs(size: int, out: int, kernel: int, stride: int, pad: int) -> tupl
 # USER bandwidth mode: read buffers that prefetch a fixed order, an ofmap buffer that can stall the array
 
 def demand_streams(dataflow: str, rows: int, cols: int, m: int, n: int, k: int, geometry: ConvGeometry,
-                   want: tuple[bool, bool] = (True, True)) -> tuple[Stream | None, Stream | None]:
+                   want: tuple[bool, bool] = (True, True), table: np.ndarray | None = None
+                   ) -> tuple[Stream | None, Stream | None]:
     """((ifmap address, demand line), (filter address, demand line)) in SCALE-Sim's demand order, -1s
     dropped (:func:`fold_streams`); ``want`` skips either. The streamed operand's pass over the row folds
     is cut (its -1s dropped) once and then repeated per column fold, each repeat ``row_folds`` folds later."""
-    ifmap, filt = fold_streams(dataflow, rows, cols, m, n, k, geometry, want, one_pass=True)
+    ifmap, filt = fold_streams(dataflow, rows, cols, m, n, k, geometry, want, one_pass=True, table=table)
     if ifmap is not None:
         keep = ifmap[0] >= 0
         ifmap = ifmap[0][keep], ifmap[1][keep]
@@ -745,11 +749,14 @@ def _antidiagonal(height: int, width: int) -> tuple[np.ndarray, np.ndarray]:
 
 
 def fetch_streams(dataflow: str, rows: int, cols: int, m: int, n: int, k: int, geometry: ConvGeometry,
-                  want: tuple[bool, bool] = (True, True)) -> tuple[np.ndarray | None, np.ndarray | None]:
+                  want: tuple[bool, bool] = (True, True), table: np.ndarray | None = None
+                  ) -> tuple[np.ndarray | None, np.ndarray | None]:
     """(ifmap, filter) in the order SCALE-Sim's USER-mode read buffers prefetch them, -1 (nothing)
     included: each operand's folds stacked once (not per column fold), streamed operands read by
     anti-diagonals, stationary ones row by row. ``want`` skips either (None): a buffer that holds its
-    whole operand needs no order."""
+    whole operand needs no order. ``table``: the :func:`ifmap_table` when the caller has it."""
+    if want[0] and table is None:
+        table = ifmap_table(geometry, m, k)
     sr, sc = {"os": (m, n), "ws": (k, n), "is": (k, m)}[dataflow]
     t = {"os": k, "ws": m, "is": n}[dataflow]
     row_folds, col_folds = -(-sr // rows), -(-sc // cols)
@@ -766,7 +773,7 @@ def fetch_streams(dataflow: str, rows: int, cols: int, m: int, n: int, k: int, g
     def os_ifmap() -> np.ndarray:
         fr, tt, lane = stacked(row_folds, t, rows, True)
         pix = fr * rows + lane
-        return np.where(pix < m, geometry.ifmap_address(np.minimum(pix, m - 1), tt), -1)
+        return np.where(pix < m, table[np.minimum(pix, m - 1) * k + tt], -1)
 
     def os_filter() -> np.ndarray:
         fc, tt, lane = stacked(col_folds, t, cols, True)
@@ -776,7 +783,7 @@ def fetch_streams(dataflow: str, rows: int, cols: int, m: int, n: int, k: int, g
     def ws_ifmap() -> np.ndarray:
         fr, tt, lane = stacked(row_folds, t, rows, True)
         kk = fr * rows + lane
-        return np.where(kk < k, geometry.ifmap_address(tt, np.minimum(kk, k - 1)), -1)
+        return np.where(kk < k, table[tt * k + np.minimum(kk, k - 1)], -1)
 
     def ws_filter() -> np.ndarray:
         fc, kk, lane = stacked(col_folds, k, cols, False)
@@ -786,7 +793,7 @@ def fetch_streams(dataflow: str, rows: int, cols: int, m: int, n: int, k: int, g
     def is_ifmap() -> np.ndarray:
         fc, kk, lane = stacked(col_folds, k, cols, False)
         pix = fc * cols + lane
-        return np.where(pix < m, geometry.ifmap_address(np.minimum(pix, m - 1), kk), -1)
+        return np.where(pix < m, table[np.minimum(pix, m - 1) * k + kk], -1)
 
     def is_filter() -> np.ndarray:
         fr, tt, lane = stacked(row_folds, t, rows, True)

@@ -43,6 +43,7 @@ from effnn.hw.memory import (
     fetch_lengths,
     fetch_streams,
     held_read_buffer,
+    ifmap_table,
     read_buffer_holds_all,
     user_read_buffer,
     user_run,
@@ -599,8 +600,9 @@ class SystolicArray:
             valid = fetch_counts(self.dataflow, self.rows, self.cols, m, n, k, geo)[0][1]
             want = (not read_buffer_holds_all(valid, elems[0]), want[1])
         if geo is not None and any(want):
-            fetch = fetch_streams(self.dataflow, self.rows, self.cols, m, n, k, geo, want)
-            demand = demand_streams(self.dataflow, self.rows, self.cols, m, n, k, geo, want)
+            table = ifmap_table(geo, m, k) if want[0] else None  # one address table for both orders
+            fetch = fetch_streams(self.dataflow, self.rows, self.cols, m, n, k, geo, want, table)
+            demand = demand_streams(self.dataflow, self.rows, self.cols, m, n, k, geo, want, table)
             traces = [user_read_buffer(fetch[j], *demand[j], elems[j], bws[j]) if want[j] else traces[j]
                       for j in (0, 1)]
         run = user_run(self.dataflow, self.rows, self.cols, int(sr), int(sc), int(t), traces[0], traces[1],
