@@ -549,25 +549,39 @@ def _periodic_chunks(stream: np.ndarray, capacity: int, repeats: int) -> int:
     distinct = int(np.count_nonzero(prev[:size] < 0))
     if distinct < capacity:  # the buffer never turns over: each address is fetched once
         return distinct
-    seen: dict[int, tuple[int, int]] = {}  # start offset in the pass -> (pieces before it, absolute start)
-    start = count = 0
-    while start < total:
+
+    def piece(start: int, count: int) -> tuple[int, int, bool]:
+        """The piece starting at read ``start``: (next start, pieces' misses, whether the stream ended)."""
         offset = start % size
-        if offset in seen:  # the pieces since the earlier visit repeat: skip whole periods
-            pieces, earlier = seen[offset]
-            period = start - earlier
-            skip = (total - start) // period
-            start, count = start + skip * period, count + skip * (count - pieces)
-            seen.clear()
-            if start >= total:
-                break
-            offset = start % size
-        seen[offset] = count, start
         new, end = _next_chunk(prev, offset, offset + min(size, total - start), capacity)
         if end < 0:
-            return count + new
-        count += capacity
-        start += end - offset + 1
+            return start, count + new, True
+        return start + end - offset + 1, count + capacity, False
+
+    return _skip_recurrences(0, total, 0, lambda start: start % size, piece)
+
+
+def _skip_recurrences(position: int, total: int, count: int, key: Callable[[int], int],
+                      step: Callable[[int, int], tuple[int, int, bool]]) -> int:
+    """``count`` after stepping ``(position, count) = step(position, count)`` until ``position`` reaches
+    ``total`` (or ``step`` says stop). The steps depend only on ``key(position)``: once a key recurs, the
+    steps since its earlier visit repeat, so the whole periods that fit are added at once."""
+    seen: dict[int, tuple[int, int]] = {}  # key -> (position, count) at its visit
+    while position < total:
+        state = key(position)
+        if state in seen:
+            earlier, before = seen[state]
+            period = position - earlier
+            skip = (total - position) // period
+            position, count = position + skip * period, count + skip * (count - before)
+            seen.clear()
+            if position >= total:
+                break
+            state = key(position)
+        seen[state] = position, count
+        position, count, stop = step(position, count)
+        if stop:
+            break
     return count
 
 
@@ -652,25 +666,19 @@ def _segment_misses(segments: list[Segment], capacity: int) -> int:
             misses += count * length
             x = (x + count * length) % capacity
             continue
-        seen: dict[int, tuple[int, int]] = {}
-        done = 0
-        while done < count:
-            if x in seen:  # the state recurs: skip whole periods of segments
-                before, misses_before = seen.pop(x)
-                period = done - before
-                skip = (count - done) // period
-                done, misses = done + skip * period, misses + skip * (misses - misses_before)
-                seen.clear()
-                if done >= count:
-                    break
-            seen[x] = done, misses
+
+        def segment(done: int, misses: int, size: int = size, length: int = length) -> tuple[int, int, bool]:
+            """One segment of ``size`` addresses read ``length`` times into the open piece holding ``x``."""
+            nonlocal x
             gain = min(size, length)
             if x + gain < capacity:
                 x, misses = x + gain, misses + gain
             else:  # the piece completes after capacity - x reads; the next holds the rest of the segment
                 rest = min(size, length - (capacity - x))
                 x, misses = rest, misses + capacity - x + rest
-            done += 1
+            return done + 1, misses, False
+
+        misses = _skip_recurrences(0, count, misses, lambda _: x, segment)
     return misses
 
 
