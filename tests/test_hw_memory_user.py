@@ -12,7 +12,6 @@ import numpy as np
 import pytest
 
 from effnn.hw import memory
-
 from effnn.hw.memory import (
     ConvGeometry,
     ReadBufferTrace,

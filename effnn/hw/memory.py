@@ -666,20 +666,27 @@ def _segment_misses(segments: list[Segment], capacity: int) -> int:
             misses += count * length
             x = (x + count * length) % capacity
             continue
-
-        def segment(done: int, misses: int, size: int = size, length: int = length) -> tuple[int, int, bool]:
-            """One segment of ``size`` addresses read ``length`` times into the open piece holding ``x``."""
-            nonlocal x
-            gain = min(size, length)
-            if x + gain < capacity:
-                x, misses = x + gain, misses + gain
-            else:  # the piece completes after capacity - x reads; the next holds the rest of the segment
-                rest = min(size, length - (capacity - x))
-                x, misses = rest, misses + capacity - x + rest
-            return done + 1, misses, False
-
-        misses = _skip_recurrences(0, count, misses, lambda _: x, segment)
+        x, misses = _segment_run(x, misses, size, length, count, capacity)
     return misses
+
+
+def _segment_run(x: int, misses: int, size: int, length: int, count: int, capacity: int) -> tuple[int, int]:
+    """(``x``, misses) after ``count`` identical segments of ``size < capacity`` addresses read ``length``
+    times each, entered with the open piece holding ``x`` (:func:`_segment_misses`)."""
+    held = [x]
+
+    def segment(done: int, misses: int) -> tuple[int, int, bool]:
+        x = held[0]
+        gain = min(size, length)
+        if x + gain < capacity:
+            held[0], misses = x + gain, misses + gain
+        else:  # the piece completes after capacity - x reads; the next holds the rest of the segment
+            rest = min(size, length - (capacity - x))
+            held[0], misses = rest, misses + capacity - x + rest
+        return done + 1, misses, False
+
+    misses = _skip_recurrences(0, count, misses, lambda _: held[0], segment)
+    return held[0], misses
 
 
 def _window_pairs(geometry: ConvGeometry, m: int, k: int) -> tuple[int, bool] | None:
