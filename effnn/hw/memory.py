@@ -1362,8 +1362,9 @@ def _quiet_ofmap_run(lines: int, writes: int, ifmap: ReadBufferTrace, filt: Read
     from the last line's cycle, and only the last one partly empty, so exactly ``writes`` are counted."""
     stall = 0
     state = [0, 0, 0, 0]  # ifmap miss index, ifmap prefetches done, filter miss index, filter prefetches
-    if_lines, f_lines = ifmap.miss_lines.tolist(), filt.miss_lines.tolist()
-    for line in sorted(set(if_lines) | set(f_lines)):
+    if_lines = ifmap.miss_lines.tolist() if len(ifmap.miss_lines) else []
+    f_lines = filt.miss_lines.tolist() if len(filt.miss_lines) else []
+    for line in sorted(set(if_lines) | set(f_lines)) if if_lines or f_lines else ():
         cycle, worst = line + stall, 0
         if state[0] < len(if_lines) and if_lines[state[0]] == line:
             worst, state[0], state[1] = _read_stall(ifmap, state[0], line, cycle, state[1])
