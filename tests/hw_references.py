@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from effnn.hw.memory import ConvGeometry, ReadBufferTrace, _read_stall, _WriteBuffer
+from effnn.hw.memory import ConvGeometry, ReadBufferTrace, _miss_stall, _WriteBuffer
 
 
 def read_by_read_misses(stream: Iterable[int], capacity: int) -> int:
@@ -34,12 +34,8 @@ def stepped_user_mode(writes: Iterable[int], ifmap: ReadBufferTrace, filt: ReadB
     stall, state = 0, [0, 0, 0, 0]
     if_lines, f_lines = ifmap.miss_lines.tolist() + [-1], filt.miss_lines.tolist() + [-1]
     for line, count in enumerate(writes):
-        cycle, worst = line + stall, 0
-        if if_lines[state[0]] == line:
-            worst, state[0], state[1] = _read_stall(ifmap, state[0], line, cycle, state[1])
-        if f_lines[state[2]] == line:
-            f_stall, state[2], state[3] = _read_stall(filt, state[2], line, cycle, state[3])
-            worst = max(worst, f_stall)
+        cycle = line + stall
+        worst = _miss_stall(ifmap, filt, if_lines, f_lines, state, line, cycle)
         done = buffer.write(count, cycle) if count else cycle
         stall += max(worst, done - cycle)
     buffer.finish(len(writes) - 1 + stall)

@@ -1134,6 +1134,20 @@ def _read_stall(trace: ReadBufferTrace, index: int, line: int, cycle: int, done:
     return offset - 1, index, done
 
 
+def _miss_stall(ifmap: ReadBufferTrace, filt: ReadBufferTrace, if_lines: list[int], f_lines: list[int],
+                state: list[int], line: int, cycle: int) -> int:
+    """The read-miss stall of demand line ``line`` (issued at ``cycle``): the worse of its ifmap and filter
+    misses (:func:`_read_stall`). ``if_lines``/``f_lines``: the miss lines, each list ending in -1;
+    ``state`` (ifmap miss index, ifmap prefetches done, filter miss index, filter prefetches) moves on."""
+    worst = 0
+    if if_lines[state[0]] == line:
+        worst, state[0], state[1] = _read_stall(ifmap, state[0], line, cycle, state[1])
+    if f_lines[state[2]] == line:
+        f_stall, state[2], state[3] = _read_stall(filt, state[2], line, cycle, state[3])
+        worst = max(worst, f_stall)
+    return worst
+
+
 @dataclass
 class _WriteBuffer:
     """SCALE-Sim's ofmap ``write_buffer`` state (mutable, local to one :func:`user_mode` run)."""
@@ -1281,12 +1295,8 @@ def _user_steps(through: Callable[[int], int], line_of: Callable[[int], int], to
             if pos == lines:
                 break
         written = through(pos)
-        count, cycle, worst = written - base, pos + stall, 0
-        if if_lines[state[0]] == pos:
-            worst, state[0], state[1] = _read_stall(ifmap, state[0], pos, cycle, state[1])
-        if f_lines[state[2]] == pos:
-            f_stall, state[2], state[3] = _read_stall(filt, state[2], pos, cycle, state[3])
-            worst = max(worst, f_stall)
+        count, cycle = written - base, pos + stall
+        worst = _miss_stall(ifmap, filt, if_lines, f_lines, state, pos, cycle)
         done = buffer.write(count, cycle) if count else cycle
         stall += max(worst, done - cycle)
         pos, base = pos + 1, written
@@ -1362,16 +1372,10 @@ def _quiet_ofmap_run(lines: int, writes: int, ifmap: ReadBufferTrace, filt: Read
     from the last line's cycle, and only the last one partly empty, so exactly ``writes`` are counted."""
     stall = 0
     state = [0, 0, 0, 0]  # ifmap miss index, ifmap prefetches done, filter miss index, filter prefetches
-    if_lines = ifmap.miss_lines.tolist() if len(ifmap.miss_lines) else []
-    f_lines = filt.miss_lines.tolist() if len(filt.miss_lines) else []
-    for line in sorted(set(if_lines) | set(f_lines)) if if_lines or f_lines else ():
-        cycle, worst = line + stall, 0
-        if state[0] < len(if_lines) and if_lines[state[0]] == line:
-            worst, state[0], state[1] = _read_stall(ifmap, state[0], line, cycle, state[1])
-        if state[2] < len(f_lines) and f_lines[state[2]] == line:
-            f_stall, state[2], state[3] = _read_stall(filt, state[2], line, cycle, state[3])
-            worst = max(worst, f_stall)
-        stall += max(worst, 0)
+    if len(ifmap.miss_lines) or len(filt.miss_lines):
+        if_lines, f_lines = ifmap.miss_lines.tolist() + [-1], filt.miss_lines.tolist() + [-1]
+        for line in sorted(set(if_lines[:-1]) | set(f_lines[:-1])):
+            stall += max(_miss_stall(ifmap, filt, if_lines, f_lines, state, line, line + stall), 0)
     total = lines - 1 + stall
     last_write = total + -(-writes // ofmap_bandwidth) - 1 if writes > 0 else 0
     return UserRun(total, stall, writes, last_write, -max(ifmap.first_fill_lines, filt.first_fill_lines))
