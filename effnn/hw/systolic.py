@@ -490,25 +490,28 @@ class SystolicArray:
         of_bw = bandwidths[2]
         drain = xp.ceil(dram_of / of_bw) - 1
         of_elems = xp.floor(self.ofmap_sram_kb * 1024 * 8 / ob)
-        drains_early = (dram_of > of_elems - xp.ceil(of_elems * 0.5)) & replayable & (compute / g <= limit)
-        if self.dram_bandwidth is not None and la.geometry is not None:
-            # USER mode: the layers the USER replay below runs get their drain from it, whole
+        # replayed layers: SCALE-Sim-runnable with at most replay_limit compute cycles per group; in USER
+        # mode those with at most replay_limit SRAM reads too are replayed whole below, drain included
+        small = replayable & (compute / g <= limit)
+        user_bandwidth = self.dram_bandwidth is not None and la.geometry is not None
+        drains_early = (dram_of > of_elems - xp.ceil(of_elems * 0.5)) & small
+        if user_bandwidth:
             drains_early = drains_early & (sram_reads > limit)
         dram_of, drain = xp.each(drains_early, self._ofmap_drain_one, (dram_of, drain),
                                  (sr, sc, t, of_elems, of_bw))
-        stall, _ = self._stalls(xp, compute, g * dram_if, g * dram_f, g * dram_of,
-                                g * xp.minimum(fp_if, cap_if), g * xp.minimum(kn, cap_f), ab, fb, ob)
+        stall = self._stalls(xp, compute, g * dram_if, g * dram_f, g * dram_of,
+                             g * xp.minimum(fp_if, cap_if), g * xp.minimum(kn, cap_f), ab, fb, ob)
         total = compute + stall
         prefetch = g * self._first_fill(xp, dram_if, dram_f, ab, fb, sr, *bandwidths[:2])
         total_incl = total + prefetch + g * drain
-        if self.dram_bandwidth is not None and la.geometry is not None:
+        if user_bandwidth:
             # USER bandwidth: SCALE-Sim's memory system replayed (at most replay_limit SRAM reads and
             # compute cycles per group); the others keep the closed-form estimate
             sizes = tuple(xp.floor(kb * 1024 * 8 / bits) for kb, bits in ((self.ifmap_sram_kb, ab),
                                                                           (self.filter_sram_kb, fb),
                                                                           (self.ofmap_sram_kb, ob)))
             dram_if, dram_f, dram_of, stall, prefetch, total_incl = xp.each(
-                replayable & (compute / g <= limit) & (sram_reads <= limit), self._user_run_one,
+                small & (sram_reads <= limit), self._user_run_one,
                 (dram_if, dram_f, dram_of, stall, prefetch, total_incl),
                 (la.m, la.n, la.k, la.groups, la.geometry, sr, sc, t, *bandwidths, *sizes))
             total = compute + stall
@@ -654,25 +657,25 @@ class SystolicArray:
                 | (res["dram_writes_ofmap"] / g > cap_of))
 
     def _stalls(self, xp: _Ops, compute: Any, dram_if: Any, dram_f: Any, dram_of: Any, first_if: Any,
-                first_f: Any, ab: Any, fb: Any, ob: Any) -> tuple[Any, Any]:
-        """(stall cycles, prefetch cycles) of a double-buffered memory system with finite DRAM bandwidth.
+                first_f: Any, ab: Any, fb: Any, ob: Any) -> Any:
+        """Stall cycles of a double-buffered memory system with finite DRAM bandwidth (the estimate for
+        layers that are not replayed).
 
         Each operand has its own interface of ``dram_bandwidth`` words per cycle; a ``b``-bit element
-        takes ``b / word_bits`` words. Before compute starts, the first active buffers are filled
-        (``prefetch``, reported apart as SCALE-Sim does); afterwards the fill of the other half overlaps
-        compute, so the array stalls only when an operand's remaining transfer outlasts the compute.
+        takes ``b / word_bits`` words. Before compute starts, the first active buffers (``first_if``,
+        ``first_f`` elements) are filled (the prefetch, :meth:`_first_fill`); afterwards the fill of the
+        other half overlaps compute, so the array stalls only when an operand's remaining transfer outlasts
+        the compute.
         """
         if self.dram_bandwidth is None:  # CALC: the bandwidth is whatever keeps the array busy
-            zero = 0.0 * xp.ones(compute)
-            return zero, zero
+            return 0.0 * xp.ones(compute)
         bw_if, bw_f, bw_of = self.dram_bandwidth
         word = self.word_bits
         rest_if = (dram_if - first_if) * ab / (word * bw_if)
         rest_f = (dram_f - first_f) * fb / (word * bw_f)
         drain_of = dram_of * ob / (word * bw_of)
         stall = xp.ceil(xp.maximum(xp.maximum(rest_if, rest_f), drain_of) - compute)
-        prefetch = xp.ceil(xp.maximum(first_if * ab / (word * bw_if), first_f * fb / (word * bw_f)))
-        return xp.maximum(stall, 0.0), prefetch
+        return xp.maximum(stall, 0.0)
 
     # ----------------------------------------------------------------------------------------------------
     def simulate(self, layers: Sequence[Layer]) -> list[LayerCost]:
