@@ -709,19 +709,10 @@ def _window_pairs(geometry: ConvGeometry, m: int, k: int) -> tuple[int, bool] | 
 def _axis_pairs(size: int, out: int, kernel: int, stride: int, pad: int) -> tuple[int, bool]:
     """(pairs (o, j), ``o < out``, ``j < kernel``, whose coordinate ``o * stride + j - pad`` is in
     ``[0, size)``; whether no two share a coordinate). Two share one iff some inside pair with
-    ``j >= stride`` has a successor ``o + 1 < out`` (then ``(o + 1, j - stride)`` lands on it). Counted
-    along the shorter of the two ranges, so a GEMM's long ``1 x K`` kernel costs one step."""
-    inside, shared = 0, False
-    if out <= kernel:
-        for o in range(out):  # j in [max(0, pad - o s), min(kernel, size + pad - o s)) is inside
-            low, high = pad - o * stride, min(kernel, size + pad - o * stride)
-            inside += max(0, high - max(0, low))
-            shared = shared or (o < out - 1 and high > max(stride, low))
-    else:
-        for j in range(kernel):  # o in [ceil((pad - j) / stride), floor((size - 1 + pad - j) / stride)]
-            low, high = max(0, -((j - pad) // stride)), (size - 1 + pad - j) // stride
-            inside += max(0, min(out - 1, high) - low + 1)
-            shared = shared or (j >= stride and min(out - 2, high) >= low)
+    ``j >= stride`` has a successor ``o + 1 < out`` (then ``(o + 1, j - stride)`` lands on it). Both are
+    counts of :func:`_axis_inside`, O(kernel / stride) each."""
+    inside = _axis_inside(0, out, stride, pad, 0, kernel, size)
+    shared = stride < kernel and _axis_inside(0, out - 1, stride, pad, stride, kernel, size) > 0
     return inside, not shared
 
 
